@@ -1,0 +1,169 @@
+"""Project datasets: the competition's CSVs read strictly, models as safetensors, atomic saves.
+
+Every dataset that writes does so atomically (a temporary file beside the target, then a rename), so a
+run killed mid-save leaves the previous file or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.io import AbstractDataset, DatasetError
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.matplotlib import MatplotlibDataset
+from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.text import TextDataset
+
+from sentence_reduction.input_errors import InputDataError
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class RulingsCSVDataset(AbstractDataset[None, pd.DataFrame]):
+    """A competition CSV (`train.csv` / `testA.csv`) read as text columns, exactly as shipped.
+
+    Accepts UTF-8 with or without a BOM, LF or CRLF line ends, and quoted fields holding commas or
+    newlines. Anything else (a GBK file, an empty file, a broken quote) raises `InputDataError`.
+    The frame's ``attrs["source"]`` names the file, so validation errors can name it too.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        source = str(self._filepath)
+        if not self._filepath.is_file():
+            raise InputDataError(source, "file not found (the folder must hold train.csv and testA.csv)")
+        text = _decode_utf8(self._filepath.read_bytes(), source)
+        if not text.strip():
+            raise InputDataError(source, "file is empty")
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise InputDataError(source, f"not a readable CSV ({' '.join(str(error).split())})") from error
+        frame.columns = [str(column).strip() for column in frame.columns]
+        frame.attrs["source"] = source
+        return frame
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._filepath} is an input: the pipeline never writes it")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+def _decode_utf8(raw: bytes, source: str) -> str:
+    if raw.startswith(_UTF16_BOMS):
+        raise InputDataError(source, "file is UTF-16; save it as UTF-8")
+    raw = raw.removeprefix(_UTF8_BOM)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        hint = "it looks GBK/GB18030-encoded: " if _decodes_as_gb18030(raw) else ""
+        raise InputDataError(
+            source,
+            f"not valid UTF-8 at byte {error.start} ({hint}convert it, e.g. iconv -f GB18030 -t UTF-8)",
+            row=line - 1,
+        ) from error
+
+
+def _decodes_as_gb18030(raw: bytes) -> bool:
+    try:
+        raw.decode("gb18030")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _AtomicSave:
+    """Mixin for fsspec-based kedro-datasets: write to a hidden temporary path, then rename."""
+
+    def save(self, data: Any) -> None:
+        final_path = self._get_save_path()
+        temporary_path = final_path.with_name(f".{final_path.name}.{uuid.uuid4().hex}.tmp")
+        self._get_save_path = lambda: temporary_path  # the parent's save writes where we point it
+        try:
+            super().save(data)
+            self._fs.mv(str(temporary_path), str(final_path))
+        finally:
+            del self._get_save_path
+            if self._fs.exists(str(temporary_path)):
+                self._fs.rm(str(temporary_path), recursive=True)
+
+
+class AtomicCSVDataset(_AtomicSave, CSVDataset):
+    """`pandas.CSVDataset`, saved atomically."""
+
+
+class AtomicParquetDataset(_AtomicSave, ParquetDataset):
+    """`pandas.ParquetDataset`, saved atomically."""
+
+
+class AtomicJSONDataset(_AtomicSave, JSONDataset):
+    """`json.JSONDataset`, saved atomically."""
+
+
+class AtomicTextDataset(_AtomicSave, TextDataset):
+    """`text.TextDataset`, saved atomically."""
+
+
+class AtomicMatplotlibDataset(_AtomicSave, MatplotlibDataset):
+    """`matplotlib.MatplotlibDataset` (a single figure), saved atomically."""
+
+
+class SequenceClassifierDataset(AbstractDataset[Any, Any]):
+    """A Hugging Face sequence classifier in a folder: `config.json` + `model.safetensors`.
+
+    Saved with `save_pretrained` into a temporary folder that then replaces the old one, so a crash
+    leaves either the previous model or the new one. Loaded with safetensors only (no pickle).
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        if not self._exists():
+            raise DatasetError(f"no model at {self._filepath}: run the train pipeline first")
+        return AutoModelForSequenceClassification.from_pretrained(self._filepath, use_safetensors=True)
+
+    def save(self, data: Any) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        staging = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex}.tmp")
+        retired = staging.with_suffix(".old")
+        data.save_pretrained(staging, safe_serialization=True)
+        if self._filepath.exists():
+            os.replace(self._filepath, retired)
+        os.replace(staging, self._filepath)
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def _exists(self) -> bool:
+        return (self._filepath / "config.json").is_file() and any(self._filepath.glob("*.safetensors"))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+__all__ = [
+    "AtomicCSVDataset",
+    "AtomicJSONDataset",
+    "AtomicMatplotlibDataset",
+    "AtomicParquetDataset",
+    "AtomicTextDataset",
+    "RulingsCSVDataset",
+    "SequenceClassifierDataset",
+]

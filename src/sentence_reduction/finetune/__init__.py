@@ -1,0 +1,1 @@
+"""Fine-tuning of Erlangshen-MegatronBert for sentence-reduction months."""

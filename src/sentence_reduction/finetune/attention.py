@@ -1,0 +1,104 @@
+"""Fused attention for transformers' MegatronBert, which ships eager attention only.
+
+Eager attention builds the (batch, heads, seq, seq) score and probability tensors in
+memory and runs softmax and dropout as separate kernels. At 512 tokens and 8 heads this is
+a large share of the activation memory of Erlangshen-MegatronBert-1.3B.
+`use_fused_attention` makes every MegatronBert self-attention call
+`torch.nn.functional.scaled_dot_product_attention` (SDPA) instead, with the same weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.cache_utils import Cache
+from transformers.models.megatron_bert.modeling_megatron_bert import MegatronBertSelfAttention
+
+__all__ = ["MegatronBertSdpaSelfAttention", "use_fused_attention"]
+
+
+class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
+    """`MegatronBertSelfAttention` whose forward runs SDPA; same submodules, same state-dict keys.
+
+    Never built directly: `use_fused_attention` re-labels the class of existing modules, so the
+    pretrained query/key/value `nn.Linear` layers, and any hooks DeepSpeed put on them, stay.
+    """
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        output_attentions: bool | None = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Cross-attention, a KV cache and returned attention probabilities are not needed for
+        # encoder fine-tuning, and SDPA cannot return probabilities: keep the eager code there.
+        # These are None / bool tests, which torch.compile turns into guards (no graph break).
+        if encoder_hidden_states is not None or cache is not None or output_attentions:
+            return super().forward(
+                hidden_states,
+                attention_mask=attention_mask,
+                encoder_hidden_states=encoder_hidden_states,
+                cache=cache,
+                output_attentions=output_attentions,
+                **kwargs,
+            )
+
+        batch, seq_len, _ = hidden_states.shape
+        # (batch, seq, hidden) -> (batch, heads, seq, head_size), as the eager forward does.
+        # Calling the Linear submodules (not reading their .weight) keeps DeepSpeed ZeRO-3's
+        # per-module gather hooks in charge of partitioned parameters.
+        heads_shape = (batch, seq_len, -1, self.attention_head_size)
+        query = self.query(hidden_states).view(heads_shape).transpose(1, 2)
+        key = self.key(hidden_states).view(heads_shape).transpose(1, 2)
+        value = self.value(hidden_states).view(heads_shape).transpose(1, 2)
+
+        # The model hands every layer the eager mask (config._attn_implementation stays "eager"):
+        # an additive float tensor (batch, 1, q_len, kv_len), 0 where a key is attended and
+        # finfo(embedding dtype).min at padding; None when the batch has no padding (then SDPA may
+        # pick the flash kernel). We pass it on as an additive mask, which SDPA's memory-efficient
+        # (cutlass) kernel takes on H100/H200 in bf16; the flash kernel accepts no mask at all, and
+        # a boolean mask would only be turned into this additive form inside SDPA. SDPA requires
+        # the mask's dtype to equal the query's, and under bf16 autocast the mask is fp32 while the
+        # query is bf16. Clamping to the query dtype's min before the cast keeps the value finite
+        # (fp32 min would round to -inf in bf16), so a row with no visible key averages the values
+        # as eager does instead of producing NaN.
+        if attention_mask is not None and attention_mask.is_floating_point():
+            attention_mask = attention_mask.clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
+
+        # Dropout on the attention probabilities runs inside the kernel, as eager's self.dropout
+        # does after softmax. The default scale 1/sqrt(head_size) matches eager's.
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=self.dropout.p if self.training else 0.0,
+        )
+        context = context.transpose(1, 2).reshape(batch, seq_len, self.all_head_size)
+        # Callers index [0] and only read [1] when output_attentions is set (handled above).
+        return context, None
+
+
+def use_fused_attention(model: nn.Module) -> nn.Module:
+    """Make every MegatronBert self-attention in `model` run SDPA, in place; return `model`.
+
+    Swapping the class (rather than building new modules) touches no parameter data, so it
+    works on a model loaded with `from_pretrained`, keeps `state_dict`/`save_pretrained` keys
+    unchanged, and is safe on DeepSpeed ZeRO-partitioned parameters. Call it before
+    `torch.compile`. Calling it twice is harmless. The change is not saved: a model re-loaded
+    with `from_pretrained` is eager again until this is called on it.
+    """
+    found = False
+    for module in model.modules():
+        if isinstance(module, MegatronBertSelfAttention):
+            found = True
+            if type(module) is MegatronBertSelfAttention:
+                module.__class__ = MegatronBertSdpaSelfAttention
+    if not found:
+        # Doing nothing silently would hide a wrong call (e.g. on another architecture).
+        raise ValueError(f"no MegatronBert self-attention found in {type(model).__name__}")
+    return model

@@ -1,0 +1,228 @@
+"""Fine-tuning one fold with the Hugging Face Trainer (and DeepSpeed on GPU).
+
+`run_fold` is the entry point: it trains in this process, or under a multi-process launcher, and
+returns what the fold produced. A fold's work folder holds its Trainer checkpoints and, once it
+finishes, its result (model as safetensors, probabilities, metrics) stamped with a fingerprint of the
+job: the same job run again resumes from the last checkpoint, or returns the finished result at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    EvalPrediction,
+    MegatronBertForSequenceClassification,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from sentence_reduction.evaluation import classification_metrics, softmax
+from sentence_reduction.finetune.attention import use_fused_attention
+from sentence_reduction.finetune.model import ModelSettings, build_model
+from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
+
+logger = logging.getLogger(__name__)
+
+RESULT_FOLDER = "result"
+MODEL_FOLDER = "model"
+
+
+@dataclass
+class FoldJob:
+    """Everything one fold's fine-tuning needs: its data, vocabulary and parameters."""
+
+    name: str
+    train_texts: list[str]
+    train_labels: list[int]
+    eval_texts: list[str]
+    eval_labels: list[int]
+    predict_texts: list[str]
+    vocabulary: list[str]
+    class_months: list[int]
+    model: dict[str, Any]
+    training: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        """A hash of the whole job (data and parameters), which names a finished result."""
+        payload = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FoldJob:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass
+class FoldResult:
+    """What a fold produced."""
+
+    model: MegatronBertForSequenceClassification
+    eval_probabilities: np.ndarray
+    predict_probabilities: np.ndarray
+    metrics: dict[str, float]
+    deepspeed_config: dict[str, Any] | None
+
+
+def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
+    """Train ``job`` (or resume it, or reuse its finished result) and return what it produced."""
+    from sentence_reduction.finetune.launcher import LauncherSettings, launch  # launcher imports us
+
+    work_dir = Path(work_dir)
+    fingerprint = job.fingerprint()
+    if finished_fingerprint(work_dir) == fingerprint:
+        logger.info("%s: finished result found in %s, not retraining", job.name, work_dir)
+        return load_result(work_dir)
+    if finished_fingerprint(work_dir) is not None or _job_changed(work_dir, fingerprint):
+        logger.info("%s: the job changed since %s was written; starting afresh", job.name, work_dir)
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "fingerprint").write_text(fingerprint)
+    launcher = LauncherSettings.from_params(job.training.get("launcher", {}))
+    if launcher.world_size > 1:
+        launch(job, work_dir, launcher)
+    else:
+        fine_tune(job, work_dir)
+    return load_result(work_dir)
+
+
+def fine_tune(job: FoldJob, work_dir: Path) -> None:
+    """Train with the Trainer, resuming from the last checkpoint; rank 0 writes the result folder."""
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        _default_launcher_environment()  # DeepSpeed wants these even for one process
+    settings = ModelSettings.from_params(job.model)
+    arguments = training_arguments(job.training, work_dir / "checkpoints", on_gpu, run_name=job.name)
+    set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
+    tokenizer = build_tokenizer(job.vocabulary)
+    model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
+    train_set = TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels)
+    eval_set = TokenisedTexts(tokenizer, job.eval_texts, settings.max_length, job.eval_labels)
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=padding_collator(tokenizer, on_gpu),
+        processing_class=tokenizer,
+        compute_metrics=_metrics_function(job.class_months),
+    )
+    last_checkpoint = get_last_checkpoint(arguments.output_dir) if Path(arguments.output_dir).is_dir() else None
+    if last_checkpoint:
+        logger.info("%s: resuming from %s", job.name, last_checkpoint)
+    trainer.train(resume_from_checkpoint=last_checkpoint)
+
+    evaluation = trainer.predict(eval_set, metric_key_prefix="eval")
+    trainer.log(evaluation.metrics)
+    prediction = trainer.predict(TokenisedTexts(tokenizer, job.predict_texts, settings.max_length))
+    result_dir = work_dir / RESULT_FOLDER
+    staging = work_dir / f".{RESULT_FOLDER}.tmp"
+    trainer.save_model(str(staging / MODEL_FOLDER))  # gathers ZeRO-3 shards; writes on rank 0 only
+    if trainer.is_world_process_zero():
+        np.save(staging / "eval_probabilities.npy", softmax(evaluation.predictions))
+        np.save(staging / "predict_probabilities.npy", softmax(prediction.predictions))
+        metrics = {key.removeprefix("eval_"): value for key, value in evaluation.metrics.items()}
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (staging / "deepspeed_config.json").write_text(json.dumps(_resolved_deepspeed_config(arguments)))
+        (staging / "fingerprint").write_text((work_dir / "fingerprint").read_text())
+        os.replace(staging, result_dir)
+        shutil.rmtree(arguments.output_dir, ignore_errors=True)  # the checkpoints are spent
+
+
+def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
+    """`TrainingArguments` from the `training.arguments` parameters, with `training.gpu_arguments`
+    merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
+    values = dict(training["arguments"])
+    if on_gpu:
+        values.update(training.get("gpu_arguments") or {})
+    else:
+        values["use_cpu"] = True
+    values.setdefault("run_name", run_name)
+    return TrainingArguments(output_dir=str(output_dir), **values)
+
+
+def finished_fingerprint(work_dir: Path) -> str | None:
+    """The fingerprint of the finished result in ``work_dir``, if there is one."""
+    stamp = work_dir / RESULT_FOLDER / "fingerprint"
+    return stamp.read_text() if stamp.is_file() else None
+
+
+def load_result(work_dir: Path) -> FoldResult:
+    """Read a finished fold's result folder (the model from safetensors)."""
+    result_dir = work_dir / RESULT_FOLDER
+    model = MegatronBertForSequenceClassification.from_pretrained(result_dir / MODEL_FOLDER, use_safetensors=True)
+    deepspeed_config = json.loads((result_dir / "deepspeed_config.json").read_text())
+    return FoldResult(
+        model=model,
+        eval_probabilities=np.load(result_dir / "eval_probabilities.npy"),
+        predict_probabilities=np.load(result_dir / "predict_probabilities.npy"),
+        metrics=json.loads((result_dir / "metrics.json").read_text()),
+        deepspeed_config=deepspeed_config,
+    )
+
+
+def predict_probabilities(
+    model: MegatronBertForSequenceClassification,
+    vocabulary: list[str],
+    texts: list[str],
+    model_params: dict[str, Any],
+    training: dict[str, Any],
+) -> np.ndarray:
+    """Class probabilities of ``texts`` from a trained model, batched like evaluation."""
+    settings = ModelSettings.from_params(model_params)
+    on_gpu = torch.cuda.is_available()
+    if settings.fused_attention:
+        model = use_fused_attention(model)
+    tokenizer = build_tokenizer(vocabulary)
+    values = {
+        key: value
+        for key, value in training["arguments"].items()
+        if key in {"per_device_eval_batch_size", "dataloader_num_workers", "seed"}
+    }
+    arguments = TrainingArguments(
+        output_dir=os.devnull, use_cpu=not on_gpu, bf16=on_gpu, report_to="none", **values
+    )
+    trainer = Trainer(model=model, args=arguments, data_collator=padding_collator(tokenizer, on_gpu))
+    output = trainer.predict(TokenisedTexts(tokenizer, texts, settings.max_length))
+    return softmax(output.predictions)
+
+
+def _metrics_function(class_months: list[int]):
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        return classification_metrics(softmax(prediction.predictions), prediction.label_ids, class_months)
+
+    return compute_metrics
+
+
+def _job_changed(work_dir: Path, fingerprint: str) -> bool:
+    stamp = work_dir / "fingerprint"
+    return stamp.is_file() and stamp.read_text() != fingerprint
+
+
+def _resolved_deepspeed_config(arguments: TrainingArguments) -> dict[str, Any] | None:
+    config = getattr(arguments, "hf_deepspeed_config", None)
+    return None if config is None else config.config
+
+
+def _default_launcher_environment() -> None:
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,74 @@
+"""Vocabulary, tokenizer, tokenised datasets and the padding collator."""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from transformers import BertTokenizer, DataCollatorWithPadding
+from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_character_vocabulary(texts: Iterable[str], min_frequency: int = 1) -> list[str]:
+    """A WordPiece vocabulary of single characters, enough for BertTokenizer to spell every text.
+
+    BertTokenizer splits CJK characters and punctuation apart but keeps runs of digits or Latin
+    letters as words, which WordPiece then spells as ``c``, ``##c``, ``##c``...; so each character is
+    counted in the first and in a continuation position.
+    """
+    splitter = BasicTokenizer(do_lower_case=True, tokenize_chinese_chars=True)
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for word in splitter.tokenize(text):
+            counts[word[0]] += 1
+            counts.update("##" + character for character in word[1:])
+    characters = sorted(token for token, count in counts.items() if count >= min_frequency)
+    return SPECIAL_TOKENS + characters
+
+
+def read_vocabulary(path: str | Path) -> list[str]:
+    """Tokens of a BERT ``vocab.txt``, one per line, in id order."""
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def build_tokenizer(vocabulary: Sequence[str]) -> BertTokenizer:
+    """A Chinese BERT tokenizer (lower-casing, CJK characters split) over ``vocabulary``."""
+    # transformers 5 takes the vocabulary itself; the v4 keyword vocab_file= is silently ignored.
+    return BertTokenizer(
+        vocab=OrderedDict((token, index) for index, token in enumerate(vocabulary)),
+        do_lower_case=True,
+        tokenize_chinese_chars=True,
+    )
+
+
+class TokenisedTexts(torch.utils.data.Dataset):
+    """Texts tokenised once up front (truncated to ``max_length``), with optional class ids."""
+
+    def __init__(
+        self, tokenizer: BertTokenizer, texts: Sequence[str], max_length: int, labels: Sequence[int] | None = None
+    ):
+        self.encodings = tokenizer(list(texts), truncation=True, max_length=max_length)
+        self.labels = None if labels is None else [int(label) for label in labels]
+
+    def __len__(self) -> int:
+        return len(self.encodings["input_ids"])
+
+    def __getitem__(self, index: int) -> dict[str, list[int] | int]:
+        item = {key: values[index] for key, values in self.encodings.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of each text, for length-grouped batching."""
+        return [len(ids) for ids in self.encodings["input_ids"]]
+
+
+def padding_collator(tokenizer: BertTokenizer, on_gpu: bool) -> DataCollatorWithPadding:
+    """Dynamic padding to the longest text of each batch (to a multiple of 8 on GPU for tensor cores)."""
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)

@@ -1,0 +1,40 @@
+"""Project pipelines: `data`, `train` and `predict`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+from kedro.framework.project import settings
+from kedro.pipeline import Pipeline
+
+from sentence_reduction.pipelines import data, train
+from sentence_reduction.pipelines.data.folds import fold_count
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines.
+
+    `train` = `data` + one fine-tuning branch per fold + evaluation + submission;
+    `predict` = the test file's ingestion + the saved fold models + the same submission step.
+    """
+    n_folds = fold_count(_folds_parameters())
+    data_pipeline = data.create_pipeline()
+    train_pipeline = data_pipeline + train.create_train_pipeline(n_folds)
+    predict_pipeline = (
+        data.create_test_ingestion_pipeline()
+        + data_pipeline.only_nodes("normalise_test_rulings")
+        + train.create_predict_pipeline(n_folds)
+    )
+    return {"__default__": train_pipeline, "data": data_pipeline, "train": train_pipeline, "predict": predict_pipeline}
+
+
+def _folds_parameters() -> dict:
+    """`folds` from conf/ (base, then KEDRO_ENV or local): the fold count shapes the pipelines, so it is
+    read when they are built, before any run-time parameter is known."""
+    conf_source = Path.cwd() / settings.CONF_SOURCE
+    loader = OmegaConfigLoader(
+        conf_source=str(conf_source), base_env="base", default_run_env=os.environ.get("KEDRO_ENV", "local")
+    )
+    return loader["parameters"]["folds"]

@@ -1,0 +1,53 @@
+"""Fold assignment: which cases each fold holds out for validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+
+NOT_HELD_OUT = -1
+
+
+def assign_folds(model_input: pd.DataFrame, folds: dict[str, Any]) -> pd.DataFrame:
+    """``id, fold``: the fold in which each case is held out for validation.
+
+    ``stratified_kfold`` holds out every case exactly once over ``n_splits`` folds;
+    ``holdout`` is the winning solution's single split, holding out ``holdout_fraction`` of the cases
+    (fold 0) and training on the rest (fold -1, never held out).
+    Classes too small to be spread over the folds are stratified together, so they cannot crash it.
+    """
+    strata = _strata(model_input["class_id"].to_numpy(), min_members=_min_members(folds))
+    placeholder = np.zeros(len(model_input))
+    assignment = np.full(len(model_input), NOT_HELD_OUT)
+    if folds["strategy"] == "stratified_kfold":
+        splitter = StratifiedKFold(n_splits=int(folds["n_splits"]), shuffle=True, random_state=folds["seed"])
+        for fold, (_, held_out) in enumerate(splitter.split(placeholder, strata)):
+            assignment[held_out] = fold
+    elif folds["strategy"] == "holdout":
+        splitter = StratifiedShuffleSplit(
+            n_splits=1, test_size=folds["holdout_fraction"], random_state=folds["seed"]
+        )
+        _, held_out = next(splitter.split(placeholder, strata))
+        assignment[held_out] = 0
+    else:
+        raise ValueError(f"folds.strategy must be 'stratified_kfold' or 'holdout', not {folds['strategy']!r}")
+    return pd.DataFrame({"id": model_input["id"].to_numpy(), "fold": assignment})
+
+
+def fold_count(folds: dict[str, Any]) -> int:
+    """How many fold models the strategy trains."""
+    return int(folds["n_splits"]) if folds["strategy"] == "stratified_kfold" else 1
+
+
+def _min_members(folds: dict[str, Any]) -> int:
+    return int(folds["n_splits"]) if folds["strategy"] == "stratified_kfold" else 2
+
+
+def _strata(class_ids: np.ndarray, min_members: int) -> np.ndarray:
+    """Class ids, with classes of fewer than ``min_members`` cases pooled into one stratum."""
+    values, counts = np.unique(class_ids, return_counts=True)
+    rare = values[counts < min_members]
+    return np.where(np.isin(class_ids, rare), -1, class_ids)

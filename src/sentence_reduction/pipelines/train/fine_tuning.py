@@ -1,0 +1,97 @@
+"""Nodes around the fine-tuning engine: the vocabulary, one fold's training, prediction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sentence_reduction.finetune.engine import FoldJob, predict_probabilities, run_fold
+from sentence_reduction.finetune.model import ModelSettings
+from sentence_reduction.finetune.text import build_character_vocabulary, read_vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_vocabulary(model_input: pd.DataFrame, model: dict[str, Any]) -> str:
+    """The tokenizer's vocab.txt: the pretrained model's, a given one, or characters of the texts."""
+    settings = ModelSettings.from_params(model)
+    if settings.pretrained_path:
+        tokens = read_vocabulary(Path(settings.pretrained_path) / "vocab.txt")
+    elif settings.vocabulary_path:
+        tokens = read_vocabulary(settings.vocabulary_path)
+    else:
+        tokens = build_character_vocabulary(model_input["fact"], settings.vocabulary_min_frequency)
+    return "\n".join(tokens) + "\n"
+
+
+def train_fold(
+    model_input: pd.DataFrame,
+    fold_assignments: pd.DataFrame,
+    test_cases: pd.DataFrame,
+    vocabulary: str,
+    class_table: pd.DataFrame,
+    model: dict[str, Any],
+    training: dict[str, Any],
+    fold: int,
+) -> tuple[Any, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Fine-tune on every case not held out in ``fold``; return the model, the held-out cases'
+    class probabilities, the test set's class probabilities and the fold's metrics."""
+    held_out = _held_out_mask(model_input, fold_assignments, fold)
+    train, evaluation = model_input[~held_out], model_input[held_out]
+    job = FoldJob(
+        name=f"fold_{fold}",
+        train_texts=train["fact"].tolist(),
+        train_labels=train["class_id"].tolist(),
+        eval_texts=evaluation["fact"].tolist(),
+        eval_labels=evaluation["class_id"].tolist(),
+        predict_texts=test_cases["fact"].tolist(),
+        vocabulary=vocabulary.splitlines(),
+        class_months=class_table["months"].tolist(),
+        model=model,
+        training=training,
+    )
+    result = run_fold(job, Path(training["work_dir"]) / job.name)
+    logger.info(
+        "fold_%d: %s",
+        fold,
+        ", ".join(f"{name} {value:.4f}" for name, value in result.metrics.items() if isinstance(value, float)),
+    )
+    return (
+        result.model,
+        probability_table(evaluation["id"], result.eval_probabilities),
+        probability_table(test_cases["id"], result.predict_probabilities),
+        result.metrics,
+    )
+
+
+def predict_fold(
+    fold_model: Any, vocabulary: str, test_cases: pd.DataFrame, model: dict[str, Any], training: dict[str, Any]
+) -> pd.DataFrame:
+    """A saved fold model's class probabilities for a test set."""
+    probabilities = predict_probabilities(
+        fold_model, vocabulary.splitlines(), test_cases["fact"].tolist(), model, training
+    )
+    return probability_table(test_cases["id"], probabilities)
+
+
+def probability_table(ids: pd.Series, probabilities: np.ndarray) -> pd.DataFrame:
+    """``id, prob_0 .. prob_{n-1}``: one row of class probabilities per case."""
+    columns = [f"prob_{index}" for index in range(probabilities.shape[1])]
+    table = pd.DataFrame(probabilities, columns=columns)
+    table.insert(0, "id", ids.to_numpy())
+    return table
+
+
+def _held_out_mask(model_input: pd.DataFrame, fold_assignments: pd.DataFrame, fold: int) -> np.ndarray:
+    folds = model_input[["id"]].merge(fold_assignments, on="id", how="left", validate="one_to_one")["fold"]
+    if folds.isna().any():
+        raise ValueError("fold_assignments does not cover every case: rerun the data pipeline")
+    if not (folds == fold).any():
+        raise ValueError(
+            f"fold {fold} holds out no case: folds.n_splits shapes the pipeline, set it in conf/, not --params"
+        )
+    return (folds == fold).to_numpy()

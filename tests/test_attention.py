@@ -1,0 +1,246 @@
+"""CPU tests of the fused (SDPA) MegatronBert attention against transformers' eager attention."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import MegatronBertConfig, MegatronBertForSequenceClassification
+from transformers.models.megatron_bert.modeling_megatron_bert import MegatronBertSelfAttention
+
+from sentence_reduction.finetune.attention import MegatronBertSdpaSelfAttention, use_fused_attention
+
+LENGTHS = [12, 9, 4, 1]  # the last row is [CLS] alone: every other key is padding
+SEQ_LEN = max(LENGTHS)
+NUM_LABELS = 5
+
+
+def make_config(hidden_dropout: float = 0.0, attention_dropout: float = 0.0) -> MegatronBertConfig:
+    # initializer_range 0.2 (not 0.02) gives peaked attention, so a wrong mask shows up in the outputs.
+    return MegatronBertConfig(
+        vocab_size=100,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+        hidden_dropout_prob=hidden_dropout,
+        attention_probs_dropout_prob=attention_dropout,
+        initializer_range=0.2,
+        num_labels=NUM_LABELS,
+    )
+
+
+def make_model(config: MegatronBertConfig, seed: int = 0) -> MegatronBertForSequenceClassification:
+    torch.manual_seed(seed)
+    return MegatronBertForSequenceClassification(config).eval()
+
+
+def make_batch(seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, 100, (len(LENGTHS), SEQ_LEN), generator=generator)
+    attention_mask = (torch.arange(SEQ_LEN)[None, :] < torch.tensor(LENGTHS)[:, None]).long()
+    input_ids = input_ids.masked_fill(attention_mask == 0, 0)  # [PAD] = 0
+    labels = torch.tensor([0, 1, 2, 4])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def eager_and_fused(config: MegatronBertConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    eager = make_model(config)
+    fused = use_fused_attention(copy.deepcopy(eager))
+    return eager, fused
+
+
+def self_attentions(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, MegatronBertSelfAttention)]
+
+
+def test_swaps_every_self_attention_in_place_keeping_weights() -> None:
+    model = make_model(make_config())
+    weights_before = [(m.query.weight, m.key.weight, m.value.weight) for m in self_attentions(model)]
+
+    returned = use_fused_attention(model)
+
+    assert returned is model
+    swapped = self_attentions(model)
+    assert len(swapped) == 2
+    assert all(type(m) is MegatronBertSdpaSelfAttention for m in swapped)
+    # The very same Parameter objects: nothing was copied or re-created.
+    for m, (q, k, v) in zip(swapped, weights_before):
+        assert m.query.weight is q and m.key.weight is k and m.value.weight is v
+    assert use_fused_attention(model) is model  # idempotent
+    assert all(type(m) is MegatronBertSdpaSelfAttention for m in self_attentions(model))
+
+
+def test_rejects_a_model_without_megatron_bert_attention() -> None:
+    with pytest.raises(ValueError, match="no MegatronBert self-attention"):
+        use_fused_attention(torch.nn.Linear(2, 2))
+
+
+def test_eval_parity_with_eager_on_padded_batch() -> None:
+    eager, fused = eager_and_fused(make_config(hidden_dropout=0.1, attention_dropout=0.1))
+    batch = make_batch()
+    valid = batch["attention_mask"].bool()
+
+    with torch.no_grad():
+        out_eager = eager(**batch, output_hidden_states=True)
+        out_fused = fused(**batch, output_hidden_states=True)
+        # The padding mask must matter for this batch, or parity would prove nothing about it.
+        unmasked = eager(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["attention_mask"]))
+
+    assert (unmasked.logits - out_eager.logits).abs().max() > 1e-2
+    assert (out_fused.logits - out_eager.logits).abs().max() < 1e-4
+    assert len(out_fused.hidden_states) == len(out_eager.hidden_states) == 3
+    for h_fused, h_eager in zip(out_fused.hidden_states, out_eager.hidden_states):
+        assert (h_fused[valid] - h_eager[valid]).abs().max() < 1e-4
+
+
+def test_padded_tokens_do_not_leak_into_valid_positions() -> None:
+    _, fused = eager_and_fused(make_config())
+    batch = make_batch()
+    padding = batch["attention_mask"] == 0
+    valid = ~padding
+    changed = dict(batch, input_ids=batch["input_ids"].masked_fill(padding, 57))
+
+    with torch.no_grad():
+        out = fused(**batch, output_hidden_states=True)
+        out_changed = fused(**changed, output_hidden_states=True)
+
+    assert (out.hidden_states[-1][valid] - out_changed.hidden_states[-1][valid]).abs().max() < 1e-5
+    assert (out.logits - out_changed.logits).abs().max() < 1e-5
+    # Padded positions did change, so the comparison above is not vacuous.
+    assert (out.hidden_states[-1][padding] - out_changed.hidden_states[-1][padding]).abs().max() > 1e-3
+
+
+def test_backward_matches_eager() -> None:
+    eager, fused = eager_and_fused(make_config())
+    batch = make_batch()
+
+    eager(**batch).loss.backward()
+    fused(**batch).loss.backward()
+
+    eager_grads = {name: p.grad for name, p in eager.named_parameters()}
+    checked = 0
+    for name, p in fused.named_parameters():
+        g_eager = eager_grads[name]
+        if g_eager is None:  # e.g. embedding rows never used
+            assert p.grad is None
+            continue
+        assert p.grad is not None, name
+        # Relative to the tensor's largest gradient; the absolute floor is for gradients that are
+        # zero in exact arithmetic (the key bias cannot change a softmax) and float noise here.
+        assert (p.grad - g_eager).abs().max() <= 1e-4 * g_eager.abs().max() + 1e-6, name
+        checked += 1
+    assert checked > 0
+    # Gradients reach the attention projections through the fused kernel.
+    for m in self_attentions(fused):
+        for linear in (m.query, m.key, m.value):
+            assert linear.weight.grad.abs().max() > 0
+
+
+def test_state_dict_keys_unchanged_and_save_pretrained_round_trip(tmp_path: Path) -> None:
+    eager, fused = eager_and_fused(make_config())
+    batch = make_batch()
+
+    assert list(fused.state_dict()) == list(eager.state_dict())
+    for (name, t_fused), t_eager in zip(fused.state_dict().items(), eager.state_dict().values()):
+        assert torch.equal(t_fused, t_eager), name
+
+    fused.save_pretrained(tmp_path)
+    reloaded, info = MegatronBertForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    reloaded.eval()
+    # The swap is not persisted: a re-loaded model is plain eager until switched again.
+    assert all(type(m) is MegatronBertSelfAttention for m in self_attentions(reloaded))
+    use_fused_attention(reloaded)
+
+    with torch.no_grad():
+        logits_fused = fused(**batch).logits
+        logits_reloaded = reloaded(**batch).logits
+        logits_eager = eager(**batch).logits
+    assert (logits_reloaded - logits_fused).abs().max() < 1e-6
+    assert (logits_reloaded - logits_eager).abs().max() < 1e-4
+
+
+def test_train_mode_applies_attention_dropout_inside_the_kernel() -> None:
+    # Hidden dropout off: any randomness comes from the attention dropout alone.
+    _, fused = eager_and_fused(make_config(hidden_dropout=0.0, attention_dropout=0.5))
+    batch = make_batch()
+    fused.train()
+
+    with torch.no_grad():
+        first = fused(**batch).logits
+        second = fused(**batch).logits
+        fused.eval()
+        eval_first = fused(**batch).logits
+        eval_second = fused(**batch).logits
+
+    assert (first - second).abs().max() > 1e-3
+    assert (first - eval_first).abs().max() > 1e-3
+    assert torch.equal(eval_first, eval_second)
+
+
+def test_train_mode_without_dropout_is_deterministic_and_matches_eager() -> None:
+    eager, fused = eager_and_fused(make_config(hidden_dropout=0.0, attention_dropout=0.0))
+    batch = make_batch()
+    eager.train()
+    fused.train()
+
+    with torch.no_grad():
+        first = fused(**batch).logits
+        second = fused(**batch).logits
+        reference = eager(**batch).logits
+
+    assert torch.equal(first, second)
+    assert (first - reference).abs().max() < 1e-4
+
+
+def test_output_attentions_falls_back_to_eager() -> None:
+    eager, fused = eager_and_fused(make_config())
+    batch = make_batch()
+
+    with torch.no_grad():
+        out_eager = eager(**batch, output_attentions=True)
+        out_fused = fused(**batch, output_attentions=True)
+
+    assert len(out_fused.attentions) == 2
+    for a_fused, a_eager in zip(out_fused.attentions, out_eager.attentions):
+        assert a_fused.shape == (len(LENGTHS), 4, SEQ_LEN, SEQ_LEN)
+        assert (a_fused - a_eager).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16_weights"])
+def test_bf16_masks_are_accepted_and_close_to_eager(mode: str) -> None:
+    # autocast: the mask is fp32 (from fp32 embeddings) while queries are bf16, so the mask must
+    # be cast; bf16_weights: the mask is built in bf16 already (DeepSpeed bf16 without autocast).
+    eager, fused = eager_and_fused(make_config())
+    batch = make_batch()
+    with torch.no_grad():
+        reference = eager(**batch).logits
+        if mode == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = fused(**batch).logits
+        else:
+            logits = fused.to(torch.bfloat16)(**batch).logits
+
+    assert torch.isfinite(logits).all()
+    assert (logits.float() - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+def test_fused_forward_compiles_without_graph_breaks() -> None:
+    model = use_fused_attention(make_model(make_config()))
+    attention = self_attentions(model)[0]
+    hidden = torch.randn(len(LENGTHS), SEQ_LEN, 64)
+    valid = make_batch()["attention_mask"].bool()
+    mask = torch.zeros(len(LENGTHS), 1, SEQ_LEN, SEQ_LEN).masked_fill(~valid[:, None, None, :], torch.finfo(torch.float32).min)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(attention, fullgraph=True, backend="eager")  # fullgraph: a break raises
+    with torch.no_grad():
+        expected = attention(hidden, attention_mask=mask)[0]
+        got = compiled(hidden, attention_mask=mask)[0]
+    torch._dynamo.reset()
+
+    assert (got - expected).abs().max() < 1e-6
