@@ -79,17 +79,27 @@ def test_rejects_a_model_without_megatron_bert_attention() -> None:
         use_fused_attention(torch.nn.Linear(2, 2))
 
 
-def test_eval_parity_with_eager_on_padded_batch() -> None:
+def test_eval_parity_with_eager_on_padded_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     eager, fused = eager_and_fused(make_config(hidden_dropout=0.1, attention_dropout=0.1))
     batch = make_batch()
     valid = batch["attention_mask"].bool()
+    sdpa_calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
 
+    def counting_sdpa(*args, **kwargs):
+        sdpa_calls.append(kwargs.get("attn_mask"))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting_sdpa)
     with torch.no_grad():
         out_eager = eager(**batch, output_hidden_states=True)
-        out_fused = fused(**batch, output_hidden_states=True)
         # The padding mask must matter for this batch, or parity would prove nothing about it.
         unmasked = eager(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["attention_mask"]))
+        assert not sdpa_calls  # transformers' eager path does not use SDPA...
+        out_fused = fused(**batch, output_hidden_states=True)
 
+    # ...so parity compares two different code paths: one SDPA call per layer, with the mask.
+    assert len(sdpa_calls) == 2 and all(mask is not None for mask in sdpa_calls)
     assert (unmasked.logits - out_eager.logits).abs().max() > 1e-2
     assert (out_fused.logits - out_eager.logits).abs().max() < 1e-4
     assert len(out_fused.hidden_states) == len(out_eager.hidden_states) == 3
@@ -209,6 +219,21 @@ def test_output_attentions_falls_back_to_eager() -> None:
     for a_fused, a_eager in zip(out_fused.attentions, out_eager.attentions):
         assert a_fused.shape == (len(LENGTHS), 4, SEQ_LEN, SEQ_LEN)
         assert (a_fused - a_eager).abs().max() < 1e-6
+
+
+def test_row_without_visible_keys_averages_like_eager_under_autocast() -> None:
+    # An all-padding row: eager's finite mask gives uniform attention. Cast to bf16 unclamped,
+    # the fp32 min would become -inf and SDPA would return zeros for that row instead.
+    eager, fused = eager_and_fused(make_config())
+    batch = make_batch()
+    batch["attention_mask"][-1] = 0
+    with torch.no_grad():
+        reference = eager(**batch, output_hidden_states=True).hidden_states[1][-1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fused(**batch, output_hidden_states=True).hidden_states[1][-1].float()
+
+    assert torch.isfinite(got).all()
+    assert (got - reference).abs().max() < 0.05 * reference.abs().max()
 
 
 @pytest.mark.parametrize("mode", ["autocast", "bf16_weights"])

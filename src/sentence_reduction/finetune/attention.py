@@ -58,14 +58,16 @@ class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
 
         # The model hands every layer the eager mask (config._attn_implementation stays "eager"):
         # an additive float tensor (batch, 1, q_len, kv_len), 0 where a key is attended and
-        # finfo(embedding dtype).min at padding; None when the batch has no padding (then SDPA may
-        # pick the flash kernel). We pass it on as an additive mask, which SDPA's memory-efficient
-        # (cutlass) kernel takes on H100/H200 in bf16; the flash kernel accepts no mask at all, and
-        # a boolean mask would only be turned into this additive form inside SDPA. SDPA requires
-        # the mask's dtype to equal the query's, and under bf16 autocast the mask is fp32 while the
-        # query is bf16. Clamping to the query dtype's min before the cast keeps the value finite
-        # (fp32 min would round to -inf in bf16), so a row with no visible key averages the values
-        # as eager does instead of producing NaN.
+        # finfo(embedding dtype).min at padding; None when the batch has no padding (eager runs
+        # only: under torch.compile transformers always builds the mask).
+        # We pass it on as an additive mask (a boolean one is turned into this form inside SDPA
+        # anyway). Flash attention takes no mask at all; with a mask, on H100/H200 in bf16, SDPA
+        # runs cuDNN attention (the default choice seen with torch 2.11) or the memory-efficient
+        # kernel, which both accept an additive bias.
+        # Under bf16 autocast the mask is fp32 while the query is bf16: we cast it to the query's
+        # dtype so the kernel reads half the bytes. Clamping first keeps it finite (fp32 min
+        # rounds to -inf in bf16), so a row with no visible key averages the values as eager
+        # does rather than returning zeros.
         if attention_mask is not None and attention_mask.is_floating_point():
             attention_mask = attention_mask.clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
 

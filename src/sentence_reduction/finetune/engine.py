@@ -76,7 +76,7 @@ class FoldResult:
     eval_probabilities: np.ndarray
     predict_probabilities: np.ndarray
     metrics: dict[str, float]
-    deepspeed_config: dict[str, Any] | None
+    deepspeed_config: dict[str, Any]
 
 
 def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
@@ -103,33 +103,17 @@ def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
 
 def fine_tune(job: FoldJob, work_dir: Path) -> None:
     """Train with the Trainer, resuming from the last checkpoint; rank 0 writes the result folder."""
-    on_gpu = torch.cuda.is_available()
-    if on_gpu:
-        _default_launcher_environment()  # DeepSpeed wants these even for one process
-    settings = ModelSettings.from_params(job.model)
-    arguments = training_arguments(job.training, work_dir / "checkpoints", on_gpu, run_name=job.name)
-    set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
-    tokenizer = build_tokenizer(job.vocabulary)
-    model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
-    train_set = TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels)
-    eval_set = TokenisedTexts(tokenizer, job.eval_texts, settings.max_length, job.eval_labels)
-    trainer = Trainer(
-        model=model,
-        args=arguments,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=padding_collator(tokenizer, on_gpu),
-        processing_class=tokenizer,
-        compute_metrics=_metrics_function(job.class_months),
-    )
+    trainer = build_trainer(job, work_dir / "checkpoints")
+    arguments, tokenizer = trainer.args, trainer.processing_class
+    max_length = ModelSettings.from_params(job.model).max_length
     last_checkpoint = get_last_checkpoint(arguments.output_dir) if Path(arguments.output_dir).is_dir() else None
     if last_checkpoint:
         logger.info("%s: resuming from %s", job.name, last_checkpoint)
     trainer.train(resume_from_checkpoint=last_checkpoint)
 
-    evaluation = trainer.predict(eval_set, metric_key_prefix="eval")
+    evaluation = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     trainer.log(evaluation.metrics)
-    prediction = trainer.predict(TokenisedTexts(tokenizer, job.predict_texts, settings.max_length))
+    prediction = trainer.predict(TokenisedTexts(tokenizer, job.predict_texts, max_length))
     result_dir = work_dir / RESULT_FOLDER
     staging = work_dir / f".{RESULT_FOLDER}.tmp"
     trainer.save_model(str(staging / MODEL_FOLDER))  # gathers ZeRO-3 shards; writes on rank 0 only
@@ -142,6 +126,28 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
         (staging / "fingerprint").write_text((work_dir / "fingerprint").read_text())
         os.replace(staging, result_dir)
         shutil.rmtree(arguments.output_dir, ignore_errors=True)  # the checkpoints are spent
+
+
+def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
+    """The fold's Trainer: tokenised data, the model (fused attention when asked), the recipe's
+    arguments (bf16 and DeepSpeed on GPU) and the metrics; the project's one training path."""
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        _default_launcher_environment()  # DeepSpeed wants these even for one process
+    settings = ModelSettings.from_params(job.model)
+    arguments = training_arguments(job.training, output_dir, on_gpu, run_name=job.name)
+    set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
+    tokenizer = build_tokenizer(job.vocabulary)
+    model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
+    return Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels),
+        eval_dataset=TokenisedTexts(tokenizer, job.eval_texts, settings.max_length, job.eval_labels),
+        data_collator=padding_collator(tokenizer, on_gpu),
+        processing_class=tokenizer,
+        compute_metrics=_metrics_function(job.class_months),
+    )
 
 
 def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
@@ -214,9 +220,10 @@ def _job_changed(work_dir: Path, fingerprint: str) -> bool:
     return stamp.is_file() and stamp.read_text() != fingerprint
 
 
-def _resolved_deepspeed_config(arguments: TrainingArguments) -> dict[str, Any] | None:
+def _resolved_deepspeed_config(arguments: TrainingArguments) -> dict[str, Any]:
+    """The DeepSpeed config with the Trainer's "auto" values filled in; empty when DeepSpeed is unused."""
     config = getattr(arguments, "hf_deepspeed_config", None)
-    return None if config is None else config.config
+    return {} if config is None else config.config
 
 
 def _default_launcher_environment() -> None:

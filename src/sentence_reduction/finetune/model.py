@@ -18,7 +18,7 @@ class ModelSettings:
 
     ``pretrained_path``: a local folder with config.json, vocab.txt and weights (the real
     Erlangshen-MegatronBert-1.3B download). Without it the model is built with random weights from
-    ``config_path`` (a config.json) and/or the inline ``config``, and ``config_overrides`` on top.
+    ``config_path`` (a config.json) or else the inline ``config``, with ``config_overrides`` on top.
     ``vocabulary_path``: a vocab.txt to use when no pretrained folder is given; without either, a
     character vocabulary is built from the training texts.
     """
@@ -49,11 +49,11 @@ def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> Me
 
 
 def model_config(settings: ModelSettings, num_labels: int, vocab_size: int) -> MegatronBertConfig:
-    """The config of a model built from scratch: config_path, then config, then config_overrides."""
-    values: dict[str, Any] = {}
+    """The config of a model built from scratch: config_path (or else config), then config_overrides."""
     if settings.config_path:
-        values.update(json.loads(Path(settings.config_path).read_text(encoding="utf-8")))
-    values.update(settings.config)
+        values = json.loads(Path(settings.config_path).read_text(encoding="utf-8"))
+    else:
+        values = dict(settings.config)
     values.update(settings.config_overrides)
     values.pop("model_type", None)
     # The embedding table must cover the tokenizer's ids; a config may round it up (Erlangshen: 21248).

@@ -37,9 +37,10 @@ def train_fold(
     model: dict[str, Any],
     training: dict[str, Any],
     fold: int,
-) -> tuple[Any, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+) -> tuple[Any, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, Any]]:
     """Fine-tune on every case not held out in ``fold``; return the model, the held-out cases'
-    class probabilities, the test set's class probabilities and the fold's metrics."""
+    class probabilities, the test set's class probabilities, the fold's metrics and the resolved
+    DeepSpeed config (empty on CPU, where DeepSpeed is not used)."""
     held_out = _held_out_mask(model_input, fold_assignments, fold)
     train, evaluation = model_input[~held_out], model_input[held_out]
     job = FoldJob(
@@ -65,6 +66,7 @@ def train_fold(
         probability_table(evaluation["id"], result.eval_probabilities),
         probability_table(test_cases["id"], result.predict_probabilities),
         result.metrics,
+        result.deepspeed_config,
     )
 
 

@@ -84,7 +84,7 @@ def _training_branch(fold: int) -> Pipeline:
                     "params:model",
                     "params:training",
                 ],
-                outputs=["model", "oof_probabilities", "test_probabilities", "metrics"],
+                outputs=["model", "oof_probabilities", "test_probabilities", "metrics", "deepspeed_config"],
                 name="train_fold",
                 tags=["training", "fold_training"],
             )
