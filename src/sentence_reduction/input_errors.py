@@ -14,3 +14,14 @@ class InputDataError(ValueError):
             where.append(f"field '{field}'")
         super().__init__(f"{', '.join(where)}: {problem}")
         self.file, self.row, self.field = file, row, field
+
+
+def find_input_error(error: BaseException | None) -> InputDataError | None:
+    """The `InputDataError` behind ``error``, if any: Kedro wraps dataset errors in its own."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InputDataError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

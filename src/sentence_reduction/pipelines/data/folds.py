@@ -17,7 +17,8 @@ def assign_folds(model_input: pd.DataFrame, folds: dict[str, Any]) -> pd.DataFra
     ``stratified_kfold`` holds out every case exactly once over ``n_splits`` folds;
     ``holdout`` is the winning solution's single split, holding out ``holdout_fraction`` of the cases
     (fold 0) and training on the rest (fold -1, never held out).
-    Classes too small to be spread over the folds are stratified together, so they cannot crash it.
+    Classes too small to be spread over the folds are stratified with the largest class, so they
+    cannot crash it.
     """
     strata = _strata(model_input["class_id"].to_numpy(), min_members=_min_members(folds))
     placeholder = np.zeros(len(model_input))
@@ -47,7 +48,8 @@ def _min_members(folds: dict[str, Any]) -> int:
 
 
 def _strata(class_ids: np.ndarray, min_members: int) -> np.ndarray:
-    """Class ids, with classes of fewer than ``min_members`` cases pooled into one stratum."""
+    """Class ids, with classes of fewer than ``min_members`` cases stratified with the largest class
+    (pooled on their own they could still be too few)."""
     values, counts = np.unique(class_ids, return_counts=True)
     rare = values[counts < min_members]
-    return np.where(np.isin(class_ids, rare), -1, class_ids)
+    return np.where(np.isin(class_ids, rare), values[counts.argmax()], class_ids)

@@ -65,7 +65,10 @@ def _validate_cases(
         raise InputDataError(source, "the file has a header but no rows")
 
     raw = raw.reset_index(drop=True)
-    ids = raw[columns["id"]].str.strip() if columns.get("id") else pd.Series([f"row_{i}" for i in raw.index])
+    if columns.get("id"):
+        ids = raw[columns["id"]].str.strip()
+    else:  # number the rows, apart in the two files so they can never collide
+        ids = pd.Series([f"{'train' if labelled else 'test'}_{i}" for i in raw.index])
     cases = pd.DataFrame({"id": ids, "fact": raw[columns["text"]]})
     _check_ids(cases["id"], source, columns.get("id") or "id")
     _check_texts(cases, source, columns["text"], validation)

@@ -10,7 +10,7 @@ import pandas as pd
 
 _WHITESPACE = re.compile(r"\s+")
 # Rulings open with the criminal's name: "罪犯陈中盛，男，..." or "罪犯张仁奇，现在...".
-_OPENING_NAME = re.compile(r"罪犯([\u4e00-\u9fff·]{1,6}?)[,，(（]")
+_OPENING_NAME = re.compile(r"罪犯([\u4e00-\u9fff·]{1,12}?)[,，(（]")
 
 
 def normalise_rulings(cases: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:

@@ -1,0 +1,83 @@
+"""Shared fixtures: a throw-away copy of the project to run `kedro` in, and small CSV writers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_MODEL = PROJECT_ROOT.parent / "shared" / "reference" / "erlangshen-megatronbert-1.3b"
+
+# Fast settings for end-to-end runs: two folds, a tiny model, one epoch.
+FAST_PARAMETERS = """
+folds:
+  n_splits: 2
+model:
+  config:
+    hidden_size: 32
+    num_hidden_layers: 1
+    num_attention_heads: 2
+    intermediate_size: 64
+  max_length: 64
+training:
+  arguments:
+    num_train_epochs: 1
+    eval_steps: 10
+    save_steps: 10
+    logging_steps: 5
+baseline:
+  max_features: 5000
+"""
+
+
+def kedro_environment() -> dict[str, str]:
+    environment = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
+    environment.pop("KEDRO_ENV", None)
+    return environment
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """The project's code, configuration and embedded sample in a temporary folder."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in ["pyproject.toml", "conf", "src"]:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
+        else:
+            shutil.copy(source, copy / name)
+    (copy / "conf" / "local").mkdir()
+    for layer in sorted((PROJECT_ROOT / "data").iterdir()):
+        (copy / "data" / layer.name).mkdir(parents=True)
+    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "sample", copy / "data" / "01_raw" / "sample")
+    return copy
+
+
+@pytest.fixture
+def fast_project(project_copy: Path) -> Path:
+    """A project copy whose conf/local makes the train pipeline take seconds."""
+    (project_copy / "conf" / "local" / "parameters.yml").write_text(FAST_PARAMETERS, encoding="utf-8")
+    return project_copy
+
+
+def run_kedro(project: Path, *arguments: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`kedro <arguments>` in ``project``, output captured."""
+    kedro = Path(sys.executable).with_name("kedro")
+    return subprocess.run(
+        [str(kedro), *arguments], cwd=project, env=kedro_environment(), capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def written_outputs(project: Path) -> list[Path]:
+    """Every file the pipeline wrote under data/ (not the raw inputs)."""
+    return [
+        path for path in (project / "data").rglob("*")
+        if path.is_file() and "01_raw" not in path.parts
+    ]
