@@ -7,6 +7,7 @@ import pytest
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds, fold_count
 from sentence_reduction.pipelines.data.labels import (
     build_class_table,
+    class_table,
     class_to_months,
     encode_labels,
     months_to_class,
@@ -22,7 +23,7 @@ BINS = {
 
 
 def test_direct_scheme_round_trips_months_0_to_33_and_caps_longer():
-    table = build_class_table(DIRECT)
+    table = class_table(DIRECT)
     months = np.arange(34)
     assert (months_to_class(months, table) == months).all()
     assert (class_to_months(months_to_class(months, table), table) == months).all()
@@ -30,7 +31,7 @@ def test_direct_scheme_round_trips_months_0_to_33_and_caps_longer():
 
 
 def test_bins_scheme_assigns_bins_and_decodes_to_representatives():
-    table = build_class_table(BINS)
+    table = class_table(BINS)
     assert list(months_to_class([0, 2, 3, 11, 12, 239, 240, 500], table)) == [0, 0, 1, 2, 3, 6, 6, 6]
     representatives = class_to_months(np.arange(len(table)), table)
     assert list(representatives) == BINS["bin_months"]
@@ -50,12 +51,15 @@ def test_bins_scheme_assigns_bins_and_decodes_to_representatives():
 )
 def test_bad_encodings_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
-        build_class_table({**BINS, **change})
+        class_table({**BINS, **change})
 
 
-def test_encode_labels_adds_class_ids():
+def test_encode_labels_adds_class_ids(caplog):
     cases = pd.DataFrame({"id": ["a", "b"], "fact": ["x", "y"], "label": [5, 40]})
-    encoded = encode_labels(cases, build_class_table(DIRECT))
+    with caplog.at_level("INFO"):
+        table = build_class_table(cases, DIRECT)
+    assert "1 training label(s) above 33 months" in caplog.text
+    encoded = encode_labels(cases, table)
     assert list(encoded["class_id"]) == [5, 33]
 
 

@@ -364,11 +364,11 @@ def _score(case: _Case, dice: _Dice) -> float:
     elif case.kind == "suspended":
         base = 12.5
     else:
-        base = 1.0 + 2.6 * math.log1p(case.term_months / 12)
-    conduct = 0.45 * min(case.praise, 12) + 1.2 * case.merits + 1.5 * case.activist - 2.5 * case.violation
+        base = 1.0 + 2.0 * math.log1p(case.term_months / 12)
+    conduct = 0.8 * min(case.praise, 14) + 1.0 * case.merits + 1.5 * case.activist - 2.5 * case.violation
     property_effect = {"none": 0.0, "paid": 0.4, "partial": -0.8, "unpaid": -1.8}[case.property_status]
     strictness = min(c.strictness for c in case.crimes)
-    return base + conduct + property_effect + strictness - 2.2 * case.recidivist + 0.6 * dice.normal()
+    return base + conduct + property_effect + strictness - 2.2 * case.recidivist + 0.3 * dice.normal()
 
 
 def _labels_from_scores(scores: np.ndarray) -> np.ndarray:
@@ -476,10 +476,10 @@ def _recommendation(case: _Case, label: int, dice: _Dice) -> str:
     if case.kind != "fixed" and dice.chance(0.5):
         return f"建议将其{'无期徒刑' if case.kind == 'life' else '刑罚'}减为有期徒刑{chinese_number(dice.integer(20, 25))}年"
     proposed = label
-    if label == 0 or dice.chance(0.35):
+    if label == 0 or dice.chance(0.2):
         proposed = max(1, label + dice.weighted((1, 2, 3, 4, 6, -1, -2), (20, 20, 15, 10, 10, 15, 10)))
     amount = chinese_duration(proposed)
-    return dice.pick((f"建议对该犯减刑{amount}", f"建议减去有期徒刑{amount}", f"提请对其减刑{amount}"))
+    return dice.weighted((f"建议对该犯减刑{amount}", f"建议减去有期徒刑{amount}", f"提请对其减刑{amount}"), (45, 15, 40))
 
 
 def _proposal(case: _Case, label: int, dice: _Dice) -> str:
@@ -487,7 +487,7 @@ def _proposal(case: _Case, label: int, dice: _Dice) -> str:
     filed = f"{case.proposal_year}年xx月xx日"
     trial = dice.pick(("本院依法组成合议庭进行了审理，现已审理终结。", "本院立案后依法组成合议庭审理了本案，现已审理终结。",
                        "本院受理后，依法组成合议庭进行审理，现已审理终结。"))
-    if dice.chance(0.4):
+    if dice.chance(0.45):
         recommendation = _recommendation(case, label, dice)
         return dice.pick((
             f"执行机关于{filed}提出减刑建议书报送本院审理。{trial} 执行机关认为，罪犯{case.name}在服刑期间，能遵守监规纪律，"

@@ -9,7 +9,6 @@ version, the final metrics), and logs the run-level results into the parent run.
 from __future__ import annotations
 
 import hashlib
-import logging
 import subprocess
 from typing import Any
 
@@ -20,8 +19,6 @@ from kedro.pipeline import Node
 from mlflow.entities import RunStatus
 
 from sentence_reduction import __version__
-
-logger = logging.getLogger(__name__)
 
 FOLD_TRAINING_TAG = "fold_training"
 _PARENT_RESULTS = {"evaluate_out_of_fold": ("oof_metrics", "oof"), "evaluate_baseline": ("baseline_metrics", "baseline")}
@@ -68,7 +65,6 @@ class FoldTrackingHooks:
         if run is not None:
             mlflow.set_tag("error", " ".join(f"{type(error).__name__}: {error}".split())[:5000])
             mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
-        logger.error("%s failed: %s: %s", node.namespace or node.name, type(error).__name__, error)
 
 
 def _flat_metrics(values: dict[str, Any], prefix: str) -> dict[str, float]:

@@ -10,15 +10,29 @@ Two schemes:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-CLASS_TABLE_COLUMNS = ["class_id", "min_months", "max_months", "months"]
+logger = logging.getLogger(__name__)
 
 
-def build_class_table(encoding: dict[str, Any]) -> pd.DataFrame:
+def build_class_table(train_cases: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:
+    """The class table of the encoding, after reporting how many training labels fall in the last,
+    open-ended class (a long tail there suggests more classes or the ``bins`` scheme)."""
+    table = class_table(encoding)
+    beyond = int((train_cases["label"] > table["min_months"].iloc[-1]).sum())
+    if beyond:
+        logger.info(
+            "%d training label(s) above %d months fall in the last class (decoded as %d months)",
+            beyond, table["min_months"].iloc[-1], table["months"].iloc[-1],
+        )
+    return table
+
+
+def class_table(encoding: dict[str, Any]) -> pd.DataFrame:
     """The class table: for each class id, the months it covers and the month it decodes to."""
     if encoding["scheme"] == "direct":
         n_classes = int(encoding["n_classes"])

@@ -35,7 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 build_class_table,
-                inputs="params:label_encoding",
+                inputs=["train_cases", "params:label_encoding"],
                 outputs="class_table",
                 name="build_class_table",
                 tags="training",

@@ -1,0 +1,475 @@
+"""Training and inference throughput of the project's own fine-tuning path on GPU.
+
+Runs `sentence_reduction.finetune.engine.build_trainer` + `Trainer.train()` (the code path of
+`kedro run --pipeline=train --env erlangshen`) on synthetic data: texts of random CJK characters
+long enough to fill 512 tokens, a character vocabulary built from them with
+`text.build_character_vocabulary`, and Erlangshen-MegatronBert-1.3B built with random weights from
+its real config.json (`benchmarks/erlangshen_config.json`, via `model.config_path`). Random weights
+cost exactly what the pretrained ones do.
+
+Each configuration runs in its own process (fresh CUDA context, DeepSpeed and compile state, peak
+memory), one after another; a configuration name ending in `@N` runs under
+`torchrun --nproc_per_node N`. Results are JSON lines on stdout (prefixed `RESULT `) and appended
+to `--out`; a table is printed last.
+
+    # one GPU: the bf16 matmul peak, the baseline, the project's fast path, inference
+    python benchmarks/train_throughput.py --configs matmul,baseline,fast,fast_nods --out results.jsonl
+    # 1 GPU vs 2 GPUs with ZeRO-2
+    python benchmarks/train_throughput.py --configs matmul,fast_zero2,fast_zero2@2
+    # CPU smoke test of the script itself (tiny model, few steps)
+    python benchmarks/train_throughput.py --tiny --configs baseline,fast_nods --warmup 1 --steps 2
+
+FLOPs: a 512-token training sample costs 6 * N_nonembedding * 512 + 3 * (4 * 512^2 * hidden *
+layers) = 3.88 TFLOP for this model (N_nonembedding = 1.2129e9 counted from the built model;
+attention matmuls QK^T and PV: 4*s^2*h per layer forward, x3 for backward); inference is a third
+of that. Achieved TFLOP/s are divided by the bf16 matmul rate (8192^3, random data) measured in
+the same call (`matmul`, written to the results file first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+CONFIG_JSON = ROOT / "benchmarks" / "erlangshen_config.json"
+DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
+
+# Each configuration: changes to the `model` and `training.gpu_arguments` parameters of the
+# `erlangshen` environment (conf/base merged with conf/erlangshen, as Kedro's soft merge does).
+CONFIGS: dict[str, dict] = {
+    # The winning solution's path: transformers' eager attention, no compilation, DeepSpeed ZeRO-1,
+    # bf16, the Trainer's AdamW as it defaulted before torch 2.8 (adamw_torch, foreach), no tf32.
+    "baseline": {
+        "model": {"fused_attention": False},
+        "gpu": {"bf16": True, "tf32": False, "optim": "adamw_torch", "torch_compile": False,
+                "deepspeed": str(DEEPSPEED / "zero1.json")},
+    },
+    # conf/erlangshen as it is: SDPA, torch.compile, fused AdamW, bf16, tf32, ZeRO-1.
+    "fast": {"model": {}, "gpu": {}},
+    # the same without compilation (SDPA alone)
+    "sdpa": {"model": {}, "gpu": {"torch_compile": False}},
+    # the same, no DeepSpeed: one process, bf16 autocast over fp32 weights, fused AdamW
+    "fast_nods": {"model": {}, "gpu": {"deepspeed": None}},
+    # the same with ZeRO-2 (the multi-GPU configuration)
+    "fast_zero2": {"model": {}, "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
+    # plain DDP (no DeepSpeed), for several GPUs
+    "fast_ddp": {"model": {}, "gpu": {"deepspeed": None}},
+}
+
+TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="matmul,baseline,fast",
+                        help="comma-separated: matmul, " + ", ".join(CONFIGS) + "; NAME@N runs on N GPUs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, in this process
+    parser.add_argument("--warmup", type=int, default=8, help="untimed optimizer steps (compilation happens here)")
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
+    parser.add_argument("--batch", type=int, default=32, help="per-device train batch")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--infer", type=int, default=0,
+                        help="after training, time engine.predict_probabilities on this many texts (0: skip)")
+    parser.add_argument("--infer-batch", type=int, default=None, help="per-device eval batch (default: the conf's)")
+    parser.add_argument("--out", default="benchmarks/results.jsonl", help="JSON lines appended here")
+    parser.add_argument("--workdir", default="/tmp/throughput_work")
+    parser.add_argument("--deadline", type=float, default=0,
+                        help="seconds from the start after which no configuration starts and a running one is stopped")
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU/GPU, to test this script")
+    parser.add_argument("--init-device", default="auto",
+                        help="device the random weights are drawn on (auto: cuda when present; only start-up speed)")
+    parser.add_argument("--peak-tflops", type=float, default=0,
+                        help="bf16 matmul TFLOP/s to divide by (default: the matmul record in --out)")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- parameters and data
+
+def deep_merge(base: dict, over: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def project_parameters() -> dict:
+    """conf/base/parameters_train.yml with conf/erlangshen/parameters_train.yml merged key by key."""
+    import yaml
+
+    base = yaml.safe_load((ROOT / "conf/base/parameters_train.yml").read_text(encoding="utf-8"))
+    env = yaml.safe_load((ROOT / "conf/erlangshen/parameters_train.yml").read_text(encoding="utf-8"))
+    return deep_merge(base, env)
+
+
+def synthetic_texts(count: int, characters: int, seed: int) -> list[str]:
+    """Random CJK characters (common range U+4E00..U+5DFF), each one token for BertTokenizer."""
+    rng = random.Random(seed)
+    alphabet = [chr(code) for code in range(0x4E00, 0x4E00 + 4096)]
+    return ["".join(rng.choices(alphabet, k=characters)) for _ in range(count)]
+
+
+def make_job(name: str, args: argparse.Namespace, world_size: int):
+    from sentence_reduction.finetune.engine import FoldJob
+    from sentence_reduction.finetune.text import build_character_vocabulary
+
+    spec = CONFIGS[name]
+    params = project_parameters()
+    model = deep_merge(params["model"], spec["model"])
+    model.update(config_path=str(CONFIG_JSON), max_length=args.max_length, vocabulary_min_frequency=1)
+    if args.tiny:
+        model["config_overrides"] = dict(model.get("config_overrides") or {}, **TINY_MODEL)
+    training = copy.deepcopy(params["training"])
+    gpu = dict(training.get("gpu_arguments") or {})
+    gpu.update(spec["gpu"])
+    training["gpu_arguments"] = gpu
+    total_steps = args.warmup + args.steps
+    training["arguments"].update(
+        max_steps=total_steps,
+        per_device_train_batch_size=args.batch,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=max(total_steps, 1),  # one log line, at the end
+    )
+    if args.infer_batch:
+        training["arguments"]["per_device_eval_batch_size"] = args.infer_batch
+    if args.tiny:
+        training["arguments"]["dataloader_num_workers"] = 0
+
+    characters = args.max_length + 64  # one token per character: truncated to max_length
+    train_count = args.batch * world_size * total_steps
+    train_texts = synthetic_texts(train_count, characters, seed=1)
+    predict_texts = synthetic_texts(max(args.infer, 1), characters, seed=2)
+    eval_texts = synthetic_texts(8, characters, seed=3)
+    rng = random.Random(4)
+    vocabulary = build_character_vocabulary(train_texts + predict_texts + eval_texts)
+    return FoldJob(
+        name=f"throughput-{name}",
+        train_texts=train_texts,
+        train_labels=[rng.randrange(34) for _ in train_texts],
+        eval_texts=eval_texts,
+        eval_labels=[rng.randrange(34) for _ in eval_texts],
+        predict_texts=predict_texts,
+        vocabulary=vocabulary,
+        class_months=list(range(34)),
+        model=model,
+        training=training,
+    )
+
+
+def flops_per_sample(model, seq_len: int) -> dict:
+    """Training and inference FLOPs of one sample of seq_len tokens (matmuls only)."""
+    config = model.config
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    attention_forward = 4 * seq_len * seq_len * config.hidden_size * config.num_hidden_layers
+    return {
+        "params_non_embedding": non_embedding,
+        "train_flop_per_sample": 6 * non_embedding * seq_len + 3 * attention_forward,
+        "infer_flop_per_sample": 2 * non_embedding * seq_len + attention_forward,
+    }
+
+
+# ---------------------------------------------------------------- workers
+
+def emit(record: dict, out: str) -> None:
+    line = json.dumps(record, sort_keys=True)
+    print("RESULT " + line, flush=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def device_description() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"device": "cpu"}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "device_memory_gib": round(props.total_memory / 2**30, 1),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
+def matmul_worker(args: argparse.Namespace) -> None:
+    """bf16 8192^3 matmul on random data, every visible GPU, timed with CUDA events."""
+    import torch
+
+    n = 8192 if not args.tiny else 1024
+    for index in range(torch.cuda.device_count()):
+        device = torch.device("cuda", index)
+        with torch.cuda.device(device):
+            inputs = [(torch.randn(n, n, device=device, dtype=torch.bfloat16),
+                       torch.randn(n, n, device=device, dtype=torch.bfloat16)) for _ in range(3)]
+            out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+            for a, b in inputs * 3:  # warm-up: cuBLAS handle, clocks up
+                torch.matmul(a, b, out=out)
+            rates = []
+            for _ in range(5):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for a, b in inputs * 4:
+                    torch.matmul(a, b, out=out)
+                end.record()
+                end.synchronize()
+                rates.append(2 * n**3 * 12 / (start.elapsed_time(end) / 1e3) / 1e12)
+            rates.sort()
+            assert torch.isfinite(out.float().sum()).item()
+            emit({"config": "matmul", "gpu_index": index, "n": n, "tflops_median": round(rates[2], 1),
+                  "tflops_max": round(rates[-1], 1), **device_description(),
+                  "device_name": torch.cuda.get_device_name(index)}, args.out)
+            del inputs, out
+            torch.cuda.empty_cache()
+
+
+def peak_from_results(args: argparse.Namespace) -> float:
+    if args.peak_tflops:
+        return args.peak_tflops
+    path = Path(args.out)
+    if path.is_file():
+        rates = [json.loads(line).get("tflops_median") for line in path.read_text().splitlines()
+                 if line.startswith("{") and '"matmul"' in line]
+        rates = [rate for rate in rates if rate]
+        if rates:
+            return min(rates)  # the slowest visible GPU
+    return 0.0
+
+
+def train_worker(name: str, args: argparse.Namespace) -> None:
+    import torch
+    from transformers import TrainerCallback
+
+    from sentence_reduction.finetune import engine
+
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", "/tmp/ext")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+    t_start = time.perf_counter()
+    job = make_job(name, args, world_size)
+    warmup, steps = args.warmup, args.steps
+
+    class StepTimer(TrainerCallback):
+        """Wall time between the end of step `warmup` and the end of step `warmup + steps`, with the
+        device synchronised at both ends only (no sync inside the timed window)."""
+
+        def __init__(self):
+            self.marks: dict[int, float] = {}
+            self.host_step_ends: list[float] = []
+
+        def on_train_begin(self, args_, state, control, **kwargs):
+            self.train_begin = time.perf_counter()
+
+        def on_step_end(self, args_, state, control, **kwargs):
+            step = state.global_step
+            if step in (1, warmup, warmup + steps):
+                if on_gpu:
+                    torch.cuda.synchronize()
+                self.marks[step] = time.perf_counter()
+            self.host_step_ends.append(time.perf_counter())
+
+    init_device = args.init_device if args.init_device != "auto" else ("cuda" if on_gpu else "cpu")
+    output_dir = Path(args.workdir) / name
+    with torch.device(init_device):  # where the random initial weights are drawn; speeds start-up only
+        trainer = engine.build_trainer(job, output_dir)
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t_built = time.perf_counter()
+    trainer.train()
+    if on_gpu:
+        torch.cuda.synchronize()
+    t_trained = time.perf_counter()
+
+    flops = flops_per_sample(trainer.model, args.max_length)
+    peak = peak_from_results(args)
+    elapsed = timer.marks[warmup + steps] - timer.marks[warmup]
+    samples = args.batch * world_size * steps
+    samples_per_s = samples / elapsed
+    tflops_per_gpu = samples_per_s * flops["train_flop_per_sample"] / world_size / 1e12
+    host_steps = [b - a for a, b in zip(timer.host_step_ends[warmup:], timer.host_step_ends[warmup + 1:])]
+    memory = {}
+    if on_gpu:
+        memory = {
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+        }
+    args_used = trainer.args
+    record = {
+        "config": name if world_size == 1 else f"{name}@{world_size}",
+        "kind": "train",
+        "world_size": world_size,
+        "batch_per_device": args.batch,
+        "seq_len": args.max_length,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "samples_per_s": round(samples_per_s, 2),
+        "step_s": round(elapsed / steps, 4),
+        "host_step_s_median": round(sorted(host_steps)[len(host_steps) // 2], 4) if host_steps else None,
+        "tflops_per_gpu": round(tflops_per_gpu, 1),
+        "peak_bf16_matmul_tflops": peak,
+        "share_of_peak": round(tflops_per_gpu / peak, 3) if peak else None,
+        "tflop_per_sample": round(flops["train_flop_per_sample"] / 1e12, 3),
+        "params_non_embedding": flops["params_non_embedding"],
+        "first_step_s": round(timer.marks[1] - timer.train_begin, 1) if 1 in timer.marks else None,
+        "warmup_s": round(timer.marks[warmup] - timer.train_begin, 1),
+        "build_s": round(t_built - t_start, 1),
+        "train_s": round(t_trained - t_built, 1),
+        "fused_attention": job.model["fused_attention"],
+        "torch_compile": bool(args_used.torch_compile),
+        "optim": str(getattr(args_used.optim, "value", args_used.optim)),
+        "bf16": bool(args_used.bf16),
+        "tf32": args_used.tf32,
+        "deepspeed": Path(args_used.deepspeed).name if isinstance(args_used.deepspeed, str) else None,
+        "train_sampling_strategy": getattr(args_used, "train_sampling_strategy", None),
+        "param_dtype": str(next(trainer.model.parameters()).dtype),
+        "rank": rank,
+        **memory,
+        **device_description(),
+    }
+    if rank == 0:
+        emit(record, args.out)
+    elif memory:
+        print(f"rank {rank} {memory}", flush=True)
+
+    if args.infer and world_size == 1:
+        infer(name, job, trainer, flops, peak, args)
+
+
+def infer(name, job, trainer, flops, peak, args) -> None:
+    """Test-set prediction as the predict pipeline does it: engine.predict_probabilities on the
+    trained model (eager module: a compiled module's compiled call is dropped first)."""
+    import torch
+
+    from sentence_reduction.finetune import engine
+
+    model = trainer.model
+    if getattr(model, "_compiled_call_impl", None) is not None:  # DeepSpeed compiles in place
+        model._compiled_call_impl = None
+    model.eval()
+    engine.predict_probabilities(model, job.vocabulary, job.predict_texts[: min(256, len(job.predict_texts))],
+                                 job.model, job.training)  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    probabilities = engine.predict_probabilities(model, job.vocabulary, job.predict_texts, job.model, job.training)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    assert probabilities.shape == (len(job.predict_texts), 34) and (abs(probabilities.sum(1) - 1) < 1e-3).all()
+    samples_per_s = len(job.predict_texts) / elapsed
+    tflops = samples_per_s * flops["infer_flop_per_sample"] / 1e12
+    record = {
+        "config": f"{name}+predict",
+        "kind": "predict",
+        "texts": len(job.predict_texts),
+        "eval_batch": job.training["arguments"].get("per_device_eval_batch_size"),
+        "samples_per_s": round(samples_per_s, 1),
+        "tflops_per_gpu": round(tflops, 1),
+        "share_of_peak": round(tflops / peak, 3) if peak else None,
+        "tflop_per_sample": round(flops["infer_flop_per_sample"] / 1e12, 3),
+        "fused_attention": job.model["fused_attention"],
+        "param_dtype": str(next(model.parameters()).dtype),
+        "seconds": round(elapsed, 2),
+        **device_description(),
+    }
+    if torch.cuda.is_available():
+        record["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    emit(record, args.out)
+
+
+# ---------------------------------------------------------------- driver
+
+def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
+    start = time.perf_counter()
+    passthrough = [f"--warmup={args.warmup}", f"--steps={args.steps}", f"--batch={args.batch}",
+                   f"--max-length={args.max_length}", f"--infer={args.infer}", f"--out={args.out}",
+                   f"--workdir={args.workdir}", f"--init-device={args.init_device}",
+                   f"--peak-tflops={args.peak_tflops}"]
+    passthrough += [f"--infer-batch={args.infer_batch}"] if args.infer_batch else []
+    passthrough += ["--tiny"] if args.tiny else []
+    for spec in [c for c in args.configs.split(",") if c]:
+        name, _, gpus = spec.partition("@")
+        if name != "matmul" and name not in CONFIGS:
+            raise SystemExit(f"unknown configuration {name!r}")
+        remaining = args.deadline - (time.perf_counter() - start) if args.deadline else None
+        if remaining is not None and remaining < 30:
+            emit({"config": spec, "skipped": "deadline"}, args.out)
+            continue
+        worker = [str(Path(__file__).resolve()), "--worker", name, *passthrough]
+        if gpus and int(gpus) > 1:
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                       f"--nproc_per_node={int(gpus)}", *worker]
+        else:
+            command = [sys.executable, *worker]
+        print(f"=== {spec}: {' '.join(command)}", flush=True)
+        began = time.perf_counter()
+        process = subprocess.Popen(command, start_new_session=True)
+        try:
+            code = process.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            code = "killed at deadline"
+        print(f"=== {spec}: exit {code} after {time.perf_counter() - began:.0f} s", flush=True)
+        if code != 0:
+            emit({"config": spec, "failed": str(code)}, args.out)
+    print_table(args.out)
+
+
+def print_table(out: str) -> None:
+    path = Path(out)
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    print("\n| config | card | samples/s | TFLOP/s per GPU | share of peak | peak GiB | first step s |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        if row.get("config") == "matmul":
+            print(f"| matmul bf16 8192^3 (GPU {row['gpu_index']}) | {row.get('device_name')} | | "
+                  f"{row['tflops_median']} (max {row['tflops_max']}) | 1 | | |")
+        elif "samples_per_s" in row:
+            print(f"| {row['config']} | {row.get('device')} | {row['samples_per_s']} | {row['tflops_per_gpu']} | "
+                  f"{row.get('share_of_peak')} | {row.get('peak_allocated_gib')} | {row.get('first_step_s', '')} |")
+        else:
+            print(f"| {row.get('config')} | {row.get('failed') or row.get('skipped')} | | | | | |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.worker == "matmul":
+        matmul_worker(args)
+    elif args.worker:
+        train_worker(args.worker, args)
+    else:
+        run_driver(args, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The fine-tuning engine: the real model's formats, the character vocabulary, a fold's training,
+resume and reuse of a finished fold, determinism on the CPU, and several processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from sentence_reduction.finetune.engine import FoldJob, finished_fingerprint, run_fold
+from sentence_reduction.finetune.launcher import FoldTrainingError
+from sentence_reduction.finetune.model import ModelSettings, build_model
+from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
+
+from .conftest import REFERENCE_MODEL
+
+RULINGS = [
+    f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
+    for crime, years, praise, points in [
+        ("盗窃", "三", 2, 85.5), ("诈骗", "十", 6, 120), ("抢劫", "八", 1, 40), ("贩卖毒品", "十五", 4, 99),
+        ("故意伤害", "五", 3, 70), ("受贿", "七", 5, 110), ("交通肇事", "二", 0, 12), ("盗窃", "六", 7, 150),
+    ]
+]
+TINY_MODEL = {
+    "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+    "max_length": 48,
+    "fused_attention": True,
+}
+TINY_TRAINING = {
+    "arguments": {
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 1e-3,
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "logging_steps": 1,
+        "seed": 7,
+        "report_to": "none",
+        "disable_tqdm": True,
+    },
+}
+
+
+def tiny_job(**changes) -> FoldJob:
+    texts = RULINGS * 3
+    values = {
+        "name": "fold_0",
+        "train_texts": texts[:16],
+        "train_labels": [index % 4 for index in range(16)],
+        "eval_texts": texts[16:],
+        "eval_labels": [index % 4 for index in range(8)],
+        "predict_texts": RULINGS[:5],
+        "vocabulary": build_character_vocabulary(texts),
+        "class_months": [0, 1, 2, 3],
+        "model": TINY_MODEL,
+        "training": TINY_TRAINING,
+    }
+    return FoldJob(**{**values, **changes})
+
+
+@pytest.mark.skipif(not REFERENCE_MODEL.is_dir(), reason="needs ../shared/reference beside the checkout")
+def test_real_erlangshen_config_and_vocabulary(tmp_path):
+    """The real-weights path reads the real formats: config.json, vocab.txt, safetensors round trip."""
+    vocabulary = read_vocabulary(REFERENCE_MODEL / "vocab.txt")
+    assert len(vocabulary) == 21128 and vocabulary[101] == "[CLS]"
+    tokenizer = build_tokenizer(vocabulary)
+    encoded = tokenizer(RULINGS[:2], truncation=True, max_length=32, padding=True, return_tensors="pt")
+    assert encoded["input_ids"][0, 0].item() == 101 and (encoded["input_ids"] != 100).all()
+
+    settings = ModelSettings(
+        config_path=str(REFERENCE_MODEL / "config.json"), config_overrides={"num_hidden_layers": 1}
+    )
+    model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
+    assert model.config.hidden_size == 2048 and model.config.vocab_size == 21248
+    assert model.config.num_attention_heads == 8 and model.config.intermediate_size == 8192
+    labels = torch.tensor([3, 12])
+    output = model(**encoded, labels=labels)
+    assert output.logits.shape == (2, 34)
+    output.loss.backward()
+    assert model.classifier.weight.grad is not None and model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        before = model(**encoded).logits
+    model.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert not list((tmp_path / "model").glob("*.bin"))
+    reloaded = build_model(ModelSettings(pretrained_path=str(tmp_path / "model")), num_labels=34, vocab_size=0)
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**encoded).logits, before, atol=1e-5)
+
+
+def test_character_vocabulary_spells_every_text():
+    vocabulary = build_character_vocabulary(RULINGS)
+    assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = build_tokenizer(vocabulary)
+    for text in RULINGS:
+        tokens = tokenizer.tokenize(text)
+        assert "[UNK]" not in tokens
+        assert "".join(token.removeprefix("##") for token in tokens) == text.lower()
+    frequent_only = build_character_vocabulary(RULINGS, min_frequency=2)
+    assert "受" in vocabulary and "受" not in frequent_only  # 受贿 occurs once
+    assert "罪" in frequent_only
+
+
+def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
+    job = tiny_job()
+    result = run_fold(job, tmp_path / "fold_0")
+    assert result.eval_probabilities.shape == (8, 4)
+    assert result.predict_probabilities.shape == (5, 4)
+    assert np.allclose(result.eval_probabilities.sum(axis=1), 1, atol=1e-5)
+    assert {"loss", "accuracy", "f1_weighted", "score", "ext_acc", "final_score"} <= set(result.metrics)
+    assert result.deepspeed_config == {}  # no DeepSpeed on the CPU
+    assert finished_fingerprint(tmp_path / "fold_0") == job.fingerprint()
+    assert not (tmp_path / "fold_0" / "checkpoints").exists()  # spent checkpoints are removed
+    assert (tmp_path / "fold_0" / "result" / "model" / "model.safetensors").is_file()
+
+    with caplog.at_level(logging.INFO):
+        again = run_fold(job, tmp_path / "fold_0")
+    assert "not retraining" in caplog.text
+    assert np.array_equal(again.eval_probabilities, result.eval_probabilities)
+
+    changed = run_fold(tiny_job(train_labels=[index % 3 for index in range(16)]), tmp_path / "fold_0")
+    assert not np.array_equal(changed.eval_probabilities, result.eval_probabilities)
+
+
+def test_same_seed_same_predictions_on_cpu(tmp_path):
+    first = run_fold(tiny_job(), tmp_path / "first")
+    second = run_fold(tiny_job(), tmp_path / "second")
+    assert np.array_equal(first.eval_probabilities, second.eval_probabilities)
+    assert np.array_equal(first.predict_probabilities, second.predict_probabilities)
+    timing = {"runtime", "samples_per_second", "steps_per_second"}
+    assert {k: v for k, v in first.metrics.items() if k not in timing} == {
+        k: v for k, v in second.metrics.items() if k not in timing
+    }
+    other_seed = {**TINY_TRAINING, "arguments": {**TINY_TRAINING["arguments"], "seed": 8}}
+    third = run_fold(tiny_job(training=other_seed), tmp_path / "third")
+    assert not np.array_equal(first.eval_probabilities, third.eval_probabilities)
+
+
+TWO_PROCESSES = {"nproc_per_node": 2, "master_port": 29611}
+
+
+def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
+    job = tiny_job(training={**TINY_TRAINING, "launcher": TWO_PROCESSES})
+    result = run_fold(job, tmp_path / "fold_0")
+    assert result.eval_probabilities.shape == (8, 4)
+    assert result.predict_probabilities.shape == (5, 4)
+    assert np.allclose(result.predict_probabilities.sum(axis=1), 1, atol=1e-5)
+    assert json.loads((tmp_path / "fold_0" / "job.json").read_text())["name"] == "fold_0"
+
+
+def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
+    broken = {**TINY_TRAINING, "launcher": TWO_PROCESSES,
+              "arguments": {**TINY_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"}}
+    with pytest.raises(FoldTrainingError, match=r"fold_0: rank \d failed: ValueError: .*no_such_schedule"):
+        run_fold(tiny_job(training=broken), tmp_path / "fold_0")
