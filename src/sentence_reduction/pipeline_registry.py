@@ -33,8 +33,6 @@ def register_pipelines() -> dict[str, Pipeline]:
 def _folds_parameters() -> dict:
     """`folds` from conf/ (base, then KEDRO_ENV or local): the fold count shapes the pipelines, so it is
     read when they are built, before any run-time parameter is known."""
-    conf_source = Path.cwd() / settings.CONF_SOURCE
-    loader = OmegaConfigLoader(
-        conf_source=str(conf_source), base_env="base", default_run_env=os.environ.get("KEDRO_ENV", "local")
-    )
+    arguments = {**settings.CONFIG_LOADER_ARGS, "env": os.environ.get("KEDRO_ENV")}
+    loader = OmegaConfigLoader(conf_source=str(Path.cwd() / settings.CONF_SOURCE), **arguments)
     return loader["parameters"]["folds"]

@@ -122,11 +122,11 @@ _PROVINCES = (
     _Province("黑龙江省", "黑龙江", "黑", ("绥化市青冈县", "齐齐哈尔市讷河市", "哈尔滨市巴彦县", "佳木斯市桦南县"),
               ("呼兰监狱", "泰来监狱", "牡丹江监狱", "北安监狱"), ("哈尔滨市", "齐齐哈尔市", "牡丹江市"), "praise"),
     _Province("山东省", "山东", "鲁", ("临沂市沂水县", "菏泽市曹县", "潍坊市寿光市", "聊城市莘县", "济宁市嘉祥县"),
-              ("济南监狱", "潍北监狱", "鲁中监狱", "临沂监狱", "鲁南监狱"), ("济南市", "潍坊市", "临沂市", "淄博市"), "points"),
+              ("济南监狱", "潍北监狱", "鲁中监狱", "临沂监狱", "鲁南监狱"), ("济南市", "潍坊市", "临沂市", "淄博市"), "mixed"),
     _Province("吉林省", "吉林", "吉", ("长春市榆树市", "吉林市舒兰市", "四平市梨树县", "松原市扶余市"),
               ("吉林监狱", "四平监狱", "公主岭监狱", "长春铁北监狱"), ("长春市", "吉林市", "四平市"), "praise"),
     _Province("浙江省", "浙江", "浙", ("温州市瑞安市", "台州市温岭市", "金华市东阳市", "衢州市江山市"),
-              ("十里丰监狱", "乔司监狱", "南湖监狱", "金华监狱"), ("杭州市", "金华市", "衢州市", "湖州市"), "points"),
+              ("十里丰监狱", "乔司监狱", "南湖监狱", "金华监狱"), ("杭州市", "金华市", "衢州市", "湖州市"), "mixed"),
     _Province("山西省", "山西", "晋", ("大同市浑源县", "运城市临猗县", "吕梁市兴县", "长治市沁县"),
               ("太原第三监狱", "晋中监狱", "祁县监狱", "大同监狱"), ("太原市", "晋中市", "大同市"), "mixed"),
     _Province("宁夏回族自治区", "宁夏", "宁", ("固原市西吉县", "吴忠市同心县", "中卫市海原县"),
@@ -258,10 +258,11 @@ class _Case:
     crimes: list[_Crime]
     kind: str  # "fixed", "life" (无期徒刑) or "suspended" (死刑缓期二年执行)
     term_months: int  # fixed terms only
-    political_years: int  # 剥夺政治权利; -1 = for life
+    political_years: int  # 剥夺政治权利 of a fixed term (无期/死缓 always lose them for life)
     fine: int
     confiscation: bool
     start_year: int
+    end_year: int  # fixed terms only
     judgement_year: int
     delivery_year: int
     proposal_year: int
@@ -291,31 +292,39 @@ def _draw_case(dice: _Dice) -> _Case:
     kind = "fixed"
     if lead.grave:
         kind = dice.weighted(("fixed", "life", "suspended"), (80, 13, 7))
-    start_year = dice.integer(2003, 2016)
+    # Timeline: custody, judgement, delivery to prison, then this proposal, all before the term
+    # ends and before the contest's data was collected.
     if kind == "fixed":
         low, high = lead.years
         years = low + int((high - low + 1) * dice.uniform() ** 1.3) + (len(crimes) - 1) * dice.integer(1, 3)
         extra = dice.weighted((0, 6, dice.integer(1, 11)), (70, 20, 10))
         term_months = years * 12 + extra
-        # A proposal needs time served and time still to serve, so short sentences start late.
-        start_year = max(start_year, _LAST_YEAR - 1 - years) if years <= 3 else start_year
+        start_year = dice.integer(max(2003, _LAST_YEAR - 2 - years), 2016)
+        end_year = start_year + years + (1 if extra >= 6 else 0)
+        judgement_year = min(start_year + dice.weighted((0, 1, 2), (50, 40, 10)), end_year - 1)
+        delivery_year = min(judgement_year + (1 if dice.chance(0.3) else 0), end_year - 1)
+        latest = min(_LAST_YEAR, end_year - 1)
+        earliest = delivery_year + 1 if delivery_year < latest else delivery_year
     else:
-        term_months = 0
-        start_year = min(start_year, 2012)
-    judgement_year = start_year + dice.weighted((0, 1, 2), (50, 40, 10))
-    delivery_year = judgement_year + (1 if dice.chance(0.3) else 0)
-    latest = min(_LAST_YEAR, start_year + term_months // 12 - 1) if kind == "fixed" else _LAST_YEAR
-    proposal_year = dice.integer(min(delivery_year + 1, latest), max(delivery_year + 1, latest))
+        term_months = end_year = 0
+        start_year = dice.integer(2003, 2011)
+        judgement_year = start_year + dice.weighted((0, 1, 2), (50, 40, 10))
+        delivery_year = judgement_year + (1 if dice.chance(0.3) else 0)
+        latest = _LAST_YEAR
+        # 死缓 is first commuted to 无期 two years after delivery; this proposal comes later.
+        earliest = delivery_year + (3 if kind == "suspended" else 2)
+    proposal_year = dice.integer(earliest, latest)
     served = max(1, proposal_year - delivery_year)
 
     prior_reductions = [dice.pick((6, 8, 9, 10, 12)) for _ in range(min(served // 2, 3)) if dice.chance(0.55)]
 
-    quality = dice.normal()
+    quality = dice.normal()  # the prisoner's attitude: moves 表扬, grades and 积极分子 together
     praise = max(0, round(served * (1.1 + 0.45 * quality) + 0.8 * dice.normal()))
     merits = sum(1 for _ in range(min(praise // 3, 4)) if dice.chance(0.25 + 0.1 * quality))
     points = round(praise * (14 + 4 * dice.uniform()) + dice.uniform() * 10, 2)
+    # One grade per half year served, from the second half of the delivery year.
     grades = [dice.weighted(_GRADES, (max(0.2, 1 + quality), 3, 2, max(0.2, 1 - quality)))
-              for _ in range(min(2 * served, 10))]
+              for _ in range(min(2 * (proposal_year - delivery_year), 10))]
 
     grave_sentence = kind != "fixed" or term_months >= 120
     fine = 0
@@ -338,10 +347,11 @@ def _draw_case(dice: _Dice) -> _Case:
         crimes=crimes,
         kind=kind,
         term_months=term_months,
-        political_years=-1 if kind != "fixed" else (dice.integer(1, 5) if grave_sentence or dice.chance(0.15) else 0),
+        political_years=dice.integer(1, 5) if kind == "fixed" and (grave_sentence or dice.chance(0.15)) else 0,
         fine=fine,
         confiscation=confiscation,
         start_year=start_year,
+        end_year=end_year,
         judgement_year=judgement_year,
         delivery_year=delivery_year,
         proposal_year=proposal_year,
@@ -349,7 +359,7 @@ def _draw_case(dice: _Dice) -> _Case:
         praise=praise,
         merits=merits,
         points=points,
-        activist=quality > 1.3 and dice.chance(0.6),
+        activist=quality > 1.3 and praise >= 3 and dice.chance(0.6),
         violation=dice.chance(0.08),
         grades=grades,
         recidivist=dice.chance(0.13),
@@ -358,14 +368,19 @@ def _draw_case(dice: _Dice) -> _Case:
 
 
 def _score(case: _Case, dice: _Dice) -> float:
-    """Latent reduction in months-like units: what a court weighs, plus its discretion (noise)."""
+    """Latent reduction in months-like units: what a court weighs, plus its discretion (noise).
+
+    Only the order of scores matters (they are rank-mapped to labels). The discretion noise is kept
+    small so that exact months stay learnable from the text, yet far from determined by it.
+    """
+    # 无期/死缓 commutations are the largest reductions: they sit above any fixed term.
     if case.kind == "life":
-        base = 13.5
+        base = 15.0
     elif case.kind == "suspended":
-        base = 12.5
+        base = 14.0
     else:
         base = 1.0 + 2.0 * math.log1p(case.term_months / 12)
-    conduct = 0.8 * min(case.praise, 14) + 1.0 * case.merits + 1.5 * case.activist - 2.5 * case.violation
+    conduct = 1.0 * min(case.praise, 14) + 1.0 * case.merits + 1.5 * case.activist - 2.5 * case.violation
     property_effect = {"none": 0.0, "paid": 0.4, "partial": -0.8, "unpaid": -1.8}[case.property_status]
     strictness = min(c.strictness for c in case.crimes)
     return base + conduct + property_effect + strictness - 2.2 * case.recidivist + 0.3 * dice.normal()
@@ -396,7 +411,8 @@ def _header(case: _Case, dice: _Dice) -> str:
     serving = f"现在{case.prison_province.name}{case.prison}服刑"
     residence = ""
     if dice.chance(0.45):
-        residence = f"{dice.pick(('原住', '捕前住', '户籍所在地'))}{case.home.short}{case.county}{dice.pick(_TOWNS)}，"
+        house = f"{dice.integer(1, 30)}组{dice.integer(1, 99)}号" if dice.chance(0.4) else ""
+        residence = f"{dice.pick(('原住', '捕前住', '原户籍所在地'))}{case.home.short}{case.county}{dice.pick(_TOWNS)}{house}，"
     occupation = f"{dice.pick(_OCCUPATIONS)}，" if dice.chance(0.3) else ""
     layout = dice.weighted(("plain", "born_in", "minimal", "birthplace"), (55, 20, 7, 18))
     if layout == "minimal":
@@ -431,8 +447,11 @@ def _judgement(case: _Case, dice: _Dice) -> str:
     province = case.prison_province
     city = dice.pick(province.cities)
     serious = case.kind != "fixed" or case.term_months >= 180
-    court = f"{city}中级人民法院" if serious or dice.chance(0.2) else f"{dice.pick(province.counties)}人民法院"
-    code = f"{city[0]}中" if "中级" in court else city[0]
+    if serious or dice.chance(0.2):
+        court, code = f"{city}中级人民法院", f"{city[0]}中"
+    else:
+        county = dice.pick(province.counties)
+        court, code = f"{county}人民法院", county[0]
     number = f"（{case.judgement_year}）{code}刑初字第{dice.integer(1, 999)}号"
     crimes = "、".join(c.name for c in case.crimes)
     penalty = _penalty(case, dice)
@@ -444,8 +463,7 @@ def _judgement(case: _Case, dice: _Dice) -> str:
     ), (45, 25, 15, 15))
     sentences = [opening]
     if case.kind == "fixed":
-        end_year = case.start_year + case.term_months // 12 + (1 if case.term_months % 12 >= 6 else 0)
-        sentences.append(f"刑期自{case.start_year}年xx月xx日起至{end_year}年xx月xx日止。")
+        sentences.append(f"刑期自{case.start_year}年xx月xx日起至{case.end_year}年xx月xx日止。")
     if dice.chance(0.3):
         appeal_court = f"{province.name}高级人民法院" if serious else f"{city}中级人民法院"
         appeal_code = f"{province.abbr}法刑{dice.pick('一二三')}终字" if serious else f"{city[0]}中刑终字"
@@ -487,7 +505,7 @@ def _proposal(case: _Case, label: int, dice: _Dice) -> str:
     filed = f"{case.proposal_year}年xx月xx日"
     trial = dice.pick(("本院依法组成合议庭进行了审理，现已审理终结。", "本院立案后依法组成合议庭审理了本案，现已审理终结。",
                        "本院受理后，依法组成合议庭进行审理，现已审理终结。"))
-    if dice.chance(0.45):
+    if dice.chance(0.42):
         recommendation = _recommendation(case, label, dice)
         return dice.pick((
             f"执行机关于{filed}提出减刑建议书报送本院审理。{trial} 执行机关认为，罪犯{case.name}在服刑期间，能遵守监规纪律，"
@@ -503,15 +521,16 @@ def _proposal(case: _Case, label: int, dice: _Dice) -> str:
 
 def _narrative(case: _Case, dice: _Dice) -> str:
     """The 原判认定 story; a few long ones give the length distribution its tail."""
-    incidents = 1 + int(dice.uniform() ** 3 * 12)
+    incidents = 1 + int(dice.uniform() ** 4 * 22)
     year = case.start_year - incidents // 4
+    severity = case.term_months // 12 or 15  # amounts grow with the sentence they earned
     stories = []
     for i in range(incidents):
         crime = dice.pick(case.crimes)
         act = dice.pick(crime.acts).format(
             who=case.name if i == 0 or dice.chance(0.5) else f"{case.name}伙同他人",
             place=dice.pick(_PLACES), goods=dice.pick(_GOODS), post=dice.pick(_POSTS),
-            amount=dice.integer(2, 4000) * 100, grams=round(dice.uniform() * 500 + 1, 1))
+            amount=dice.integer(10, 300) * 10 * severity, grams=round(dice.uniform() * 500 + 1, 1))
         stories.append(f"{year + i // 4}年xx月xx日，{act}。")
     role = f"{case.name}系{'主犯' if dice.chance(0.6) else '从犯'}。" if dice.chance(0.2) else ""
     return "经审理查明，原判认定，" + "".join(stories) + role
@@ -532,7 +551,8 @@ def _conduct(case: _Case, dice: _Dice) -> str:
         else:
             praise = f"获得表扬{case.praise}次" if case.praise else ""
             merit = f"获得记功{case.merits}次" if case.merits else ""
-            awards.append(dice.pick(("，".join(p for p in (merit, praise) if p), "，".join(p for p in (praise, merit) if p))))
+            order = (merit, praise) if dice.chance(0.5) else (praise, merit)
+            awards.append("，".join(p for p in order if p))
         if case.praise >= 4 and dice.chance(0.25):
             awards.append(f"物质奖励{dice.integer(1, 3)}次")
     if system in ("points", "both"):
@@ -540,12 +560,16 @@ def _conduct(case: _Case, dice: _Dice) -> str:
         awards.append(dice.pick((f"截至{case.proposal_year}年{month}月止，累计奖励分{case.points}分",
                                  f"累计获得考核积分{case.points}分", f"累计奖励分{case.points}分")))
     if case.activist:
-        awards.append(f"{case.proposal_year - 1}年度被评为监狱改造积极分子")
+        awards.append(f"{max(case.delivery_year, case.proposal_year - 1)}年度被评为监狱改造积极分子")
     text += "，".join(awards) + "。"
-    if case.grades and dice.chance(0.3):
+    if case.grades and dice.chance(0.4):
         first = case.delivery_year
-        last = first + (len(case.grades) - 1) // 2
-        text += f"{first}年下半年至{last}年{'上' if len(case.grades) % 2 == 0 else '下'}半年，半年改造评审鉴定结果依次为{'、'.join(case.grades)}。"
+        last = first + len(case.grades) // 2
+        half = "上" if len(case.grades) % 2 == 0 else "下"
+        text += f"{first}年下半年至{last}年{half}半年，半年改造评审鉴定结果依次为{'、'.join(case.grades)}。"
+    if dice.chance(0.3):
+        text += (f"{case.prison_province.name}{case.prison}经过分监区集体评议、监区长办公会审核后公示、刑罚执行科审查、"
+                 "监狱提请减刑假释评审委员会评审后公示、监狱长办公会决定，并经过驻狱检察室监督等程序对该犯提出减刑建议。")
     if case.violation:
         text += dice.pick(("服刑期间因违反监规受到警告处分一次。", f"{case.proposal_year - 1}年xx月xx日因违反监规纪律被扣分处理。"))
     if case.recidivist and dice.chance(0.6):
@@ -591,7 +615,7 @@ def _conclusion(case: _Case, dice: _Dice) -> str:
 def _render(case: _Case, label: int, dice: _Dice) -> str:
     """One ruling's text: paragraphs joined by single spaces, ending before the ruling's own amount."""
     procurator = f"{dice.pick(case.prison_province.cities)}人民检察院对罪犯{case.name}本次减刑无异议。" if dice.chance(0.3) else ""
-    findings = _narrative(case, dice) + " " if dice.chance(0.3) else ""
+    findings = _narrative(case, dice) + " " if dice.chance(0.4) else ""
     conduct = _conduct(case, dice)
     findings += conduct if findings else "经审理查明，" + conduct
     property_note = _property(case, dice)
@@ -627,6 +651,7 @@ def _write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as temp_file:
             frame.to_csv(temp_file, index=False, lineterminator="\n")
+        os.chmod(temp_name, 0o644)  # mkstemp creates 0600; data files are meant to be shared
         os.replace(temp_name, path)
     except BaseException:
         os.unlink(temp_name)

@@ -1,0 +1,178 @@
+"""The Kedro pipelines end to end: `data` in memory and on disk, bad input, `train` with its MLflow
+runs, `predict`, the registry, and `kedro viz` serving the DAG."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from mlflow.tracking import MlflowClient
+
+from sentence_reduction.pipelines.data import create_pipeline
+
+from .conftest import kedro_environment, run_kedro, written_outputs
+
+DATA_PARAMETERS = {
+    "params:columns": {"id": "id", "text": "fact", "label": "label"},
+    "params:validation": {"max_label_months": 600, "max_text_chars": 20000},
+    "params:text_normalisation": {
+        "fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"
+    },
+    "params:label_encoding": {"scheme": "direct", "n_classes": 34, "bin_edges": None, "bin_months": None},
+    "params:folds": {"strategy": "stratified_kfold", "n_splits": 2, "holdout_fraction": 0.01, "seed": 1},
+}
+
+
+def test_data_pipeline_in_memory():
+    facts = [f"罪犯王{i}，男，获得表扬{i}次。王{i}确有悔改表现。" for i in range(6)]
+    catalog = DataCatalog(
+        {
+            "train_raw": MemoryDataset(pd.DataFrame({"id": [f"id_{i}" for i in range(6)], "fact": facts,
+                                                     "label": ["3", "3", "3", "40", "40", "40"]})),
+            "test_raw": MemoryDataset(pd.DataFrame({"id": ["id_9"], "fact": [facts[0]]})),
+            **{name: MemoryDataset(value) for name, value in DATA_PARAMETERS.items()},
+        }
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    model_input = catalog.load("model_input_table")
+    assert model_input["class_id"].tolist() == [3, 3, 3, 33, 33, 33]
+    assert "王1" not in model_input["fact"][1] and "某" in model_input["fact"][1]
+    folds = catalog.load("fold_assignments")
+    assert sorted(folds["fold"].value_counts().tolist()) == [3, 3]
+    assert catalog.load("normalised_test_cases")["id"].tolist() == ["id_9"]
+
+
+def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
+    completed = run_kedro(project_copy, "run", "--pipeline=data")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    data = project_copy / "data"
+    model_input = pd.read_parquet(data / "05_model_input" / "model_input_table.parquet")
+    train = pd.read_csv(data / "01_raw" / "sample" / "train.csv")
+    assert len(model_input) == len(train) and (model_input["class_id"] == train["label"].clip(upper=33)).all()
+    assert len(pd.read_csv(data / "03_primary" / "class_table.csv")) == 34
+    folds = pd.read_csv(data / "05_model_input" / "fold_assignments.csv")
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert len(pd.read_parquet(data / "05_model_input" / "test_cases.parquet")) == len(
+        pd.read_csv(data / "01_raw" / "sample" / "testA.csv")
+    )
+
+
+def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    sample = project_copy / "data" / "01_raw" / "sample"
+    train = (sample / "train.csv").read_text(encoding="utf-8").splitlines()
+    header, first, second = train[0], train[1], train[2]
+    (bad / "train.csv").write_text("\n".join([header, first, second.rsplit(",", 1)[0] + ",-3"]) + "\n", encoding="utf-8")
+    (bad / "testA.csv").write_bytes((sample / "testA.csv").read_bytes())
+    completed = run_kedro(project_copy, "run", "--pipeline=train", "--params", f"raw_data_dir={bad}")
+    assert completed.returncode == 1
+    error_lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert error_lines[-1] == (
+        f"Error: {bad / 'train.csv'}, row 2, field 'label': label -3 is outside 0..600 months "
+        f"(id '{second.split(',', 1)[0]}')"
+    )
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert written_outputs(project_copy) == []
+
+
+def test_registry_lists_data_train_and_predict(project_copy):
+    completed = run_kedro(project_copy, "registry", "list")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert {"- data", "- train", "- predict"} <= {line.strip() for line in completed.stdout.splitlines()}
+
+
+def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
+    completed = run_kedro(fast_project, "run", "--pipeline=train")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    data = fast_project / "data"
+    test = pd.read_csv(data / "01_raw" / "sample" / "testA.csv")
+    submission = pd.read_csv(data / "07_model_output" / "submission.csv")
+    assert list(submission.columns) == ["id", "label"]
+    assert submission["id"].tolist() == test["id"].tolist()
+    assert pd.api.types.is_integer_dtype(submission["label"]) and submission["label"].between(0, 33).all()
+    metrics = json.loads((data / "08_reporting" / "oof_metrics.json").read_text())
+    assert metrics["cases"] == 1000 and metrics["decoding"] in {"argmax", "expected_score"}
+    assert 0 <= metrics["final_score"] <= 1 and "majority_class" in metrics
+    for fold in ("fold_0", "fold_1"):
+        assert (data / "06_models" / fold / "model.safetensors").is_file()
+        assert json.loads((data / "08_reporting" / fold / "metrics.json").read_text())["final_score"] >= 0
+    assert (data / "08_reporting" / "confusion_matrix.png").stat().st_size > 10_000
+    assert "fold_0: loss" in completed.stdout + completed.stderr  # one log line per fold
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{fast_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sentence-reduction")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = {run.info.run_name: run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"fold_0", "fold_1"} and len(runs) == 3
+    assert parent.data.metrics["oof_final_score"] == pytest.approx(metrics["final_score"])
+    assert "baseline_final_score" in parent.data.metrics and "oof_majority_class_final_score" in parent.data.metrics
+    assert parent.data.params["folds.n_splits"] == "2"
+    artifacts = {item.path for folder in ("reports", "submission", "model_input")
+                 for item in client.list_artifacts(parent.info.run_id, folder)}
+    assert {"reports/confusion_matrix.png", "reports/class_report.csv", "reports/oof_metrics.json",
+            "submission/submission.csv", "model_input/class_table.csv"} <= artifacts
+    for name, run in children.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.params["fold"] == name[-1] and run.data.params["seed"] == "42"
+        assert len(run.data.params["data_sha256"]) == 16 and run.data.params["code_version"]
+        assert run.data.params["learning_rate"] == "0.001"  # the Trainer's resolved arguments
+        assert run.data.metrics["final_final_score"] >= 0
+        eval_history = client.get_metric_history(run.info.run_id, "eval_loss")
+        assert len(eval_history) >= 2 and len({point.step for point in eval_history}) >= 2
+        assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2
+
+    first_submission = submission
+    completed = run_kedro(fast_project, "run", "--pipeline=predict")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "train_fold" not in completed.stdout
+    assert pd.read_csv(data / "07_model_output" / "submission.csv").equals(first_submission)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_kedro_viz_serves_the_dag_with_every_fold(project_copy):
+    port = _free_port()
+    kedro = Path(sys.executable).with_name("kedro")
+    server = subprocess.Popen(
+        [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
+        cwd=project_copy, env=kedro_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: viz spawns children
+    )
+    try:
+        graph = None
+        deadline = time.time() + 180
+        while time.time() < deadline and graph is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/main", timeout=5) as response:
+                    graph = json.load(response)
+            except OSError:
+                time.sleep(2)
+        assert graph is not None, "kedro viz did not answer"
+        names = {node["name"] for node in graph["nodes"]}
+        node_ids = {node.get("id") for node in graph["nodes"]}
+        full_names = {node.get("full_name", node["name"]) for node in graph["nodes"]} | names | node_ids
+        for fold in range(5):
+            assert any(f"fold_{fold}" in name and "train_fold" in name for name in full_names), fold
+        assert any("submission" in name for name in names)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
