@@ -34,9 +34,9 @@ DATA_PARAMETERS = {
 }
 
 
-def test_data_pipeline_in_memory():
-    facts = [f"罪犯王{i}，男，获得表扬{i}次。王{i}确有悔改表现。" for i in range(6)]
-    catalog = DataCatalog(
+def _memory_catalog() -> DataCatalog:
+    facts = [f"罪犯王{name}，男，获得表扬{i}次。王{name}确有悔改表现。" for i, name in enumerate("一二三四五六")]
+    return DataCatalog(
         {
             "train_raw": MemoryDataset(pd.DataFrame({"id": [f"id_{i}" for i in range(6)], "fact": facts,
                                                      "label": ["3", "3", "3", "40", "40", "40"]})),
@@ -44,13 +44,21 @@ def test_data_pipeline_in_memory():
             **{name: MemoryDataset(value) for name, value in DATA_PARAMETERS.items()},
         }
     )
-    SequentialRunner().run(create_pipeline(), catalog)
+
+
+def test_data_pipeline_in_memory():
+    encoding = create_pipeline().to_outputs("model_input_table", "normalised_test_cases")
+    catalog = _memory_catalog()
+    SequentialRunner().run(encoding, catalog)
     model_input = catalog.load("model_input_table")
     assert model_input["class_id"].tolist() == [3, 3, 3, 33, 33, 33]
-    assert "王1" not in model_input["fact"][1] and "某" in model_input["fact"][1]
+    assert "王二" not in model_input["fact"][1] and model_input["fact"][1].count("某") == 2
+    assert catalog.load("normalised_test_cases")["id"].tolist() == ["id_9"]
+
+    catalog = _memory_catalog()
+    SequentialRunner().run(create_pipeline(), catalog)
     folds = catalog.load("fold_assignments")
     assert sorted(folds["fold"].value_counts().tolist()) == [3, 3]
-    assert catalog.load("normalised_test_cases")["id"].tolist() == ["id_9"]
 
 
 def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -200,11 +201,10 @@ def predict_probabilities(
         for key, value in training["arguments"].items()
         if key in {"per_device_eval_batch_size", "dataloader_num_workers", "seed"}
     }
-    arguments = TrainingArguments(
-        output_dir=os.devnull, use_cpu=not on_gpu, bf16=on_gpu, report_to="none", **values
-    )
-    trainer = Trainer(model=model, args=arguments, data_collator=padding_collator(tokenizer, on_gpu))
-    output = trainer.predict(TokenisedTexts(tokenizer, texts, settings.max_length))
+    with tempfile.TemporaryDirectory() as scratch:  # prediction writes nothing, but the Trainer wants a folder
+        arguments = TrainingArguments(output_dir=scratch, use_cpu=not on_gpu, bf16=on_gpu, report_to="none", **values)
+        trainer = Trainer(model=model, args=arguments, data_collator=padding_collator(tokenizer, on_gpu))
+        output = trainer.predict(TokenisedTexts(tokenizer, texts, settings.max_length))
     return softmax(output.predictions)
 
 
