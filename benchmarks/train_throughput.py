@@ -377,8 +377,9 @@ def infer(name, job, trainer, flops, peak, args) -> None:
 
     from sentence_reduction.finetune import engine
 
-    # engine.predict_probabilities passes output_dir=os.devnull, which transformers 5.24's Trainer
-    # tries to create (FileExistsError: '/dev/null'); point it at a scratch folder for this call.
+    # Before commit 196b22a, engine.predict_probabilities passed output_dir=os.devnull, which
+    # transformers 5.24's Trainer tries to create (FileExistsError: '/dev/null'); the measured runs
+    # pointed it at a scratch folder. Harmless now.
     os.devnull = str(Path(args.workdir) / "predict")
 
     model = trainer.model

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentence_reduction.finetune.engine import FoldJob, finished_fingerprint, run_fold
+from sentence_reduction.finetune.engine import FoldJob, finished_fingerprint, predict_probabilities, run_fold
 from sentence_reduction.finetune.launcher import FoldTrainingError
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
@@ -43,6 +43,7 @@ TINY_TRAINING = {
         "seed": 7,
         "report_to": "none",
         "disable_tqdm": True,
+        "train_sampling_strategy": "group_by_length",
     },
 }
 
@@ -121,6 +122,11 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert finished_fingerprint(tmp_path / "fold_0") == job.fingerprint()
     assert not (tmp_path / "fold_0" / "checkpoints").exists()  # spent checkpoints are removed
     assert (tmp_path / "fold_0" / "result" / "model" / "model.safetensors").is_file()
+
+    # probabilities follow the texts' order (length-grouped batches are for training only)
+    direct = predict_probabilities(result.model, job.vocabulary, job.eval_texts, job.model, job.training)
+    assert np.allclose(direct, result.eval_probabilities, atol=1e-5)
+    assert len({len(text) for text in job.eval_texts}) > 1
 
     with caplog.at_level(logging.INFO):
         again = run_fold(job, tmp_path / "fold_0")
