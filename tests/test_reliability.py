@@ -1,0 +1,685 @@
+"""Reliability: a run killed mid-fold resumes to the uninterrupted result, the same seed gives the same
+predictions, models are safetensors and outputs are replaced atomically, and a failing fold is visible
+in the log and in MLflow.
+
+The end-to-end runs share one module fixture (`resume_runs`): an uninterrupted reference run and a run
+SIGKILLed in the middle of fold_1's second epoch then resumed with the same command, in two project
+copies, side by side (one torch thread each, so that both fit the 2-core CPU and compute identically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DatasetError
+from mlflow.tracking import MlflowClient
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import MegatronBertConfig, MegatronBertForSequenceClassification, TrainerCallback
+
+from sentence_reduction.datasets import (
+    AtomicCSVDataset,
+    AtomicJSONDataset,
+    AtomicMatplotlibDataset,
+    AtomicParquetDataset,
+    AtomicTextDataset,
+    SequenceClassifierDataset,
+)
+from sentence_reduction.finetune import engine
+from sentence_reduction.finetune.engine import FoldJob, load_result, run_fold
+from sentence_reduction.finetune.text import build_character_vocabulary
+
+from .conftest import PROJECT_ROOT, kedro_environment
+
+TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+
+# Two folds of a tiny model, two epochs of 16 steps each (500 training cases, batches of 32), evaluated
+# and checkpointed every 6 steps: fold_1 has a checkpoint in the middle of its second epoch (step 18)
+# to be killed after, and the whole run takes about a minute on one CPU thread.
+RESUME_PARAMETERS = """
+folds:
+  n_splits: 2
+model:
+  config:
+    hidden_size: 32
+    num_hidden_layers: 1
+    num_attention_heads: 2
+    intermediate_size: 64
+  max_length: 64
+training:
+  arguments:
+    num_train_epochs: 2
+    per_device_train_batch_size: 32
+    eval_steps: 6
+    save_steps: 6
+    logging_steps: 3
+    disable_tqdm: true
+baseline:
+  max_features: 5000
+"""
+RUN_TIMEOUT = 900
+
+
+def _copy_project(destination: Path, parameters: str) -> Path:
+    """The project's code, configuration and embedded sample (as the `project_copy` fixture), with
+    ``parameters`` as conf/local/parameters.yml."""
+    destination.mkdir(parents=True)
+    for name in ["pyproject.toml", "conf", "src"]:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
+        else:
+            shutil.copy(source, destination / name)
+    (destination / "conf" / "local").mkdir()
+    (destination / "conf" / "local" / "parameters.yml").write_text(parameters, encoding="utf-8")
+    for layer in sorted((PROJECT_ROOT / "data").iterdir()):
+        if layer.is_dir():
+            (destination / "data" / layer.name).mkdir(parents=True)
+    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "sample", destination / "data" / "01_raw" / "sample")
+    return destination
+
+
+def _environment() -> dict[str, str]:
+    # Wide log lines (rich wraps at 80 columns when not on a terminal) and one torch thread per run.
+    return dict(kedro_environment(), COLUMNS="400", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def _start_kedro(project: Path, log: Path, *arguments: str) -> subprocess.Popen:
+    """`kedro <arguments>` in ``project`` in its own session (so that its process group can be killed),
+    stdout and stderr into ``log``."""
+    kedro = Path(sys.executable).with_name("kedro")
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [str(kedro), *arguments], cwd=project, env=_environment(), stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait(process: subprocess.Popen, log: Path, timeout: float = RUN_TIMEOUT) -> int:
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"kedro did not finish in {timeout} s:\n{_tail(log)}")
+
+
+def _tail(log: Path, characters: int = 4000) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-characters:]
+
+
+def _mid_epoch_checkpoint(checkpoints: Path) -> Path | None:
+    """A complete checkpoint (trainer_state.json is written last) taken inside an epoch after the
+    first, so that resuming must skip part of an epoch whose data order depends on the RNG."""
+    for checkpoint in sorted(checkpoints.glob("checkpoint-*")):
+        try:
+            epoch = json.loads((checkpoint / "trainer_state.json").read_text())["epoch"]
+        except (OSError, ValueError, KeyError):
+            continue  # being written, or rotated away
+        if epoch > 1 and epoch != int(epoch):
+            return checkpoint
+    return None
+
+
+@dataclass
+class ResumeRuns:
+    reference: Path  # the uninterrupted run's project copy
+    resumed: Path  # the killed-then-resumed run's project copy
+    killed_returncode: int
+    killed_checkpoint: Path  # fold_1's checkpoint the kill came after
+    fold_1_finished_at_kill: bool
+    checkpoint_files: list[str]  # the files of that checkpoint
+    fold_0_snapshot: Path  # fold_0's outputs as the killed run wrote them (an independent training)
+    fold_0_result_mtime: float
+    resume_returncode: int
+    resume_log: str
+    reference_returncode: int
+    reference_log: str
+    seconds: dict[str, float]
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory) -> ResumeRuns:
+    root = tmp_path_factory.mktemp("reliability")
+    reference = _copy_project(root / "reference", RESUME_PARAMETERS)
+    resumed = _copy_project(root / "resumed", RESUME_PARAMETERS)
+    started = time.monotonic()
+    reference_log, killed_log, resume_log = root / "reference.log", root / "killed.log", root / "resume.log"
+    reference_run = _start_kedro(reference, reference_log, "run", "--pipeline=train")
+    killed_run = _start_kedro(resumed, killed_log, "run", "--pipeline=train")
+
+    work = resumed / "data" / "06_models" / "work"
+    fold_0_done = work / "fold_0" / "result" / "fingerprint"
+    checkpoint = None
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while checkpoint is None:
+        if killed_run.poll() is not None:
+            reference_run.kill()
+            pytest.fail(f"the run ended before it could be killed mid-fold:\n{_tail(killed_log)}")
+        if time.monotonic() > deadline:
+            os.killpg(killed_run.pid, signal.SIGKILL)
+            os.killpg(reference_run.pid, signal.SIGKILL)
+            pytest.fail(f"no mid-epoch checkpoint of fold_1 in {RUN_TIMEOUT} s:\n{_tail(killed_log)}")
+        if fold_0_done.is_file():
+            checkpoint = _mid_epoch_checkpoint(work / "fold_1" / "checkpoints")
+        if checkpoint is None:
+            time.sleep(0.05)
+    os.killpg(killed_run.pid, signal.SIGKILL)
+    killed_returncode = killed_run.wait()
+    killed_at = time.monotonic() - started
+
+    fold_1_finished_at_kill = (work / "fold_1" / "result").exists()
+    checkpoint_files = sorted(path.name for path in checkpoint.iterdir())
+    snapshot = root / "fold_0_snapshot"
+    for relative in ["data/06_models/fold_0", "data/07_model_output/fold_0", "data/08_reporting/fold_0"]:
+        shutil.copytree(resumed / relative, snapshot / relative)
+    fold_0_result_mtime = fold_0_done.stat().st_mtime
+
+    resume_run = _start_kedro(resumed, resume_log, "run", "--pipeline=train")
+    resume_returncode = _wait(resume_run, resume_log)
+    resumed_at = time.monotonic() - started
+    reference_returncode = _wait(reference_run, reference_log)
+    return ResumeRuns(
+        reference=reference,
+        resumed=resumed,
+        killed_returncode=killed_returncode,
+        killed_checkpoint=checkpoint,
+        fold_1_finished_at_kill=fold_1_finished_at_kill,
+        checkpoint_files=checkpoint_files,
+        fold_0_snapshot=snapshot,
+        fold_0_result_mtime=fold_0_result_mtime,
+        resume_returncode=resume_returncode,
+        resume_log=resume_log.read_text(encoding="utf-8", errors="replace"),
+        reference_returncode=reference_returncode,
+        reference_log=reference_log.read_text(encoding="utf-8", errors="replace"),
+        seconds={"killed": killed_at, "resumed": resumed_at, "all": time.monotonic() - started},
+    )
+
+
+def _without_timing(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key not in TIMING_KEYS}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _mlflow_runs(project: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sentence-reduction")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def _children(runs, parent) -> dict:
+    return {run.info.run_name: run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+
+
+# 1. Interruption and resume ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_retraining_the_finished_fold(resume_runs):
+    runs = resume_runs
+    assert runs.killed_returncode == -signal.SIGKILL
+    assert not runs.fold_1_finished_at_kill, "the kill must land in the middle of fold_1"
+    assert "model.safetensors" in runs.checkpoint_files and "trainer_state.json" in runs.checkpoint_files
+    assert runs.resume_returncode == 0, runs.resume_log[-4000:]
+    assert runs.reference_returncode == 0, runs.reference_log[-4000:]
+
+    log = runs.resume_log
+    assert re.search(r"fold_0: finished result found in \S*fold_0, not retraining", log), log[-4000:]
+    assert "fold_0: resuming" not in log
+    resumed_from = re.search(r"fold_1: resuming from (\S+)", log)
+    assert resumed_from, log[-4000:]
+    assert Path(resumed_from.group(1)).name == runs.killed_checkpoint.name
+    assert "fold_1: finished result found" not in log
+
+    work = runs.resumed / "data" / "06_models" / "work"
+    assert (work / "fold_0" / "result" / "fingerprint").stat().st_mtime == runs.fold_0_result_mtime
+    assert (work / "fold_1" / "result" / "fingerprint").is_file()
+    assert not (work / "fold_1" / "checkpoints").exists()  # spent once the fold finished
+
+    # MLflow agrees: in the resumed run, fold_0 logged no training at all and fold_1 only the steps
+    # after the checkpoint.
+    client, all_runs = _mlflow_runs(runs.resumed)
+    parents = [run for run in all_runs if "mlflow.parentRunId" not in run.data.tags]
+    finished = [run for run in parents if run.info.status == "FINISHED"]
+    assert len(parents) == 2 and len(finished) == 1  # the killed run's parent never ended
+    children = _children(all_runs, finished[0])
+    assert set(children) == {"fold_0", "fold_1"}
+    assert client.get_metric_history(children["fold_0"].info.run_id, "loss") == []
+    checkpoint_step = int(runs.killed_checkpoint.name.rsplit("-", 1)[1])
+    resumed_steps = [point.step for point in client.get_metric_history(children["fold_1"].info.run_id, "loss")]
+    assert resumed_steps and min(resumed_steps) > checkpoint_step
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_with_the_uninterrupted_run_metrics_and_submission(resume_runs):
+    runs = resume_runs
+    assert runs.resume_returncode == 0 and runs.reference_returncode == 0
+    reference, resumed = runs.reference / "data", runs.resumed / "data"
+
+    assert _read_json(resumed / "08_reporting" / "oof_metrics.json") == _read_json(
+        reference / "08_reporting" / "oof_metrics.json"
+    )
+    assert _read_json(resumed / "08_reporting" / "baseline_metrics.json") == _read_json(
+        reference / "08_reporting" / "baseline_metrics.json"
+    )
+    for fold in ("fold_0", "fold_1"):
+        assert _without_timing(_read_json(resumed / "08_reporting" / fold / "metrics.json")) == _without_timing(
+            _read_json(reference / "08_reporting" / fold / "metrics.json")
+        ), fold
+        for table in ("oof_probabilities.parquet", "test_probabilities.parquet"):
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(resumed / "07_model_output" / fold / table),
+                pd.read_parquet(reference / "07_model_output" / fold / table),
+                check_exact=True,
+            )
+    assert (resumed / "07_model_output" / "submission.csv").read_bytes() == (
+        reference / "07_model_output" / "submission.csv"
+    ).read_bytes()
+
+
+class _CrashAfterSave(TrainerCallback):
+    """Stands for a kill: the process dies right after the checkpoint of ``step`` is complete."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Killed(f"killed after checkpoint-{self.step}")
+
+
+class _Killed(Exception):
+    pass
+
+
+RULINGS = [
+    f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
+    for crime, years, praise, points in [
+        ("盗窃", "三", 2, 85.5), ("诈骗", "十", 6, 120), ("抢劫", "八", 1, 40), ("贩卖毒品", "十五", 4, 99),
+        ("故意伤害", "五", 3, 70), ("受贿", "七", 5, 110), ("交通肇事", "二", 0, 12), ("盗窃", "六", 7, 150),
+    ]
+]
+
+
+def _tiny_job() -> FoldJob:
+    """16 training cases in batches of 4: 4 steps an epoch, 2 epochs, a checkpoint every 2 steps,
+    dropout on, length-grouped batches: the production recipe in miniature."""
+    texts = RULINGS * 3
+    return FoldJob(
+        name="fold_0",
+        train_texts=texts[:16],
+        train_labels=[index % 4 for index in range(16)],
+        eval_texts=texts[16:],
+        eval_labels=[index % 4 for index in range(8)],
+        predict_texts=RULINGS[:5],
+        vocabulary=build_character_vocabulary(texts),
+        class_months=[0, 1, 2, 3],
+        model={
+            "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "intermediate_size": 64, "hidden_dropout_prob": 0.1},
+            "max_length": 48,
+            "fused_attention": True,
+        },
+        training={
+            "arguments": {
+                "num_train_epochs": 2, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
+                "learning_rate": 1e-3, "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps",
+                "save_steps": 2, "save_total_limit": 1, "logging_steps": 1, "seed": 7, "report_to": "none",
+                "disable_tqdm": True, "train_sampling_strategy": "group_by_length",
+            }
+        },
+    )
+
+
+def _crash_after(monkeypatch, step: int) -> None:
+    build_trainer = engine.build_trainer
+
+    def crashing(job, output_dir):
+        trainer = build_trainer(job, output_dir)
+        trainer.add_callback(_CrashAfterSave(step))
+        return trainer
+
+    monkeypatch.setattr(engine, "build_trainer", crashing)
+
+
+def _assert_same_result(first, second) -> None:
+    assert np.array_equal(first.eval_probabilities, second.eval_probabilities)
+    assert np.array_equal(first.predict_probabilities, second.predict_probabilities)
+    assert _without_timing(first.metrics) == _without_timing(second.metrics)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_tiny_fold(tmp_path_factory):
+    return run_fold(_tiny_job(), tmp_path_factory.mktemp("uninterrupted") / "fold_0")
+
+
+@pytest.mark.parametrize("step", [2, 4, 6], ids=["first-epoch", "epoch-boundary", "second-epoch"])
+def test_a_fold_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_result(
+    uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog, step
+):
+    work_dir = tmp_path / "fold_0"
+    with monkeypatch.context() as patch:
+        _crash_after(patch, step)
+        with pytest.raises(_Killed):
+            run_fold(_tiny_job(), work_dir)
+    assert [path.name for path in (work_dir / "checkpoints").iterdir()] == [f"checkpoint-{step}"]
+    with caplog.at_level(logging.INFO, logger=engine.__name__):
+        resumed = run_fold(_tiny_job(), work_dir)
+    assert f"resuming from {work_dir / 'checkpoints' / f'checkpoint-{step}'}" in caplog.text
+    _assert_same_result(resumed, uninterrupted_tiny_fold)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog):
+    """A kill while the Trainer writes checkpoint-6 leaves a folder with the weights but no optimizer,
+    RNG or trainer state: the fold resumes from checkpoint-4, the last complete one."""
+    work_dir = tmp_path / "fold_0"
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 4)
+        with pytest.raises(_Killed):
+            run_fold(_tiny_job(), work_dir)
+    checkpoints = work_dir / "checkpoints"
+    partial = checkpoints / "checkpoint-6"
+    partial.mkdir()
+    for name in ("config.json", "model.safetensors"):  # the Trainer writes the model first
+        shutil.copy(checkpoints / "checkpoint-4" / name, partial / name)
+    with caplog.at_level(logging.INFO, logger=engine.__name__):
+        resumed = run_fold(_tiny_job(), work_dir)
+    assert f"resuming from {checkpoints / 'checkpoint-4'}" in caplog.text
+    _assert_same_result(resumed, uninterrupted_tiny_fold)
+
+
+# 2. Reproducibility ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_give_identical_predictions_end_to_end(resume_runs):
+    """fold_0 was trained from scratch by two `kedro run` processes (the reference run and the run killed
+    later, in fold_1): the same data, vocabulary, weights, probabilities and metrics."""
+    runs = resume_runs
+    reference, snapshot = runs.reference / "data", runs.fold_0_snapshot / "data"
+    assert (runs.resumed / "data" / "06_models" / "vocab.txt").read_bytes() == (
+        reference / "06_models" / "vocab.txt"
+    ).read_bytes()
+    for table in ("model_input_table.parquet", "test_cases.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(runs.resumed / "data" / "05_model_input" / table),
+            pd.read_parquet(reference / "05_model_input" / table),
+        )
+    weights = load_file(snapshot / "06_models" / "fold_0" / "model.safetensors")
+    reference_weights = load_file(reference / "06_models" / "fold_0" / "model.safetensors")
+    assert weights.keys() == reference_weights.keys()
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, reference_weights[name]), name
+    for table in ("oof_probabilities.parquet", "test_probabilities.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(snapshot / "07_model_output" / "fold_0" / table),
+            pd.read_parquet(reference / "07_model_output" / "fold_0" / table),
+            check_exact=True,
+        )
+    assert _without_timing(_read_json(snapshot / "08_reporting" / "fold_0" / "metrics.json")) == _without_timing(
+        _read_json(reference / "08_reporting" / "fold_0" / "metrics.json")
+    )
+
+
+# 3. Safe artifacts -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_models_are_written_as_safetensors_and_nothing_pickled(resume_runs):
+    runs = resume_runs
+    assert "model.safetensors" in runs.checkpoint_files and "pytorch_model.bin" not in runs.checkpoint_files
+    for project in (runs.reference, runs.resumed):
+        models = project / "data" / "06_models"
+        for fold in ("fold_0", "fold_1"):
+            for folder in (models / fold, models / "work" / fold / "result" / "model"):
+                names = {path.name for path in folder.iterdir()}
+                assert {"config.json", "model.safetensors"} <= names, folder
+                with safe_open(folder / "model.safetensors", framework="pt") as weights:
+                    assert any(key.startswith("classifier.") for key in weights.keys())
+        pickled = [path for path in models.rglob("*") if path.suffix in PICKLE_SUFFIXES]
+        assert pickled == [], pickled
+
+
+def _tiny_model(seed: int = 0) -> MegatronBertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = MegatronBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32, num_labels=3)
+    return MegatronBertForSequenceClassification(config).eval()
+
+
+def _same_weights(first, second) -> bool:
+    second_state = second.state_dict()
+    return all(torch.equal(tensor, second_state[name]) for name, tensor in first.state_dict().items())
+
+
+def test_models_load_from_safetensors_without_unpickling(tmp_path, monkeypatch):
+    model = _tiny_model()
+    dataset = SequenceClassifierDataset(str(tmp_path / "06_models" / "fold_0"))
+    dataset.save(model)
+    assert sorted(path.name for path in (tmp_path / "06_models" / "fold_0").iterdir()) == [
+        "config.json", "model.safetensors"
+    ]
+    result_dir = tmp_path / "work" / engine.RESULT_FOLDER
+    model.save_pretrained(result_dir / engine.MODEL_FOLDER)
+    np.save(result_dir / "eval_probabilities.npy", np.full((2, 3), 1 / 3))
+    np.save(result_dir / "predict_probabilities.npy", np.full((1, 3), 1 / 3))
+    (result_dir / "metrics.json").write_text("{}")
+    (result_dir / "deepspeed_config.json").write_text("{}")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a model must not be read with torch.load (pickle)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "load", no_unpickling)
+        assert _same_weights(dataset.load(), model)
+        assert _same_weights(load_result(tmp_path / "work").model, model)
+
+
+def test_a_pickled_model_is_refused(tmp_path):
+    """A folder holding only a pickled `pytorch_model.bin` is not loaded (unpickling runs code)."""
+    model = _tiny_model()
+    pickled = tmp_path / "06_models" / "fold_0"
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(DatasetError, match="no model"):
+        SequenceClassifierDataset(str(pickled)).load()
+    shutil.copytree(pickled, tmp_path / "work" / engine.RESULT_FOLDER / engine.MODEL_FOLDER)
+    with pytest.raises(OSError):
+        load_result(tmp_path / "work")
+
+
+class _FullDisk:
+    """A file that takes the first half of what is written, then fails as a full disk would."""
+
+    def __init__(self, real_file, written: list[Path], path: str):
+        self._real_file = real_file
+        self._written = written
+        self._path = Path(path)
+
+    def write(self, data):
+        self._real_file.write(data[: max(1, len(data) // 2)])
+        self._real_file.flush()
+        self._written.append(self._path)
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._real_file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self._real_file.close()
+        return False
+
+
+def _figure(value: float):
+    figure, axes = plt.subplots(figsize=(2, 2))
+    axes.plot([0, 1], [0, value])
+    return figure
+
+
+ATOMIC_DATASETS = {
+    "csv": (AtomicCSVDataset, "table.csv", lambda: pd.DataFrame({"id": ["a", "b"], "label": [1, 2]}),
+            lambda: pd.DataFrame({"id": ["c" * 5000, "d"], "label": [3, 4]})),
+    "parquet": (AtomicParquetDataset, "table.parquet", lambda: pd.DataFrame({"x": [1.0, 2.0]}),
+                lambda: pd.DataFrame({"x": np.arange(50_000, dtype=float)})),
+    "json": (AtomicJSONDataset, "metrics.json", lambda: {"final_score": 0.5},
+             lambda: {"final_score": 0.75, "notes": "x" * 5000}),
+    "text": (AtomicTextDataset, "vocab.txt", lambda: "[PAD]\n[UNK]\n", lambda: "[PAD]\n" + "字\n" * 5000),
+    "matplotlib": (AtomicMatplotlibDataset, "figure.png", lambda: _figure(1.0), lambda: _figure(2.0)),
+}
+
+
+@pytest.mark.parametrize("kind", list(ATOMIC_DATASETS))
+def test_a_save_that_fails_midway_keeps_the_previous_file_and_leaves_no_temporary_file(kind, tmp_path, monkeypatch):
+    dataset_class, name, old_data, new_data = ATOMIC_DATASETS[kind]
+    folder = tmp_path / "outputs"
+    dataset = dataset_class(filepath=str(folder / name))
+    dataset.save(old_data())
+    previous = (folder / name).read_bytes()
+
+    written: list[Path] = []
+    real_open = dataset._fs.open
+
+    def failing_open(path, mode="rb", *args, **kwargs):
+        real_file = real_open(path, mode, *args, **kwargs)
+        return _FullDisk(real_file, written, path) if "w" in mode else real_file
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset._fs, "open", failing_open)
+        with pytest.raises(OSError):
+            dataset.save(new_data())
+    assert written and written[0] != folder / name, "the failing write went to the target itself"
+    assert (folder / name).read_bytes() == previous
+    assert sorted(path.name for path in folder.iterdir()) == [name]  # no temporary file left behind
+
+    dataset.save(new_data())
+    assert (folder / name).read_bytes() != previous
+    assert sorted(path.name for path in folder.iterdir()) == [name]
+    if kind in {"csv", "parquet"}:
+        pd.testing.assert_frame_equal(dataset.load(), new_data())
+    elif kind in {"json", "text"}:
+        assert dataset.load() == new_data()
+
+
+_TO_CSV = pd.DataFrame.to_csv
+
+
+def _partial_to_csv(self, path_or_buf=None, **kwargs):
+    """`DataFrame.to_csv` that writes the first half of the table, then fails."""
+    text = _TO_CSV(self, None, **kwargs)
+    path_or_buf.write(text[: len(text) // 2])
+    path_or_buf.flush()
+    raise OSError(28, "No space left on device")
+
+
+def test_a_failed_first_save_leaves_no_file(tmp_path, monkeypatch):
+    dataset = AtomicCSVDataset(filepath=str(tmp_path / "outputs" / "submission.csv"))
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "to_csv", _partial_to_csv)
+        with pytest.raises(OSError):
+            dataset.save(pd.DataFrame({"id": ["a"] * 1000, "label": [1] * 1000}))
+    outputs = tmp_path / "outputs"
+    assert not outputs.exists() or list(outputs.iterdir()) == []
+
+
+def test_a_csv_whose_to_csv_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch):
+    folder = tmp_path / "outputs"
+    dataset = AtomicCSVDataset(filepath=str(folder / "submission.csv"))
+    dataset.save(pd.DataFrame({"id": ["a", "b"], "label": [6, 9]}))
+    previous = (folder / "submission.csv").read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "to_csv", _partial_to_csv)
+        with pytest.raises(OSError):
+            dataset.save(pd.DataFrame({"id": ["c"] * 1000, "label": [3] * 1000}))
+    assert (folder / "submission.csv").read_bytes() == previous
+    assert [path.name for path in folder.iterdir()] == ["submission.csv"]
+
+
+def test_a_model_save_that_fails_midway_keeps_the_previous_model_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import transformers.modeling_utils
+
+    models = tmp_path / "06_models"
+    dataset = SequenceClassifierDataset(str(models / "fold_0"))
+    old_model, new_model = _tiny_model(seed=0), _tiny_model(seed=1)
+    dataset.save(old_model)
+    real_save_file = transformers.modeling_utils.safe_save_file
+    partial_files: list[Path] = []
+
+    def save_half_then_fail(tensors, filename, *args, **kwargs):
+        real_save_file(tensors, filename, *args, **kwargs)
+        path = Path(filename)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        partial_files.append(path)
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.modeling_utils, "safe_save_file", save_half_then_fail)
+        with pytest.raises(OSError):
+            dataset.save(new_model)
+    assert partial_files and models / "fold_0" not in partial_files[0].parents
+    assert _same_weights(dataset.load(), old_model)
+    assert sorted(path.name for path in models.iterdir()) == ["fold_0"], "a staging folder was left behind"
+
+    dataset.save(new_model)
+    assert _same_weights(dataset.load(), new_model)
+    assert sorted(path.name for path in models.iterdir()) == ["fold_0"]
+    assert sorted(path.name for path in (models / "fold_0").iterdir()) == ["config.json", "model.safetensors"]
+
+
+# 4. Failure is visible -------------------------------------------------------------------------------
+
+# Position embeddings for 64 tokens, texts cut at 128: the first batch (the longest) fails in the
+# model's forward pass, inside the Trainer, after its MLflow callback has logged into the fold's run.
+@pytest.mark.slow
+def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlflow_failed(tmp_path):
+    project = _copy_project(tmp_path / "project", RESUME_PARAMETERS.replace(
+        "    intermediate_size: 64\n", "    intermediate_size: 64\n    max_position_embeddings: 64\n"
+    ))
+    log = tmp_path / "failing.log"
+    run = _start_kedro(project, log, "run", "--pipeline=train", "--params", "model.max_length=128")
+    assert _wait(run, log) != 0
+    output = log.read_text(encoding="utf-8", errors="replace")
+
+    lines = output.splitlines()
+    failed = [index for index, line in enumerate(lines) if "failed with error" in line]
+    assert failed, output[-4000:]
+    record = lines[failed[0]] + " " + next(line for line in lines[failed[0] + 1:] if line.strip())
+    assert "fold_0" in record, record  # the node's outputs name the fold
+    cause = record.split("failed with error:", 1)[1].strip()
+    assert "(128)" in cause and "(64)" in cause, cause  # 128 positions asked, 64 embedded
+    assert f"RuntimeError: {cause}" in output  # the traceback ends with the same cause
+    assert "fold_1.train_fold" not in output.split("failed with error", 1)[0]  # fold_0 failed first
+
+    client, runs = _mlflow_runs(project)
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    children = _children(runs, parents[0])
+    assert set(children) == {"fold_0"}
+    fold_run = children["fold_0"]
+    assert fold_run.info.status == "FAILED"
+    assert fold_run.data.tags["error"].startswith("RuntimeError: ") and cause in fold_run.data.tags["error"]
+    assert fold_run.data.params["learning_rate"] == "0.001"  # the Trainer had logged into the fold's run
