@@ -570,7 +570,7 @@ def test_a_save_that_fails_midway_keeps_the_previous_file_and_leaves_no_temporar
 
     with monkeypatch.context() as patch:
         patch.setattr(dataset._fs, "open", failing_open)
-        with pytest.raises(OSError):
+        with pytest.raises(DatasetError, match="No space left on device"):
             dataset.save(new_data())
     assert written and written[0] != folder / name, "the failing write went to the target itself"
     assert (folder / name).read_bytes() == previous
@@ -600,7 +600,7 @@ def test_a_failed_first_save_leaves_no_file(tmp_path, monkeypatch):
     dataset = AtomicCSVDataset(filepath=str(tmp_path / "outputs" / "submission.csv"))
     with monkeypatch.context() as patch:
         patch.setattr(pd.DataFrame, "to_csv", _partial_to_csv)
-        with pytest.raises(OSError):
+        with pytest.raises(DatasetError, match="No space left on device"):
             dataset.save(pd.DataFrame({"id": ["a"] * 1000, "label": [1] * 1000}))
     outputs = tmp_path / "outputs"
     assert not outputs.exists() or list(outputs.iterdir()) == []
@@ -613,7 +613,7 @@ def test_a_csv_whose_to_csv_fails_midway_keeps_the_previous_file(tmp_path, monke
     previous = (folder / "submission.csv").read_bytes()
     with monkeypatch.context() as patch:
         patch.setattr(pd.DataFrame, "to_csv", _partial_to_csv)
-        with pytest.raises(OSError):
+        with pytest.raises(DatasetError, match="No space left on device"):
             dataset.save(pd.DataFrame({"id": ["c"] * 1000, "label": [3] * 1000}))
     assert (folder / "submission.csv").read_bytes() == previous
     assert [path.name for path in folder.iterdir()] == ["submission.csv"]
@@ -638,7 +638,7 @@ def test_a_model_save_that_fails_midway_keeps_the_previous_model_and_leaves_noth
 
     with monkeypatch.context() as patch:
         patch.setattr(transformers.modeling_utils, "safe_save_file", save_half_then_fail)
-        with pytest.raises(OSError):
+        with pytest.raises(DatasetError, match="No space left on device"):
             dataset.save(new_model)
     assert partial_files and models / "fold_0" not in partial_files[0].parents
     assert _same_weights(dataset.load(), old_model)
