@@ -184,3 +184,21 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
+    completed = run_kedro(
+        fast_project, "run", "--pipeline=train", "--params",
+        "training.launcher.nproc_per_node=2,training.launcher.master_port=29655",
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert (fast_project / "data" / "06_models" / "work" / "fold_1" / "job.json").is_file()  # the launcher ran
+    client = MlflowClient(tracking_uri=f"sqlite:///{fast_project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sentence-reduction").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["fold_0", "fold_1", "train"]  # no duplicate or orphan
+    for run in runs:
+        if run.info.run_name.startswith("fold_"):
+            history = client.get_metric_history(run.info.run_id, "eval_loss")
+            steps = [point.step for point in history]
+            assert len(steps) == len(set(steps)) >= 2  # one rank logged each evaluation, once
+            assert run.data.params["learning_rate"] == "0.001"

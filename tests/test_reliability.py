@@ -154,7 +154,6 @@ class ResumeRuns:
     resume_log: str
     reference_returncode: int
     reference_log: str
-    seconds: dict[str, float]
 
 
 @pytest.fixture(scope="module")
@@ -162,42 +161,46 @@ def resume_runs(tmp_path_factory) -> ResumeRuns:
     root = tmp_path_factory.mktemp("reliability")
     reference = _copy_project(root / "reference", RESUME_PARAMETERS)
     resumed = _copy_project(root / "resumed", RESUME_PARAMETERS)
-    started = time.monotonic()
     reference_log, killed_log, resume_log = root / "reference.log", root / "killed.log", root / "resume.log"
-    reference_run = _start_kedro(reference, reference_log, "run", "--pipeline=train")
-    killed_run = _start_kedro(resumed, killed_log, "run", "--pipeline=train")
+    processes: list[subprocess.Popen] = []
+    try:
+        reference_run = _start_kedro(reference, reference_log, "run", "--pipeline=train")
+        processes.append(reference_run)
+        killed_run = _start_kedro(resumed, killed_log, "run", "--pipeline=train")
+        processes.append(killed_run)
 
-    work = resumed / "data" / "06_models" / "work"
-    fold_0_done = work / "fold_0" / "result" / "fingerprint"
-    checkpoint = None
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while checkpoint is None:
-        if killed_run.poll() is not None:
-            reference_run.kill()
-            pytest.fail(f"the run ended before it could be killed mid-fold:\n{_tail(killed_log)}")
-        if time.monotonic() > deadline:
-            os.killpg(killed_run.pid, signal.SIGKILL)
-            os.killpg(reference_run.pid, signal.SIGKILL)
-            pytest.fail(f"no mid-epoch checkpoint of fold_1 in {RUN_TIMEOUT} s:\n{_tail(killed_log)}")
-        if fold_0_done.is_file():
-            checkpoint = _mid_epoch_checkpoint(work / "fold_1" / "checkpoints")
-        if checkpoint is None:
-            time.sleep(0.05)
-    os.killpg(killed_run.pid, signal.SIGKILL)
-    killed_returncode = killed_run.wait()
-    killed_at = time.monotonic() - started
+        work = resumed / "data" / "06_models" / "work"
+        fold_0_done = work / "fold_0" / "result" / "fingerprint"
+        checkpoint = None
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while checkpoint is None:
+            if killed_run.poll() is not None:
+                pytest.fail(f"the run ended before it could be killed mid-fold:\n{_tail(killed_log)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no mid-epoch checkpoint of fold_1 in {RUN_TIMEOUT} s:\n{_tail(killed_log)}")
+            if fold_0_done.is_file():
+                checkpoint = _mid_epoch_checkpoint(work / "fold_1" / "checkpoints")
+            if checkpoint is None:
+                time.sleep(0.05)
+        os.killpg(killed_run.pid, signal.SIGKILL)
+        killed_returncode = killed_run.wait()
 
-    fold_1_finished_at_kill = (work / "fold_1" / "result").exists()
-    checkpoint_files = sorted(path.name for path in checkpoint.iterdir())
-    snapshot = root / "fold_0_snapshot"
-    for relative in ["data/06_models/fold_0", "data/07_model_output/fold_0", "data/08_reporting/fold_0"]:
-        shutil.copytree(resumed / relative, snapshot / relative)
-    fold_0_result_mtime = fold_0_done.stat().st_mtime
+        fold_1_finished_at_kill = (work / "fold_1" / "result").exists()
+        checkpoint_files = sorted(path.name for path in checkpoint.iterdir())
+        snapshot = root / "fold_0_snapshot"
+        for relative in ["data/06_models/fold_0", "data/07_model_output/fold_0", "data/08_reporting/fold_0"]:
+            shutil.copytree(resumed / relative, snapshot / relative)
+        fold_0_result_mtime = fold_0_done.stat().st_mtime
 
-    resume_run = _start_kedro(resumed, resume_log, "run", "--pipeline=train")
-    resume_returncode = _wait(resume_run, resume_log)
-    resumed_at = time.monotonic() - started
-    reference_returncode = _wait(reference_run, reference_log)
+        resume_run = _start_kedro(resumed, resume_log, "run", "--pipeline=train")  # the same command
+        processes.append(resume_run)
+        resume_returncode = _wait(resume_run, resume_log)
+        reference_returncode = _wait(reference_run, reference_log)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     return ResumeRuns(
         reference=reference,
         resumed=resumed,
@@ -211,7 +214,6 @@ def resume_runs(tmp_path_factory) -> ResumeRuns:
         resume_log=resume_log.read_text(encoding="utf-8", errors="replace"),
         reference_returncode=reference_returncode,
         reference_log=reference_log.read_text(encoding="utf-8", errors="replace"),
-        seconds={"killed": killed_at, "resumed": resumed_at, "all": time.monotonic() - started},
     )
 
 
@@ -274,6 +276,7 @@ def test_a_killed_run_resumes_without_retraining_the_finished_fold(resume_runs):
 
 @pytest.mark.slow
 def test_a_resumed_run_ends_with_the_uninterrupted_run_metrics_and_submission(resume_runs):
+    """fold_1 resumed in the middle of its second epoch; on the CPU every output matches to the bit."""
     runs = resume_runs
     assert runs.resume_returncode == 0 and runs.reference_returncode == 0
     reference, resumed = runs.reference / "data", runs.resumed / "data"
@@ -379,6 +382,8 @@ def uninterrupted_tiny_fold(tmp_path_factory):
 def test_a_fold_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_result(
     uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog, step
 ):
+    """Killed after a checkpoint in the first epoch, at the end of it, or in the middle of the second
+    (where the rest of the epoch must see the same batches, in the same order, with the same dropout)."""
     work_dir = tmp_path / "fold_0"
     with monkeypatch.context() as patch:
         _crash_after(patch, step)
@@ -449,17 +454,20 @@ def test_two_runs_with_the_same_seed_give_identical_predictions_end_to_end(resum
 @pytest.mark.slow
 def test_models_are_written_as_safetensors_and_nothing_pickled(resume_runs):
     runs = resume_runs
+    # a Trainer checkpoint holds the model as safetensors (its optimizer, scheduler and RNG states are
+    # torch files, read back with weights_only=True, and are removed once the fold finishes)
     assert "model.safetensors" in runs.checkpoint_files and "pytorch_model.bin" not in runs.checkpoint_files
     for project in (runs.reference, runs.resumed):
         models = project / "data" / "06_models"
         for fold in ("fold_0", "fold_1"):
-            for folder in (models / fold, models / "work" / fold / "result" / "model"):
-                names = {path.name for path in folder.iterdir()}
-                assert {"config.json", "model.safetensors"} <= names, folder
+            assert sorted(path.name for path in (models / fold).iterdir()) == ["config.json", "model.safetensors"]
+            result_model = models / "work" / fold / "result" / "model"
+            assert {"config.json", "model.safetensors"} <= {path.name for path in result_model.iterdir()}
+            for folder in (models / fold, result_model):
                 with safe_open(folder / "model.safetensors", framework="pt") as weights:
                     assert any(key.startswith("classifier.") for key in weights.keys())
-        pickled = [path for path in models.rglob("*") if path.suffix in PICKLE_SUFFIXES]
-        assert pickled == [], pickled
+        pickled = [str(path.relative_to(models)) for path in models.rglob("*") if path.suffix in PICKLE_SUFFIXES]
+        assert pickled == [], f"pickle files written beside the models: {pickled}"
 
 
 def _tiny_model(seed: int = 0) -> MegatronBertForSequenceClassification:
@@ -667,9 +675,8 @@ def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlf
     lines = output.splitlines()
     failed = [index for index, line in enumerate(lines) if "failed with error" in line]
     assert failed, output[-4000:]
-    record = lines[failed[0]] + " " + next(line for line in lines[failed[0] + 1:] if line.strip())
-    assert "fold_0" in record, record  # the node's outputs name the fold
-    cause = record.split("failed with error:", 1)[1].strip()
+    assert "fold_0" in lines[failed[0]], lines[failed[0]]  # the failed node's outputs name the fold
+    cause = next(line for line in lines[failed[0] + 1:] if line.strip()).strip()
     assert "(128)" in cause and "(64)" in cause, cause  # 128 positions asked, 64 embedded
     assert f"RuntimeError: {cause}" in output  # the traceback ends with the same cause
     assert "fold_1.train_fold" not in output.split("failed with error", 1)[0]  # fold_0 failed first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -13,13 +14,26 @@ from sentence_reduction.finetune.launcher import ERRORS_FOLDER, JOB_FILE
 def main(work_dir: str) -> None:
     folder = Path(work_dir)
     try:
-        fine_tune(FoldJob.load(folder / JOB_FILE), folder)
+        with _fold_run(rank=int(os.environ.get("RANK", "0"))):
+            fine_tune(FoldJob.load(folder / JOB_FILE), folder)
     except BaseException as error:
         errors = folder / ERRORS_FOLDER
         errors.mkdir(exist_ok=True)
         message = " ".join(f"{type(error).__name__}: {error}".split())
         (errors / f"rank_{os.environ.get('RANK', '0')}.txt").write_text(message, encoding="utf-8")
         raise
+
+
+def _fold_run(rank: int) -> contextlib.AbstractContextManager:
+    """On rank 0, the fold's MLflow run (MLFLOW_RUN_ID, from the node) made active for the whole
+    job, so the Trainer's MLflow callback logs into it and does not end it before the final
+    evaluation is logged; the other ranks never touch MLflow."""
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None)  # else the callback would start the run again
+    if run_id is None or rank != 0:
+        return contextlib.nullcontext()
+    import mlflow
+
+    return mlflow.start_run(run_id=run_id)
 
 
 if __name__ == "__main__":
