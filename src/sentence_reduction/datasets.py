@@ -145,7 +145,11 @@ class SequenceClassifierDataset(AbstractDataset[Any, Any]):
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         staging = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex}.tmp")
         retired = staging.with_suffix(".old")
-        data.save_pretrained(staging, safe_serialization=True)
+        try:
+            data.save_pretrained(staging, safe_serialization=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         if self._filepath.exists():
             os.replace(self._filepath, retired)
         os.replace(staging, self._filepath)

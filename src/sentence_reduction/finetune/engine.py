@@ -27,7 +27,8 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sentence_reduction.evaluation import classification_metrics, softmax
 from sentence_reduction.finetune.attention import use_fused_attention
@@ -94,10 +95,14 @@ def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "fingerprint").write_text(fingerprint)
     launcher = LauncherSettings.from_params(job.training.get("launcher", {}))
-    if launcher.world_size > 1:
-        launch(job, work_dir, launcher)
-    else:
-        fine_tune(job, work_dir)
+    try:
+        if launcher.world_size > 1:
+            launch(job, work_dir, launcher)
+        else:
+            fine_tune(job, work_dir)
+    except Exception as error:
+        logger.error("%s: training failed: %s: %s", job.name, type(error).__name__, error)
+        raise
     return load_result(work_dir)
 
 
@@ -106,7 +111,7 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
     trainer = build_trainer(job, work_dir / "checkpoints")
     arguments, tokenizer = trainer.args, trainer.processing_class
     max_length = ModelSettings.from_params(job.model).max_length
-    last_checkpoint = get_last_checkpoint(arguments.output_dir) if Path(arguments.output_dir).is_dir() else None
+    last_checkpoint = last_complete_checkpoint(Path(arguments.output_dir))
     if last_checkpoint:
         logger.info("%s: resuming from %s", job.name, last_checkpoint)
     trainer.train(resume_from_checkpoint=last_checkpoint)
@@ -118,6 +123,7 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
     staging = work_dir / f".{RESULT_FOLDER}.tmp"
     trainer.save_model(str(staging / MODEL_FOLDER))  # gathers ZeRO-3 shards; writes on rank 0 only
     if trainer.is_world_process_zero():
+        (staging / MODEL_FOLDER / "training_args.bin").unlink(missing_ok=True)  # a pickle; never read
         np.save(staging / "eval_probabilities.npy", softmax(evaluation.predictions))
         np.save(staging / "predict_probabilities.npy", softmax(prediction.predictions))
         metrics = {key.removeprefix("eval_"): value for key, value in evaluation.metrics.items()}
@@ -128,12 +134,69 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
         shutil.rmtree(arguments.output_dir, ignore_errors=True)  # the checkpoints are spent
 
 
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest Trainer checkpoint in ``output_dir`` that was written to the end.
+
+    The Trainer writes a checkpoint's files in place and its ``trainer_state.json`` last: a run killed
+    while saving leaves a newer folder without it (or with it cut short), which cannot be resumed from.
+    """
+    if not output_dir.is_dir():
+        return None
+    steps = {
+        int(path.name.rsplit("-", 1)[1]): path
+        for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if path.is_dir() and path.name.rsplit("-", 1)[1].isdigit()
+    }
+    for step in sorted(steps, reverse=True):
+        try:
+            json.loads((steps[step] / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logger.warning("%s was cut short (no trainer state); not resuming from it", steps[step])
+            continue
+        return str(steps[step])
+    return None
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches whose order is drawn from the seed and the epoch alone.
+
+    transformers' sampler draws its order from the global torch RNG at the start of each epoch; after
+    a resume in the middle of epoch k > 0 that RNG is not where the uninterrupted run had it, so the
+    rest of the epoch would see other batches. The Trainer calls ``set_epoch`` before each epoch.
+    """
+
+    def __init__(self, batch_size: int, dataset: torch.utils.data.Dataset, seed: int, model_input_name: str | None):
+        super().__init__(batch_size, dataset=dataset, model_input_name=model_input_name, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class FoldTrainer(Trainer):
-    """The Trainer, with length-grouped batches for training only.
+    """The Trainer, with length-grouped batches for training only, in an order resumable mid-epoch.
 
     transformers applies ``train_sampling_strategy: group_by_length`` to evaluation and prediction too,
     which returns predictions in a shuffled order: probabilities must stay in the dataset's order.
     """
+
+    def _get_train_sampler(
+        self, train_dataset: torch.utils.data.Dataset | None = None
+    ) -> torch.utils.data.Sampler | None:
+        train_dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        return EpochSeededLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            train_dataset,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            model_input_name=self.processing_class.model_input_names[0] if self.processing_class is not None else None,
+        )
 
     def _get_eval_sampler(self, eval_dataset: torch.utils.data.Dataset) -> torch.utils.data.Sampler | None:
         if self.args.world_size <= 1:
