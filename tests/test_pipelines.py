@@ -139,7 +139,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
         assert run.data.params["fold"] == name[-1] and run.data.params["seed"] == "42"
         assert len(run.data.params["data_sha256"]) == 16 and run.data.params["code_version"]
         assert run.data.params["learning_rate"] == "0.001"  # the Trainer's resolved arguments
-        assert run.data.metrics["final_final_score"] >= 0
+        assert run.data.metrics["oof_final_score"] >= 0
         eval_history = client.get_metric_history(run.info.run_id, "eval_loss")
         assert len(eval_history) >= 2 and len({point.step for point in eval_history}) >= 2
         assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2

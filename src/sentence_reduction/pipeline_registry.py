@@ -34,5 +34,12 @@ def _folds_parameters() -> dict:
     """`folds` from conf/ (base, then KEDRO_ENV or local): the fold count shapes the pipelines, so it is
     read when they are built, before any run-time parameter is known."""
     arguments = {**settings.CONFIG_LOADER_ARGS, "env": os.environ.get("KEDRO_ENV")}
-    loader = OmegaConfigLoader(conf_source=str(Path.cwd() / settings.CONF_SOURCE), **arguments)
+    loader = OmegaConfigLoader(conf_source=str(_project_root() / settings.CONF_SOURCE), **arguments)
     return loader["parameters"]["folds"]
+
+
+def _project_root() -> Path:
+    """The folder holding the project's pyproject.toml: the working folder or one above it (a session
+    opened from notebooks/, say)."""
+    here = Path.cwd().resolve()
+    return next((folder for folder in (here, *here.parents) if (folder / "pyproject.toml").is_file()), here)

@@ -3,7 +3,7 @@
 The fold's Trainer logs its arguments, model config and metric histories into the nested run through
 transformers' MLflow callback (rank 0 only when several processes train); this hook opens and closes
 that run around the fold's node, adds what the Trainer does not know (fold, seed, data hash, code
-version, the final metrics), and logs the run-level results into the parent run.
+version, the fold's held-out metrics), and logs the run-level results into the parent run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from mlflow.entities import RunStatus
 from sentence_reduction import __version__
 
 FOLD_TRAINING_TAG = "fold_training"
+_TIMINGS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
 _PARENT_RESULTS = {"evaluate_out_of_fold": ("oof_metrics", "oof"), "evaluate_baseline": ("baseline_metrics", "baseline")}
 
 
@@ -51,7 +52,10 @@ class FoldTrackingHooks:
         run = self._fold_runs.pop(node.name, None)
         if run is not None:
             metrics = outputs[f"{node.namespace}.metrics"]
-            mlflow.log_metrics({f"final_{name}": value for name, value in metrics.items() if _is_number(value)})
+            # The fold's held-out metrics, named like the parent's out-of-fold ones (oof_final_score...).
+            mlflow.log_metrics(
+                {f"oof_{name}": value for name, value in metrics.items() if _is_number(value) and name not in _TIMINGS}
+            )
             mlflow.end_run()
             if outputs[f"{node.namespace}.deepspeed_config"]:  # the same for every fold
                 mlflow.log_dict(outputs[f"{node.namespace}.deepspeed_config"], "deepspeed_config.json")

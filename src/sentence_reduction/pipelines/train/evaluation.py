@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # reports are files; never open a window
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
