@@ -116,7 +116,7 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
         logger.info("%s: resuming from %s", job.name, last_checkpoint)
     trainer.train(resume_from_checkpoint=last_checkpoint)
 
-    # The fold's final metrics reach MLflow as final_* from the node's output (tracking.py).
+    # The held-out metrics reach the fold's MLflow run as oof_* from the node's output (tracking.py).
     evaluation = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     prediction = trainer.predict(TokenisedTexts(tokenizer, job.predict_texts, max_length))
     result_dir = work_dir / RESULT_FOLDER
