@@ -102,7 +102,7 @@ def test_registry_lists_data_train_and_predict(project_copy):
 
 
 def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
-    completed = run_kedro(fast_project, "run", "--pipeline=train")
+    completed = run_kedro(fast_project, "run", "--pipeline=train", "--params", "tracking.log_model_weights=true")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     data = fast_project / "data"
     test = pd.read_csv(data / "01_raw" / "sample" / "testA.csv")
@@ -143,6 +143,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
         eval_history = client.get_metric_history(run.info.run_id, "eval_loss")
         assert len(eval_history) >= 2 and len({point.step for point in eval_history}) >= 2
         assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2
+        assert "model/model.safetensors" in {item.path for item in client.list_artifacts(run.info.run_id, "model")}
 
     first_submission = submission
     completed = run_kedro(fast_project, "run", "--pipeline=predict")
@@ -202,3 +203,4 @@ def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
             steps = [point.step for point in history]
             assert len(steps) == len(set(steps)) >= 2  # one rank logged each evaluation, once
             assert run.data.params["learning_rate"] == "0.001"
+            assert client.list_artifacts(run.info.run_id, "model") == []  # weights only when asked

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import tempfile
 from typing import Any
 
 import mlflow
@@ -30,6 +31,11 @@ class FoldTrackingHooks:
 
     def __init__(self) -> None:
         self._fold_runs: dict[str, mlflow.ActiveRun] = {}
+        self._log_model_weights = False
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._log_model_weights = bool(context.params.get("tracking", {}).get("log_model_weights", False))
 
     @hook_impl
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
@@ -56,6 +62,10 @@ class FoldTrackingHooks:
             mlflow.log_metrics(
                 {f"oof_{name}": value for name, value in metrics.items() if _is_number(value) and name not in _TIMINGS}
             )
+            if self._log_model_weights:  # gigabytes for the real model: only when asked
+                with tempfile.TemporaryDirectory() as folder:
+                    outputs[f"{node.namespace}.model"].save_pretrained(folder)
+                    mlflow.log_artifacts(folder, artifact_path="model")
             mlflow.end_run()
             if outputs[f"{node.namespace}.deepspeed_config"]:  # the same for every fold
                 mlflow.log_dict(outputs[f"{node.namespace}.deepspeed_config"], "deepspeed_config.json")
