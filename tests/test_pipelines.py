@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -153,29 +154,49 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below 49152: kedro viz refuses the ephemeral range the OS hands out for port 0."""
+    for port in random.Random().sample(range(30000, 49000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 30000-49000")
 
 
-def test_kedro_viz_serves_the_dag_with_every_fold(project_copy):
+def _start_viz(project: Path, log: Path) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     kedro = Path(sys.executable).with_name("kedro")
-    server = subprocess.Popen(
-        [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
-        cwd=project_copy, env=kedro_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: viz spawns children
-    )
+    with log.open("a") as output:
+        server = subprocess.Popen(
+            [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
+            cwd=project, env=kedro_environment(), stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: viz spawns children
+        )
+    return server, port
+
+
+def _fetch_graph(server: subprocess.Popen, port: int, deadline: float) -> dict | None:
+    while time.time() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/main", timeout=5) as response:
+                return json.load(response)
+        except OSError:
+            time.sleep(2)
+    return None
+
+
+def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
+    log = tmp_path / "viz.log"
+    deadline = time.time() + 300
+    server, port = _start_viz(project_copy, log)
     try:
-        graph = None
-        deadline = time.time() + 180
-        while time.time() < deadline and graph is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/main", timeout=5) as response:
-                    graph = json.load(response)
-            except OSError:
-                time.sleep(2)
-        assert graph is not None, "kedro viz did not answer"
+        graph = _fetch_graph(server, port, deadline)
+        if graph is None and server.poll() is not None:  # it could not start (say, the port was taken): once more
+            server, port = _start_viz(project_copy, log)
+            graph = _fetch_graph(server, port, deadline)
+        assert graph is not None, f"kedro viz did not answer: {log.read_text()[-2000:]}"
         names = {node["name"] for node in graph["nodes"]}
         node_ids = {node.get("id") for node in graph["nodes"]}
         full_names = {node.get("full_name", node["name"]) for node in graph["nodes"]} | names | node_ids
@@ -183,8 +204,9 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy):
             assert any(f"fold_{fold}" in name and "train_fold" in name for name in full_names), fold
         assert any("submission" in name for name in names)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
