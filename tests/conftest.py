@@ -41,29 +41,36 @@ def kedro_environment() -> dict[str, str]:
     return environment
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """The project's code, configuration and embedded sample in a temporary folder."""
-    copy = tmp_path / "project"
-    copy.mkdir()
+def copy_project(destination: Path, local_parameters: str | None = None) -> Path:
+    """The project's code, configuration and embedded sample in ``destination``, with
+    ``local_parameters`` as conf/local/parameters.yml when given."""
+    destination.mkdir(parents=True)
     for name in ["pyproject.toml", "conf", "src"]:
         source = PROJECT_ROOT / name
         if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
         else:
-            shutil.copy(source, copy / name)
-    (copy / "conf" / "local").mkdir()
+            shutil.copy(source, destination / name)
+    (destination / "conf" / "local").mkdir()
+    if local_parameters is not None:
+        (destination / "conf" / "local" / "parameters.yml").write_text(local_parameters, encoding="utf-8")
     for layer in sorted((PROJECT_ROOT / "data").iterdir()):
-        (copy / "data" / layer.name).mkdir(parents=True)
-    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "sample", copy / "data" / "01_raw" / "sample")
-    return copy
+        if layer.is_dir():
+            (destination / "data" / layer.name).mkdir(parents=True)
+    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "sample", destination / "data" / "01_raw" / "sample")
+    return destination
 
 
 @pytest.fixture
-def fast_project(project_copy: Path) -> Path:
+def project_copy(tmp_path: Path) -> Path:
+    """The project's code, configuration and embedded sample in a temporary folder."""
+    return copy_project(tmp_path / "project")
+
+
+@pytest.fixture
+def fast_project(tmp_path: Path) -> Path:
     """A project copy whose conf/local makes the train pipeline take seconds."""
-    (project_copy / "conf" / "local" / "parameters.yml").write_text(FAST_PARAMETERS, encoding="utf-8")
-    return project_copy
+    return copy_project(tmp_path / "project", FAST_PARAMETERS)
 
 
 def run_kedro(project: Path, *arguments: str, timeout: int = 900) -> subprocess.CompletedProcess:

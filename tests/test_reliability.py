@@ -47,7 +47,7 @@ from sentence_reduction.finetune import engine
 from sentence_reduction.finetune.engine import FoldJob, load_result, run_fold
 from sentence_reduction.finetune.text import build_character_vocabulary
 
-from .conftest import PROJECT_ROOT, kedro_environment
+from .conftest import copy_project, kedro_environment
 
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -77,25 +77,6 @@ baseline:
   max_features: 5000
 """
 RUN_TIMEOUT = 900
-
-
-def _copy_project(destination: Path, parameters: str) -> Path:
-    """The project's code, configuration and embedded sample (as the `project_copy` fixture), with
-    ``parameters`` as conf/local/parameters.yml."""
-    destination.mkdir(parents=True)
-    for name in ["pyproject.toml", "conf", "src"]:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
-        else:
-            shutil.copy(source, destination / name)
-    (destination / "conf" / "local").mkdir()
-    (destination / "conf" / "local" / "parameters.yml").write_text(parameters, encoding="utf-8")
-    for layer in sorted((PROJECT_ROOT / "data").iterdir()):
-        if layer.is_dir():
-            (destination / "data" / layer.name).mkdir(parents=True)
-    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "sample", destination / "data" / "01_raw" / "sample")
-    return destination
 
 
 def _environment() -> dict[str, str]:
@@ -159,8 +140,8 @@ class ResumeRuns:
 @pytest.fixture(scope="module")
 def resume_runs(tmp_path_factory) -> ResumeRuns:
     root = tmp_path_factory.mktemp("reliability")
-    reference = _copy_project(root / "reference", RESUME_PARAMETERS)
-    resumed = _copy_project(root / "resumed", RESUME_PARAMETERS)
+    reference = copy_project(root / "reference", RESUME_PARAMETERS)
+    resumed = copy_project(root / "resumed", RESUME_PARAMETERS)
     reference_log, killed_log, resume_log = root / "reference.log", root / "killed.log", root / "resume.log"
     processes: list[subprocess.Popen] = []
     try:
@@ -664,7 +645,7 @@ def test_a_model_save_that_fails_midway_keeps_the_previous_model_and_leaves_noth
 # model's forward pass, inside the Trainer, after its MLflow callback has logged into the fold's run.
 @pytest.mark.slow
 def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlflow_failed(tmp_path):
-    project = _copy_project(tmp_path / "project", RESUME_PARAMETERS.replace(
+    project = copy_project(tmp_path / "project", RESUME_PARAMETERS.replace(
         "    intermediate_size: 64\n", "    intermediate_size: 64\n    max_position_embeddings: 64\n"
     ))
     log = tmp_path / "failing.log"
