@@ -29,7 +29,10 @@ the same call (`matmul`, written to the results file first).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import gzip
+import shutil
 import json
 import os
 import random
@@ -37,6 +40,8 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,26 +50,43 @@ sys.path.insert(0, str(ROOT / "src"))
 CONFIG_JSON = ROOT / "benchmarks" / "erlangshen_config.json"
 DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
 
-# Each configuration: changes to the `model` and `training.gpu_arguments` parameters of the
-# `erlangshen` environment (conf/base merged with conf/erlangshen, as Kedro's soft merge does).
+# Each configuration: changes to the `model`, `training` and `training.gpu_arguments` parameters of
+# the `erlangshen` environment (conf/base merged with conf/erlangshen, as Kedro's soft merge does).
+# One process trains without DeepSpeed unless `training.deepspeed_single_process` asks for it.
+SYNCHRONISING = {"logging_nan_inf_filter": True, "accelerator_config": {"non_blocking": False}}
 CONFIGS: dict[str, dict] = {
     # The winning solution's path: transformers' eager attention, no compilation, DeepSpeed ZeRO-1,
     # bf16, the Trainer's AdamW as it defaulted before torch 2.8 (adamw_torch, foreach), no tf32.
     "baseline": {
         "model": {"fused_attention": False},
+        "training": {"deepspeed_single_process": True},
         "gpu": {"bf16": True, "tf32": False, "optim": "adamw_torch", "torch_compile": False,
-                "deepspeed": str(DEEPSPEED / "zero1.json")},
+                "deepspeed": str(DEEPSPEED / "zero1.json"), **SYNCHRONISING},
     },
-    # conf/erlangshen as it is: SDPA, torch.compile, fused AdamW, bf16, tf32, ZeRO-1.
-    "fast": {"model": {}, "gpu": {}},
+    # conf/erlangshen with DeepSpeed ZeRO-1 kept on one GPU: SDPA, torch.compile, fused AdamW, bf16, tf32.
+    "fast": {"training": {"deepspeed_single_process": True}},
     # the same without compilation (SDPA alone)
-    "sdpa": {"model": {}, "gpu": {"torch_compile": False}},
-    # the same, no DeepSpeed: one process, bf16 autocast over fp32 weights, fused AdamW
-    "fast_nods": {"model": {}, "gpu": {"deepspeed": None}},
-    # the same with ZeRO-2 (the multi-GPU configuration)
-    "fast_zero2": {"model": {}, "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
+    "sdpa": {"training": {"deepspeed_single_process": True}, "gpu": {"torch_compile": False}},
+    # The project's one-GPU path as it is: no DeepSpeed (bf16 autocast over fp32 weights, fused
+    # AdamW), SDPA with no mask for unpadded batches, a bf16 residual stream, torch.compile, and no
+    # host-device synchronisation in the step.
+    "fast_nods": {},
+    # the one-GPU path of 2026-11-27: a mask on every batch, an fp32 residual stream, and the
+    # Trainer's per-step synchronisations (NaN/inf loss filter, blocking batch copy)
+    "fast_prev": {"model": {"unpadded_without_mask": False, "residual_in_autocast_dtype": False},
+                  "gpu": SYNCHRONISING},
+    # the project's path with one change each
+    "fast_fp32res": {"model": {"residual_in_autocast_dtype": False}},
+    "fast_sync": {"gpu": SYNCHRONISING},
+    # CUDA graphs for the compiled forward and backward (torch.compile's reduce-overhead mode)
+    "fast_cudagraphs": {"gpu": {"torch_compile_mode": "reduce-overhead"}},
+    # inductor autotunes its GEMMs and fuses their epilogues (much longer compilation)
+    "fast_autotune": {"gpu": {"torch_compile_mode": "max-autotune-no-cudagraphs"}},
+    # ZeRO-2 (the multi-GPU configuration), also on one GPU
+    "fast_zero2": {"training": {"deepspeed_single_process": True},
+                   "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
     # plain DDP (no DeepSpeed), for several GPUs
-    "fast_ddp": {"model": {}, "gpu": {"deepspeed": None}},
+    "fast_ddp": {"gpu": {"deepspeed": None}},
 }
 
 TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
@@ -73,7 +95,7 @@ TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="matmul,baseline,fast",
-                        help="comma-separated: matmul, " + ", ".join(CONFIGS) + "; NAME@N runs on N GPUs")
+                        help="comma-separated: matmul, attention, " + ", ".join(CONFIGS) + "; NAME@N runs on N GPUs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, in this process
     parser.add_argument("--warmup", type=int, default=8, help="untimed optimizer steps (compilation happens here)")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
@@ -91,6 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="device the random weights are drawn on (auto: cuda when present; only start-up speed)")
     parser.add_argument("--peak-tflops", type=float, default=0,
                         help="bf16 matmul TFLOP/s to divide by (default: the matmul record in --out)")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="after the timed steps, profile this many steps (kernel time by category), "
+                             "then report the host-device synchronisations of one more step")
+    parser.add_argument("--trace", default="",
+                        help="comma-separated configurations whose profile is also written as a Chrome trace")
     return parser.parse_args(argv)
 
 
@@ -130,15 +157,15 @@ def make_job(name: str, args: argparse.Namespace, world_size: int):
 
     spec = CONFIGS[name]
     params = project_parameters()
-    model = deep_merge(params["model"], spec["model"])
+    model = deep_merge(params["model"], spec.get("model", {}))
     model.update(config_path=str(CONFIG_JSON), max_length=args.max_length, vocabulary_min_frequency=1)
     if args.tiny:
         model["config_overrides"] = dict(model.get("config_overrides") or {}, **TINY_MODEL)
-    training = copy.deepcopy(params["training"])
+    training = deep_merge(params["training"], spec.get("training", {}))
     gpu = dict(training.get("gpu_arguments") or {})
-    gpu.update(spec["gpu"])
+    gpu.update(spec.get("gpu", {}))
     training["gpu_arguments"] = gpu
-    total_steps = args.warmup + args.steps
+    total_steps = args.warmup + args.steps + (args.profile_steps + 1 if args.profile_steps else 0)
     training["arguments"].update(
         max_steps=total_steps,
         per_device_train_batch_size=args.batch,
@@ -257,6 +284,115 @@ def peak_from_results(args: argparse.Namespace) -> float:
     return 0.0
 
 
+def attention_worker(args: argparse.Namespace) -> None:
+    """The model's attention and projection shapes alone (batch 32 x 512, 8 heads of 256, bf16).
+
+    SDPA forward + backward per backend, with no mask and with the additive (batch, 1, seq, seq)
+    mask the model passes when a batch has padding; and the query/key/value projection as three
+    GEMMs or one. Timed with CUDA events; each case skipped when its backend refuses it.
+    """
+    import torch
+    from torch.nn import functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    batch, heads, seq, head = (2, 2, 64, 32) if args.tiny else (args.batch, 8, args.max_length, 256)
+    hidden = heads * head
+
+    def time_ms(function, repeats=10) -> float:
+        for _ in range(3):
+            function()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            function()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / repeats
+
+    def make(shape):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+
+    query, key, value = (make((batch, heads, seq, head)) for _ in range(3))
+    grad = torch.randn(batch, heads, seq, head, device="cuda", dtype=torch.bfloat16)
+    masks = {"none": None, "additive": torch.zeros(batch, 1, seq, seq, device="cuda", dtype=torch.bfloat16)}
+    backends = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    forward_flop = 4 * batch * heads * seq * seq * head
+    for dropout in (0.1, 0.0):
+        for mask_name, mask in masks.items():
+            for backend_name, backend in backends.items():
+                def step():
+                    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+                    out.backward(grad)
+                record = {"config": "attention", "case": f"sdpa {backend_name} mask={mask_name} dropout={dropout}"}
+                try:
+                    with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
+                        ms = time_ms(step)
+                    record.update(fwd_bwd_ms=round(ms, 3), tflops=round(3 * forward_flop / ms / 1e9, 1))
+                except RuntimeError as error:
+                    record["failed"] = str(error).splitlines()[0][:200]
+                emit(record, args.out)
+                query.grad = key.grad = value.grad = None
+
+    tokens = batch * seq
+    inputs = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+    weights = [torch.randn(hidden, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    fused_weight = torch.cat(weights)
+    cases = {
+        "qkv as 3 GEMMs": (lambda: [inputs @ w.T for w in weights], 3 * 2 * tokens * hidden * hidden),
+        "qkv as 1 GEMM": (lambda: inputs @ fused_weight.T, 3 * 2 * tokens * hidden * hidden),
+    }
+    up = torch.randn(4 * hidden, hidden, device="cuda", dtype=torch.bfloat16)
+    wide = torch.randn(tokens, 4 * hidden, device="cuda", dtype=torch.bfloat16)
+    down = torch.randn(hidden, 4 * hidden, device="cuda", dtype=torch.bfloat16)
+    cases["ffn up (h -> 4h)"] = (lambda: inputs @ up.T, 8 * tokens * hidden * hidden)
+    cases["ffn down (4h -> h)"] = (lambda: wide @ down.T, 8 * tokens * hidden * hidden)
+    for case, (function, flop) in cases.items():
+        ms = time_ms(function, repeats=20)
+        emit({"config": "gemm", "case": case, "ms": round(ms, 3), "tflops": round(flop / ms / 1e9, 1)}, args.out)
+
+
+KERNEL_CATEGORIES = [  # first match wins; kernel names lower-cased
+    ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn")),
+    ("gemm", ("triton_tem", "gemm", "nvjet", "xmma", "cutlass", "splitk")),
+    ("optimizer", ("adam", "multi_tensor", "foreach", "norm_kernel", "clip")),
+    ("inductor (triton)", ("triton",)),
+    ("copy / fill", ("memcpy", "memset", "copy", "fill", "cast")),
+    ("nccl", ("nccl",)),
+]
+
+
+def kernel_category(name: str) -> str:
+    lowered = name.lower()
+    return next((category for category, keys in KERNEL_CATEGORIES if any(k in lowered for k in keys)), "other")
+
+
+def profile_summary(profiler, steps: int, wall_s: float) -> dict:
+    """Device time per step by kernel category, and the 25 kernels that take the most."""
+    import torch
+    from torch.autograd import DeviceType
+
+    per_kernel = []
+    for event in profiler.key_averages():
+        if event.device_type != (DeviceType.CUDA if torch.cuda.is_available() else DeviceType.CPU):
+            continue  # on the CPU (the script's own test) the CPU operators stand in for kernels
+        if getattr(event, "is_user_annotation", False) or "#" in event.key:
+            continue  # ranges such as Optimizer.step#AdamW.step span kernels already counted
+        total_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+        per_kernel.append((event.key, total_us / 1e3 / steps, event.count / steps))
+    categories: dict[str, float] = {}
+    for name, ms, _ in per_kernel:
+        categories[kernel_category(name)] = categories.get(kernel_category(name), 0.0) + ms
+    per_kernel.sort(key=lambda item: -item[1])
+    return {
+        "profiled_steps": steps,
+        "wall_ms_per_step": round(wall_s * 1e3 / steps, 2),
+        "kernel_ms_per_step": round(sum(ms for _, ms, _ in per_kernel), 2),
+        "category_ms_per_step": {k: round(v, 2) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
+        "top_kernels": [[name[:160], round(ms, 3), round(count, 1)] for name, ms, count in per_kernel[:25]],
+    }
+
+
 def train_worker(name: str, args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
@@ -292,7 +428,56 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
                 if on_gpu:
                     torch.cuda.synchronize()
                 self.marks[step] = time.perf_counter()
-            self.host_step_ends.append(time.perf_counter())
+            if step <= warmup + steps:
+                self.host_step_ends.append(time.perf_counter())
+            if args.profile_steps:
+                try:
+                    self.profile(step)
+                except Exception as error:  # a profiling failure must not lose the measurement
+                    self.profile_record = {"failed": f"{type(error).__name__}: {error}"}
+                    args.profile_steps = 0
+
+        # After the timed window: `profile_steps` steps under torch.profiler, then one step with
+        # CUDA's sync debug mode on, which warns at every operation that waits for the device.
+        def profile(self, step: int):
+            first = warmup + steps
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            activities += [torch.profiler.ProfilerActivity.CUDA] if on_gpu else []
+            if step == first:
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.__enter__()
+                self.profile_start = time.perf_counter()
+            elif step == first + args.profile_steps:
+                if on_gpu:
+                    torch.cuda.synchronize()
+                wall = time.perf_counter() - self.profile_start
+                self.profiler.__exit__(None, None, None)
+                self.profile_record = profile_summary(self.profiler, args.profile_steps, wall)
+                if name in args.trace.split(","):
+                    self.profile_record["trace"] = write_trace(self.profiler, name, args.out)
+                self.sync_warnings = warnings.catch_warnings()
+                self.sync_warnings.__enter__()
+                warnings.simplefilter("always")
+                self.sync_stacks: list[str] = []
+                warnings.showwarning = self.record_sync
+                if on_gpu:
+                    torch.cuda.set_sync_debug_mode("warn")
+            elif step == first + args.profile_steps + 1:
+                if on_gpu:
+                    torch.cuda.set_sync_debug_mode("default")
+                self.sync_warnings.__exit__(None, None, None)
+                self.profile_record["syncs_in_one_step"] = len(self.sync_stacks)
+                self.profile_record["sync_places"] = sorted(set(self.sync_stacks))
+
+        def record_sync(self, message, category, filename, lineno, file=None, line=None):
+            """Where a synchronising operation was called from: the innermost Python frames."""
+            if "synchroniz" in str(message):
+                try:
+                    frames = traceback.extract_stack()[:-1][-4:]
+                    self.sync_stacks.append(" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                                                       for f in reversed(frames)))
+                except Exception:  # never break the step being checked
+                    self.sync_stacks.append(f"{Path(filename).name}:{lineno}")
 
     init_device = args.init_device if args.init_device != "auto" else ("cuda" if on_gpu else "cpu")
     output_dir = Path(args.workdir) / name
@@ -344,7 +529,12 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "build_s": round(t_built - t_start, 1),
         "train_s": round(t_trained - t_built, 1),
         "fused_attention": job.model["fused_attention"],
+        "unpadded_without_mask": job.model.get("unpadded_without_mask"),
+        "residual_in_autocast_dtype": job.model.get("residual_in_autocast_dtype"),
         "torch_compile": bool(args_used.torch_compile),
+        "torch_compile_mode": args_used.torch_compile_mode,
+        "logging_nan_inf_filter": args_used.logging_nan_inf_filter,
+        "non_blocking": bool(getattr(args_used.accelerator_config, "non_blocking", False)),
         "optim": str(getattr(args_used.optim, "value", args_used.optim)),
         "bf16": bool(args_used.bf16),
         "tf32": args_used.tf32,
@@ -357,6 +547,8 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     }
     if rank == 0:
         emit(record, args.out)
+        if getattr(timer, "profile_record", None):
+            emit({"config": f"{record['config']}+profile", **timer.profile_record}, args.out)
     elif memory:
         print(f"rank {rank} {memory}", flush=True)
 
@@ -368,6 +560,16 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
             # accelerate state (DeepSpeed plugin) and refuses ZeRO-1/2 inference: see
             # docs/performance.md. Record it and keep the training result.
             emit({"config": f"{name}+predict", "failed": f"{type(error).__name__}: {error}"}, args.out)
+
+
+def write_trace(profiler, name: str, out: str) -> str:
+    """The profile as a gzipped Chrome trace beside ``out``; returns its file name."""
+    path = Path(out).with_name(f"trace_{name}.json")
+    profiler.export_chrome_trace(str(path))
+    with open(path, "rb") as source, gzip.open(f"{path}.gz", "wb") as target:
+        shutil.copyfileobj(source, target)
+    path.unlink()
+    return f"{path.name}.gz"
 
 
 def infer(name, job, trainer, flops, peak, args) -> None:
@@ -434,11 +636,12 @@ def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
                    f"--max-length={args.max_length}", f"--infer={args.infer}", f"--out={args.out}",
                    f"--workdir={args.workdir}", f"--init-device={args.init_device}",
                    f"--peak-tflops={args.peak_tflops}"]
+    passthrough += [f"--profile-steps={args.profile_steps}", f"--trace={args.trace}"]
     passthrough += [f"--infer-batch={args.infer_batch}"] if args.infer_batch else []
     passthrough += ["--tiny"] if args.tiny else []
     for spec in [c for c in args.configs.split(",") if c]:
         name, _, gpus = spec.partition("@")
-        if name != "matmul" and name not in CONFIGS:
+        if name not in ("matmul", "attention") and name not in CONFIGS:
             raise SystemExit(f"unknown configuration {name!r}")
         remaining = args.deadline - (time.perf_counter() - start) if args.deadline else None
         if remaining is not None and remaining < 30:
@@ -479,6 +682,12 @@ def print_table(out: str) -> None:
         elif "samples_per_s" in row:
             print(f"| {row['config']} | {row.get('device')} | {row['samples_per_s']} | {row['tflops_per_gpu']} | "
                   f"{row.get('share_of_peak')} | {row.get('peak_allocated_gib')} | {row.get('first_step_s', '')} |")
+        elif row.get("config") in ("attention", "gemm"):
+            print(f"| {row['config']}: {row['case']} | | | {row.get('tflops', row.get('failed'))} | | | |")
+        elif row.get("config", "").endswith("+profile"):
+            print(f"| {row['config']} | ms/step: wall {row['wall_ms_per_step']}, kernels "
+                  f"{row['kernel_ms_per_step']}, {row['category_ms_per_step']}; "
+                  f"syncs {row.get('syncs_in_one_step')} at {row.get('sync_places')} | | | | | |")
         elif row.get("failed") or row.get("skipped"):
             print(f"| {row.get('config')} | {row.get('failed') or row.get('skipped')} | | | | | |")
 
@@ -488,6 +697,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker == "matmul":
         matmul_worker(args)
+    elif args.worker == "attention":
+        attention_worker(args)
     elif args.worker:
         train_worker(args.worker, args)
     else:

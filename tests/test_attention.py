@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import MegatronBertConfig, MegatronBertForSequenceClassification
-from transformers.models.megatron_bert.modeling_megatron_bert import MegatronBertSelfAttention
+from transformers.models.megatron_bert.modeling_megatron_bert import MegatronBertModel, MegatronBertSelfAttention
 
 from sentence_reduction.finetune.attention import MegatronBertSdpaSelfAttention, use_fused_attention
 
@@ -269,3 +269,204 @@ def test_fused_forward_compiles_without_graph_breaks() -> None:
     torch._dynamo.reset()
 
     assert (got - expected).abs().max() < 1e-6
+
+
+# --- Fused query/key/value projection --------------------------------------------------------
+
+
+def make_unpadded_input_ids(seed: int = 2) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 100, (len(LENGTHS), SEQ_LEN), generator=generator)
+
+
+def spy_on_sdpa(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Record the attn_mask of every SDPA call made by the fused attention module."""
+    import sentence_reduction.finetune.attention as attention_module
+
+    masks = []
+    sdpa = attention_module.F.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        masks.append(kwargs.get("attn_mask"))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", recording_sdpa)
+    return masks
+
+
+def test_unpadded_batch_without_mask_runs_sdpa_unmasked_and_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentence_reduction.finetune.attention import MegatronBertModelUnmaskedWhenUnpadded
+
+    eager, fused = eager_and_fused(make_config())
+    assert type(fused.bert) is MegatronBertModelUnmaskedWhenUnpadded
+    assert type(eager.bert) is not MegatronBertModelUnmaskedWhenUnpadded
+    input_ids = make_unpadded_input_ids()
+    ones = torch.ones_like(input_ids)
+    masks = spy_on_sdpa(monkeypatch)
+
+    with torch.no_grad():
+        reference = eager(input_ids=input_ids, attention_mask=ones)
+        assert not masks
+        out = fused(input_ids=input_ids, output_hidden_states=True)
+        assert len(masks) == 2 and all(mask is None for mask in masks)
+        masks.clear()
+        batch = make_batch()
+        padded = fused(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        padded_reference = eager(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        as_tuple = fused(input_ids=input_ids, return_dict=False)
+
+    assert (out.logits - reference.logits).abs().max() < 1e-5
+    assert len(out.hidden_states) == 3  # output_hidden_states is honoured on the unmasked path
+    # A padded batch's mask still reaches SDPA, and still matters.
+    assert len(masks) == 4 and all(mask is not None for mask in masks[:2])
+    assert (padded.logits - padded_reference.logits).abs().max() < 1e-5
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], out.logits)
+
+
+def test_base_model_without_mask_matches_eager_and_returns_tuples() -> None:
+    eager, fused = eager_and_fused(make_config())
+    input_ids = make_unpadded_input_ids()
+    token_type_ids = (torch.arange(SEQ_LEN) >= SEQ_LEN // 2).long().expand(len(LENGTHS), -1)
+    with torch.no_grad():
+        reference = eager.bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), token_type_ids=token_type_ids)
+        out = fused.bert(input_ids=input_ids, token_type_ids=token_type_ids)
+        no_types = fused.bert(input_ids=input_ids)
+        as_tuple = fused.bert(input_ids=input_ids, token_type_ids=token_type_ids, return_dict=False)
+
+    assert (out.last_hidden_state - reference.last_hidden_state).abs().max() < 1e-5
+    assert (out.pooler_output - reference.pooler_output).abs().max() < 1e-5
+    # token_type_ids are not dropped on the unmasked path.
+    assert (no_types.last_hidden_state - out.last_hidden_state).abs().max() > 1e-3
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 2
+    assert torch.equal(as_tuple[0], out.last_hidden_state) and torch.equal(as_tuple[1], out.pooler_output)
+
+
+@pytest.mark.parametrize("flag", ["output_hidden_states", "output_attentions"])
+def test_unmasked_path_honours_config_output_flags(flag: str) -> None:
+    config = make_config()
+    setattr(config, flag, True)
+    eager, fused = eager_and_fused(config)
+    input_ids = make_unpadded_input_ids()
+    with torch.no_grad():
+        expected = getattr(eager(input_ids=input_ids), flag.removeprefix("output_"))
+        got = getattr(fused(input_ids=input_ids), flag.removeprefix("output_"))
+    assert expected is not None
+    assert got is not None and len(got) == len(expected)
+
+
+def test_unmasked_model_compiles_fullgraph_and_keeps_sdpa_unmasked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under torch.compile transformers always expands a missing mask into a (batch, 1, seq, seq)
+    # one; the unmasked forward is what keeps it away from SDPA there.
+    eager, fused = eager_and_fused(make_config())
+    input_ids = make_unpadded_input_ids()
+    masks = spy_on_sdpa(monkeypatch)
+
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(fused, fullgraph=True, backend="eager")  # fullgraph: a break raises
+        with torch.no_grad():
+            got = compiled(input_ids=input_ids).logits
+            reference = eager(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+        assert len(masks) == 2 and all(mask is None for mask in masks)
+
+        # Without the unmasked forward, the compiled model hands SDPA a mask: the check above can fail.
+        masks.clear()
+        torch._dynamo.reset()
+        plain = copy.deepcopy(fused)
+        plain.bert.__class__ = MegatronBertModel
+        with torch.no_grad():
+            torch.compile(plain, fullgraph=True, backend="eager")(input_ids=input_ids)
+        assert len(masks) == 2 and all(mask is not None for mask in masks)
+    finally:
+        torch._dynamo.reset()
+
+    assert (got - reference).abs().max() < 1e-4
+
+
+# --- Collator and settings -------------------------------------------------------------------
+
+
+def test_padding_collator_omits_the_mask_only_of_unpadded_batches() -> None:
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, padding_collator
+
+    same_length = ["今天天气很好", "我们去公园吧"]
+    different_length = ["今天天气很好", "好"]
+    tokenizer = build_tokenizer(build_character_vocabulary(same_length + different_length))
+
+    def features(texts: list[str]) -> list[dict]:
+        return [dict(tokenizer(text), labels=i) for i, text in enumerate(texts)]
+
+    omitting = padding_collator(tokenizer, on_gpu=False, omit_full_mask=True)
+    keeping = padding_collator(tokenizer, on_gpu=False, omit_full_mask=False)
+    default = padding_collator(tokenizer, on_gpu=False)
+
+    unpadded = omitting(features(same_length))
+    assert "attention_mask" not in unpadded
+    assert unpadded["input_ids"].shape == (2, 8)  # [CLS] + 6 characters + [SEP]
+    assert unpadded["labels"].tolist() == [0, 1]
+
+    padded = omitting(features(different_length))
+    assert padded["attention_mask"].tolist() == [[1] * 8, [1, 1, 1] + [0] * 5]
+
+    for collator in (keeping, default):
+        for texts in (same_length, different_length):
+            batch = collator(features(texts))
+            assert "attention_mask" in batch
+            assert batch["attention_mask"].shape == batch["input_ids"].shape
+        assert bool(collator(features(same_length))["attention_mask"].all())
+
+    # On GPU a batch is padded to a multiple of 8: 3 tokens become 8, so the mask stays.
+    gpu_batch = padding_collator(tokenizer, on_gpu=True, omit_full_mask=True)(features(["好", "好"]))
+    assert gpu_batch["input_ids"].shape == (2, 8)
+    assert gpu_batch["attention_mask"][:, 3:].sum() == 0
+
+
+def test_omits_full_masks_follows_the_model_settings() -> None:
+    from sentence_reduction.finetune.model import ModelSettings, omits_full_masks
+
+    assert omits_full_masks(ModelSettings()) is True
+    assert omits_full_masks(ModelSettings(fused_attention=False)) is False
+    assert omits_full_masks(ModelSettings(unpadded_without_mask=False)) is False
+
+
+def test_residual_stream_is_bf16_under_autocast_and_unchanged_without() -> None:
+    from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings
+
+    config = make_config()
+    plain = make_model(config).train()
+    model = apply_runtime_settings(copy.deepcopy(plain), ModelSettings())
+    apply_runtime_settings(model, ModelSettings())  # applying again adds no second hook
+    assert len(model.bert.embeddings._forward_hooks) == 1
+    layer_inputs: list[torch.dtype] = []
+    model.bert.encoder.layer[1].register_forward_pre_hook(lambda module, args: layer_inputs.append(args[0].dtype))
+    batch = make_batch()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    loss.backward()
+    assert layer_inputs == [torch.bfloat16]  # the residual stream between layers
+    assert loss.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+    # The fp32 stream of the same model under autocast, for comparison: plain MegatronBert.
+    plain_inputs: list[torch.dtype] = []
+    plain.bert.encoder.layer[1].register_forward_pre_hook(lambda module, args: plain_inputs.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_loss = plain(**batch).loss
+    assert plain_inputs == [torch.float32]
+    assert abs(plain_loss.item() - loss.item()) < 0.05  # same model, bf16 rounding apart
+
+    # Without autocast nothing changes: fp32 throughout, same logits as the plain model.
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        difference = (model(**batch).logits - plain(**batch).logits).abs().max().item()
+    assert layer_inputs[-1] == torch.float32
+    assert difference < 1e-5
+
+
+def test_residual_setting_off_leaves_the_embeddings_alone() -> None:
+    from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings
+
+    model = apply_runtime_settings(make_model(make_config()), ModelSettings(residual_in_autocast_dtype=False))
+    assert len(model.bert.embeddings._forward_hooks) == 0

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers.cache_utils import Cache
-from transformers.models.megatron_bert.modeling_megatron_bert import MegatronBertSelfAttention
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.models.megatron_bert.modeling_megatron_bert import MegatronBertModel, MegatronBertSelfAttention
 
-__all__ = ["MegatronBertSdpaSelfAttention", "use_fused_attention"]
+__all__ = ["MegatronBertModelUnmaskedWhenUnpadded", "MegatronBertSdpaSelfAttention", "use_fused_attention"]
 
 
 class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
@@ -50,7 +51,8 @@ class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
         batch, seq_len, _ = hidden_states.shape
         # (batch, seq, hidden) -> (batch, heads, seq, head_size), as the eager forward does.
         # Calling the Linear submodules (not reading their .weight) keeps DeepSpeed ZeRO-3's
-        # per-module gather hooks in charge of partitioned parameters.
+        # per-module gather hooks in charge of partitioned parameters. (One GEMM over the
+        # concatenated query/key/value weights measured no faster: docs/performance.md.)
         heads_shape = (batch, seq_len, -1, self.attention_head_size)
         query = self.query(hidden_states).view(heads_shape).transpose(1, 2)
         key = self.key(hidden_states).view(heads_shape).transpose(1, 2)
@@ -58,8 +60,8 @@ class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
 
         # The model hands every layer the eager mask (config._attn_implementation stays "eager"):
         # an additive float tensor (batch, 1, q_len, kv_len), 0 where a key is attended and
-        # finfo(embedding dtype).min at padding; None when the batch has no padding (eager runs
-        # only: under torch.compile transformers always builds the mask).
+        # finfo(embedding dtype).min at padding. It is None for a batch given without a mask
+        # (MegatronBertModelUnmaskedWhenUnpadded), and in eager runs for a batch without padding.
         # We pass it on as an additive mask (a boolean one is turned into this form inside SDPA
         # anyway). Flash attention takes no mask at all; with a mask, on H100/H200 in bf16, SDPA
         # runs cuDNN attention (the default choice seen with torch 2.11) or the memory-efficient
@@ -85,6 +87,66 @@ class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
         return context, None
 
 
+class MegatronBertModelUnmaskedWhenUnpadded(MegatronBertModel):
+    """`MegatronBertModel` that, given no attention mask, runs its layers with no mask at all.
+
+    transformers turns a missing mask into an all-ones one and, under torch.compile, always expands
+    it into a (batch, 1, seq, seq) additive mask, which keeps SDPA off its faster mask-free kernels
+    (cuDNN's runs 1.4x faster without one at 32 x 512 tokens, head size 256: docs/performance.md).
+    A batch with no padding needs no mask: the collator leaves it out
+    (`text.padding_collator`) and this forward passes None down to SDPA. Anything else (a mask, a
+    decoder, cross-attention, a cache, returned attentions) takes transformers' own forward.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        special = (
+            attention_mask is not None
+            or self.config.is_decoder
+            or output_attentions
+            or any(value is not None for value in kwargs.values())
+        )
+        if special:
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=return_dict,
+                **kwargs,
+            )
+        embedding_output = self.embeddings(
+            input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds
+        )
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        encoded = self.encoder(
+            embedding_output, attention_mask=None, output_hidden_states=output_hidden_states, return_dict=True
+        )
+        sequence_output = encoded.last_hidden_state
+        output = BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output,
+            pooler_output=self.pooler(sequence_output) if self.pooler is not None else None,
+            hidden_states=encoded.hidden_states,
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+
 def use_fused_attention(model: nn.Module) -> nn.Module:
     """Make every MegatronBert self-attention in `model` run SDPA, in place; return `model`.
 
@@ -92,7 +154,8 @@ def use_fused_attention(model: nn.Module) -> nn.Module:
     works on a model loaded with `from_pretrained`, keeps `state_dict`/`save_pretrained` keys
     unchanged, and is safe on DeepSpeed ZeRO-partitioned parameters. Call it before
     `torch.compile`. Calling it twice is harmless. The change is not saved: a model re-loaded
-    with `from_pretrained` is eager again until this is called on it.
+    with `from_pretrained` is eager again until this is called on it. The MegatronBert model
+    itself also learns to run a batch given without an attention mask with no mask at all.
     """
     found = False
     for module in model.modules():
@@ -100,6 +163,8 @@ def use_fused_attention(model: nn.Module) -> nn.Module:
             found = True
             if type(module) is MegatronBertSelfAttention:
                 module.__class__ = MegatronBertSdpaSelfAttention
+        elif type(module) is MegatronBertModel:
+            module.__class__ = MegatronBertModelUnmaskedWhenUnpadded
     if not found:
         # Doing nothing silently would hide a wrong call (e.g. on another architecture).
         raise ValueError(f"no MegatronBert self-attention found in {type(model).__name__}")

@@ -31,8 +31,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sentence_reduction.evaluation import classification_metrics, softmax
-from sentence_reduction.finetune.attention import use_fused_attention
-from sentence_reduction.finetune.model import ModelSettings, build_model
+from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, build_model, omits_full_masks
 from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
 
 logger = logging.getLogger(__name__)
@@ -220,7 +219,7 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         args=arguments,
         train_dataset=TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels),
         eval_dataset=TokenisedTexts(tokenizer, job.eval_texts, settings.max_length, job.eval_labels),
-        data_collator=padding_collator(tokenizer, on_gpu),
+        data_collator=padding_collator(tokenizer, on_gpu, omits_full_masks(settings)),
         processing_class=tokenizer,
         compute_metrics=_metrics_function(job.class_months),
     )
@@ -276,15 +275,13 @@ def predict_probabilities(
     settings = ModelSettings.from_params(model_params)
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
-    if settings.fused_attention:
-        model = use_fused_attention(model)
-    model = model.to(device).eval()
+    model = apply_runtime_settings(model, settings).to(device).eval()
     tokenizer = build_tokenizer(vocabulary)
     arguments = training["arguments"]
     loader = torch.utils.data.DataLoader(
         TokenisedTexts(tokenizer, texts, settings.max_length),
         batch_size=int(arguments.get("per_device_eval_batch_size", 8)),
-        collate_fn=padding_collator(tokenizer, on_gpu),
+        collate_fn=padding_collator(tokenizer, on_gpu, omits_full_masks(settings)),
         num_workers=int(arguments.get("dataloader_num_workers", 0)),
         pin_memory=on_gpu,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import MegatronBertConfig, MegatronBertForSequenceClassification
 
 from sentence_reduction.finetune.attention import use_fused_attention
@@ -21,6 +22,10 @@ class ModelSettings:
     ``config_path`` (a config.json) or else the inline ``config``, with ``config_overrides`` on top.
     ``vocabulary_path``: a vocab.txt to use when no pretrained folder is given; without either, a
     character vocabulary is built from the training texts.
+    ``fused_attention``: SDPA instead of eager attention; with it, ``unpadded_without_mask`` runs
+    batches that have no padding without an attention mask (SDPA's mask-free kernels are faster).
+    ``residual_in_autocast_dtype``: under mixed precision, keep the residual stream between layers
+    in the autocast dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do.
     """
 
     pretrained_path: str | None = None
@@ -31,6 +36,8 @@ class ModelSettings:
     vocabulary_min_frequency: int = 1
     max_length: int = 512
     fused_attention: bool = True
+    unpadded_without_mask: bool = True
+    residual_in_autocast_dtype: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelSettings:
@@ -45,7 +52,47 @@ def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> Me
         )
     else:
         model = MegatronBertForSequenceClassification(model_config(settings, num_labels, vocab_size))
-    return use_fused_attention(model) if settings.fused_attention else model
+    return apply_runtime_settings(model, settings)
+
+
+def apply_runtime_settings(
+    model: MegatronBertForSequenceClassification, settings: ModelSettings
+) -> MegatronBertForSequenceClassification:
+    """Fused attention and the residual stream's dtype, as asked; in place. Neither is saved with
+    the weights, so a model loaded from disk gets them again through this."""
+    if settings.fused_attention:
+        use_fused_attention(model)
+    if settings.residual_in_autocast_dtype:
+        keep_residual_in_autocast_dtype(model)
+    return model
+
+
+def keep_residual_in_autocast_dtype(model: MegatronBertForSequenceClassification) -> None:
+    """Under autocast, hand the layers the embeddings in the autocast dtype (bf16) instead of fp32.
+
+    Under autocast the embeddings (fp32 tables) come out fp32 and every residual addition
+    (bf16 sublayer output + fp32 stream) stays fp32, so the layer norms, dropouts and residual
+    additions around each sublayer move twice the bytes. Cast once at the bottom, the whole
+    stream stays bf16, as it is in Megatron-LM (which pre-trained Erlangshen) and in DeepSpeed's
+    bf16 mode (the winning solution); layer norms still compute in fp32 under autocast. Without
+    autocast (CPU, DeepSpeed's bf16 weights) the hook changes nothing.
+    """
+    embeddings = model.base_model.embeddings
+    if not getattr(embeddings, "_residual_in_autocast_dtype", False):
+        embeddings.register_forward_hook(_cast_to_autocast_dtype)
+        embeddings._residual_in_autocast_dtype = True
+
+
+def _cast_to_autocast_dtype(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    device_type = output.device.type
+    if torch.is_autocast_enabled(device_type):
+        return output.to(torch.get_autocast_dtype(device_type))
+    return output
+
+
+def omits_full_masks(settings: ModelSettings) -> bool:
+    """Whether batches without padding go to the model without an attention mask."""
+    return settings.fused_attention and settings.unpadded_without_mask
 
 
 def model_config(settings: ModelSettings, num_labels: int, vocab_size: int) -> MegatronBertConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -69,6 +70,23 @@ class TokenisedTexts(torch.utils.data.Dataset):
         return [len(ids) for ids in self.encodings["input_ids"]]
 
 
-def padding_collator(tokenizer: BertTokenizer, on_gpu: bool) -> DataCollatorWithPadding:
-    """Dynamic padding to the longest text of each batch (to a multiple of 8 on GPU for tensor cores)."""
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None)
+@dataclass
+class PaddingCollator(DataCollatorWithPadding):
+    """Dynamic padding; with ``omit_full_mask``, a batch that needed no padding has no attention mask."""
+
+    omit_full_mask: bool = False
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        if self.omit_full_mask and "attention_mask" in batch and bool(batch["attention_mask"].all()):
+            del batch["attention_mask"]
+        return batch
+
+
+def padding_collator(tokenizer: BertTokenizer, on_gpu: bool, omit_full_mask: bool = False) -> PaddingCollator:
+    """Dynamic padding to the longest text of each batch (to a multiple of 8 on GPU for tensor cores).
+
+    ``omit_full_mask``: leave out the attention mask of a batch without padding, for a model that
+    then attends everywhere with no mask (`attention.MegatronBertModelUnmaskedWhenUnpadded`).
+    """
+    return PaddingCollator(tokenizer, pad_to_multiple_of=8 if on_gpu else None, omit_full_mask=omit_full_mask)
