@@ -12,8 +12,12 @@ memory), one after another; a configuration name ending in `@N` runs under
 `torchrun --nproc_per_node N`. Results are JSON lines on stdout (prefixed `RESULT `) and appended
 to `--out`; a table is printed last.
 
-    # one GPU: the bf16 matmul peak, the baseline, the project's fast path, inference
-    python benchmarks/train_throughput.py --configs matmul,baseline,fast,fast_nods --out results.jsonl
+    # one GPU: the bf16 matmul peak, the baseline, the project's path (with a kernel profile and
+    # a Chrome trace), inference
+    python benchmarks/train_throughput.py --configs matmul,baseline,fast_nods --profile-steps 3 \
+        --trace fast_nods --infer 1024 --out results.jsonl
+    # the attention backends and projection GEMMs at the model's shapes
+    python benchmarks/train_throughput.py --configs attention --out results.jsonl
     # 1 GPU vs 2 GPUs with ZeRO-2
     python benchmarks/train_throughput.py --configs matmul,fast_zero2,fast_zero2@2
     # CPU smoke test of the script itself (tiny model, few steps)
@@ -22,8 +26,13 @@ to `--out`; a table is printed last.
 FLOPs: a 512-token training sample costs 6 * N_nonembedding * 512 + 3 * (4 * 512^2 * hidden *
 layers) = 3.88 TFLOP for this model (N_nonembedding = 1.2129e9 counted from the built model;
 attention matmuls QK^T and PV: 4*s^2*h per layer forward, x3 for backward); inference is a third
-of that. Achieved TFLOP/s are divided by the bf16 matmul rate (8192^3, random data) measured in
-the same call (`matmul`, written to the results file first).
+of that. Achieved TFLOP/s are divided by the best bf16 matmul rate (8192^3, random data) measured
+in the same call (`matmul`, written to the results file first).
+
+With `--profile-steps N`, N more steps after the timed ones run under torch.profiler: device time
+per step by kernel category (GEMM, attention, inductor's fused kernels, optimizer...), the top
+kernels, and then one step with CUDA's sync debug mode, which names every host-device
+synchronisation and where it was called from.
 """
 
 from __future__ import annotations
@@ -80,8 +89,13 @@ CONFIGS: dict[str, dict] = {
     "fast_sync": {"gpu": SYNCHRONISING},
     # CUDA graphs for the compiled forward and backward (torch.compile's reduce-overhead mode)
     "fast_cudagraphs": {"gpu": {"torch_compile_mode": "reduce-overhead"}},
-    # inductor autotunes its GEMMs and fuses their epilogues (much longer compilation)
-    "fast_autotune": {"gpu": {"torch_compile_mode": "max-autotune-no-cudagraphs"}},
+    # inductor autotunes its GEMMs and fuses their epilogues. Fails with torch 2.11 + transformers
+    # 5.24: TrainingArguments switches tf32 on through the new precision API whenever it compiles
+    # in bf16, and inductor's GEMM templates then refuse ("mix of the legacy and new APIs to set
+    # the matmul precision"), whatever `tf32` says.
+    "fast_autotune": {"gpu": {"torch_compile_mode": "max-autotune-no-cudagraphs", "tf32": None}},
+    # inductor tunes the block sizes of its own (elementwise, layer norm) kernels
+    "fast_cdtune": {"env": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}},
     # ZeRO-2 (the multi-GPU configuration), also on one GPU
     "fast_zero2": {"training": {"deepspeed_single_process": True},
                    "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
@@ -251,10 +265,12 @@ def matmul_worker(args: argparse.Namespace) -> None:
             inputs = [(torch.randn(n, n, device=device, dtype=torch.bfloat16),
                        torch.randn(n, n, device=device, dtype=torch.bfloat16)) for _ in range(3)]
             out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
-            for a, b in inputs * 3:  # warm-up: cuBLAS handle, clocks up
+            # Short warm-up (cuBLAS handle, clocks up): two seconds of back-to-back products were seen
+            # to read 18% lower (power-limited) than the model's own GEMMs ran in training.
+            for a, b in inputs * 3:
                 torch.matmul(a, b, out=out)
             rates = []
-            for _ in range(5):
+            for _ in range(9):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 for a, b in inputs * 4:
@@ -264,7 +280,7 @@ def matmul_worker(args: argparse.Namespace) -> None:
                 rates.append(2 * n**3 * 12 / (start.elapsed_time(end) / 1e3) / 1e12)
             rates.sort()
             assert torch.isfinite(out.float().sum()).item()
-            emit({"config": "matmul", "gpu_index": index, "n": n, "tflops_median": round(rates[2], 1),
+            emit({"config": "matmul", "gpu_index": index, "n": n, "tflops_median": round(rates[len(rates) // 2], 1),
                   "tflops_max": round(rates[-1], 1), **device_description(),
                   "device_name": torch.cuda.get_device_name(index)}, args.out)
             del inputs, out
@@ -272,11 +288,12 @@ def matmul_worker(args: argparse.Namespace) -> None:
 
 
 def peak_from_results(args: argparse.Namespace) -> float:
+    """The peak to divide by: the best of the timed matmul repeats (of the slowest GPU)."""
     if args.peak_tflops:
         return args.peak_tflops
     path = Path(args.out)
     if path.is_file():
-        rates = [json.loads(line).get("tflops_median") for line in path.read_text().splitlines()
+        rates = [json.loads(line).get("tflops_max") for line in path.read_text().splitlines()
                  if line.startswith("{") and '"matmul"' in line]
         rates = [rate for rate in rates if rate]
         if rates:
@@ -648,6 +665,7 @@ def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
             emit({"config": spec, "skipped": "deadline"}, args.out)
             continue
         worker = [str(Path(__file__).resolve()), "--worker", name, *passthrough]
+        environment = {**os.environ, **CONFIGS.get(name, {}).get("env", {})}
         if gpus and int(gpus) > 1:
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                        f"--nproc_per_node={int(gpus)}", *worker]
@@ -655,7 +673,7 @@ def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
             command = [sys.executable, *worker]
         print(f"=== {spec}: {' '.join(command)}", flush=True)
         began = time.perf_counter()
-        process = subprocess.Popen(command, start_new_session=True)
+        process = subprocess.Popen(command, start_new_session=True, env=environment)
         try:
             code = process.wait(timeout=remaining)
         except subprocess.TimeoutExpired:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,17 @@ def written_outputs(project: Path) -> list[Path]:
         path for path in (project / "data").rglob("*")
         if path.is_file() and "01_raw" not in path.parts
     ]
+
+
+def free_port() -> int:
+    """A free TCP port below 49152 (kedro viz refuses the ephemeral range the OS hands out for port
+    0), for a server or a torchrun rendezvous; random, so tests running one after another don't meet
+    a port still held by the last one."""
+    for port in random.Random().sample(range(30000, 49000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 30000-49000")

@@ -15,7 +15,7 @@ from sentence_reduction.finetune.launcher import FoldTrainingError
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
 
-from .conftest import REFERENCE_MODEL
+from .conftest import REFERENCE_MODEL, free_port
 
 RULINGS = [
     f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
@@ -151,11 +151,12 @@ def test_same_seed_same_predictions_on_cpu(tmp_path):
     assert not np.array_equal(first.eval_probabilities, third.eval_probabilities)
 
 
-TWO_PROCESSES = {"nproc_per_node": 2, "master_port": 29611}
+def two_processes() -> dict[str, int]:
+    return {"nproc_per_node": 2, "master_port": free_port()}
 
 
 def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
-    job = tiny_job(training={**TINY_TRAINING, "launcher": TWO_PROCESSES})
+    job = tiny_job(training={**TINY_TRAINING, "launcher": two_processes()})
     result = run_fold(job, tmp_path / "fold_0")
     assert result.eval_probabilities.shape == (8, 4)
     assert result.predict_probabilities.shape == (5, 4)
@@ -164,7 +165,7 @@ def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
 
 
 def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
-    broken = {**TINY_TRAINING, "launcher": TWO_PROCESSES,
+    broken = {**TINY_TRAINING, "launcher": two_processes(),
               "arguments": {**TINY_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"}}
     with pytest.raises(FoldTrainingError, match=r"fold_0: rank \d failed: ValueError: .*no_such_schedule"):
         run_fold(tiny_job(training=broken), tmp_path / "fold_0")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from sentence_reduction.pipelines.data import create_pipeline
 
-from .conftest import kedro_environment, run_kedro, written_outputs
+from .conftest import free_port, kedro_environment, run_kedro, written_outputs
 
 DATA_PARAMETERS = {
     "params:columns": {"id": "id", "text": "fact", "label": "label"},
@@ -153,20 +151,8 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
     assert pd.read_csv(data / "07_model_output" / "submission.csv").equals(first_submission)
 
 
-def _free_port() -> int:
-    """A free port below 49152: kedro viz refuses the ephemeral range the OS hands out for port 0."""
-    for port in random.Random().sample(range(30000, 49000), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 30000-49000")
-
-
 def _start_viz(project: Path, log: Path) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     kedro = Path(sys.executable).with_name("kedro")
     with log.open("a") as output:
         server = subprocess.Popen(
@@ -212,7 +198,7 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
 def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
     completed = run_kedro(
         fast_project, "run", "--pipeline=train", "--params",
-        "training.launcher.nproc_per_node=2,training.launcher.master_port=29655",
+        f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()}",
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert (fast_project / "data" / "06_models" / "work" / "fold_1" / "job.json").is_file()  # the launcher ran
