@@ -399,7 +399,8 @@ def profile_summary(profiler, steps: int, wall_s: float) -> dict:
         per_kernel.append((event.key, total_us / 1e3 / steps, event.count / steps))
     categories: dict[str, float] = {}
     for name, ms, _ in per_kernel:
-        categories[kernel_category(name)] = categories.get(kernel_category(name), 0.0) + ms
+        category = kernel_category(name)
+        categories[category] = categories.get(category, 0.0) + ms
     per_kernel.sort(key=lambda item: -item[1])
     return {
         "profiled_steps": steps,
