@@ -87,6 +87,13 @@ CONFIGS: dict[str, dict] = {
     # the project's path with one change each
     "fast_fp32res": {"model": {"residual_in_autocast_dtype": False}},
     "fast_sync": {"gpu": SYNCHRONISING},
+    "fast_trainerclip": {"training": {"clip_in_fused_optimizer": False}},  # clip_grad_norm_'s own pass
+    # inductor compiles a persistent and a looped variant of each reduction (layer norms) and keeps
+    # the faster one, measured when first run
+    "fast_multikernel": {"training": {"inductor_config": {"triton.multi_kernel": 1}}},
+    # Triton kernels launched with Hopper's programmatic dependent launch (overlaps kernel boundaries)
+    "fast_pdl": {"training": {"inductor_config": {"triton.enable_pdl": True}}},
+    "fast_mk_pdl": {"training": {"inductor_config": {"triton.multi_kernel": 1, "triton.enable_pdl": True}}},
     # CUDA graphs for the compiled forward and backward (torch.compile's reduce-overhead mode)
     "fast_cudagraphs": {"gpu": {"torch_compile_mode": "reduce-overhead"}},
     # inductor autotunes its GEMMs and fuses their epilogues. Fails with torch 2.11 + transformers
@@ -549,6 +556,8 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "fused_attention": job.model["fused_attention"],
         "unpadded_without_mask": job.model.get("unpadded_without_mask"),
         "residual_in_autocast_dtype": job.model.get("residual_in_autocast_dtype"),
+        "clip_in_fused_optimizer": trainer._fused_adam_to_clip_in() is not None,
+        "inductor_config": job.training.get("inductor_config") or {},
         "torch_compile": bool(args_used.torch_compile),
         "torch_compile_mode": args_used.torch_compile_mode,
         "logging_nan_inf_filter": args_used.logging_nan_inf_filter,

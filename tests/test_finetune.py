@@ -9,8 +9,16 @@ import logging
 import numpy as np
 import pytest
 import torch
+from transformers import TrainerCallback
 
-from sentence_reduction.finetune.engine import FoldJob, finished_fingerprint, predict_probabilities, run_fold
+from sentence_reduction.finetune.engine import (
+    FoldJob,
+    FoldTrainer,
+    build_trainer,
+    finished_fingerprint,
+    predict_probabilities,
+    run_fold,
+)
 from sentence_reduction.finetune.launcher import FoldTrainingError
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
@@ -169,3 +177,56 @@ def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
               "arguments": {**TINY_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"}}
     with pytest.raises(FoldTrainingError, match=r"fold_0: rank \d failed: ValueError: .*no_such_schedule"):
         run_fold(tiny_job(training=broken), tmp_path / "fold_0")
+
+
+def short_training(tmp_path, name: str, **training) -> FoldTrainer:
+    """A tiny job's trainer after 6 optimizer steps with torch's fused AdamW, logging every step."""
+    arguments = {**TINY_TRAINING["arguments"], "optim": "adamw_torch_fused", "max_steps": 6,
+                 "eval_strategy": "no", "save_strategy": "no"}
+    arguments.update(training.pop("arguments", {}))
+    trainer = build_trainer(tiny_job(training={**TINY_TRAINING, "arguments": arguments, **training}), tmp_path / name)
+    trainer.train()
+    return trainer
+
+
+def parameters_of(trainer: FoldTrainer) -> torch.Tensor:
+    return torch.cat([parameter.detach().flatten() for parameter in trainer.model.parameters()])
+
+
+def test_clipping_inside_fused_adamw_is_the_trainers_clip(tmp_path):
+    """Clipping as the fused AdamW's gradient scale updates the weights as the Trainer's clip does."""
+    inside = short_training(tmp_path, "inside", clip_in_fused_optimizer=True, arguments={"max_grad_norm": 0.05})
+    trainers_clip = short_training(tmp_path, "trainer", clip_in_fused_optimizer=False,
+                                   arguments={"max_grad_norm": 0.05})
+    unclipped = short_training(tmp_path, "unclipped", arguments={"max_grad_norm": 0})
+
+    optimizer = inside._fused_adam_to_clip_in()
+    assert optimizer is not None and trainers_clip._fused_adam_to_clip_in() is None
+    assert optimizer.grad_scale > 1  # the last step was clipped, inside the optimizer
+    norms_inside = [entry["grad_norm"] for entry in inside.state.log_history if "grad_norm" in entry]
+    norms_trainer = [entry["grad_norm"] for entry in trainers_clip.state.log_history if "grad_norm" in entry]
+    assert len(norms_inside) == 6 and min(norms_inside) > 0.05
+    assert np.allclose(norms_inside, norms_trainer, rtol=1e-5)
+    assert torch.allclose(parameters_of(inside), parameters_of(trainers_clip), atol=1e-6)
+    assert not torch.allclose(parameters_of(inside), parameters_of(unclipped), atol=1e-5)
+
+
+def test_inductor_settings_hold_while_the_fold_trains(tmp_path):
+    import torch._inductor.config as inductor_config
+
+    seen = []
+
+    class RecordSetting(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            seen.append(inductor_config.triton.multi_kernel)
+
+    arguments = {**TINY_TRAINING["arguments"], "max_steps": 2, "eval_strategy": "no", "save_strategy": "no"}
+    job = tiny_job(training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multi_kernel": 1}})
+    trainer = build_trainer(job, tmp_path / "run")
+    trainer.add_callback(RecordSetting())
+    trainer.train()
+    assert seen == [1, 1] and inductor_config.triton.multi_kernel == 0
+
+    misspelt = tiny_job(training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multikernel": 1}})
+    with pytest.raises(AttributeError, match="triton.multikernel does not exist"):
+        build_trainer(misspelt, tmp_path / "misspelt").train()

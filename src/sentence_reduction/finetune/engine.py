@@ -8,6 +8,7 @@ job: the same job run again resumes from the last checkpoint, or returns the fin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -178,11 +179,49 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class FoldTrainer(Trainer):
-    """The Trainer, with length-grouped batches for training only, in an order resumable mid-epoch.
+    """The Trainer, with length-grouped batches for training only, in an order resumable mid-epoch,
+    gradient clipping inside torch's fused AdamW, and inductor settings while it compiles.
 
     transformers applies ``train_sampling_strategy: group_by_length`` to evaluation and prediction too,
     which returns predictions in a shuffled order: probabilities must stay in the dataset's order.
     """
+
+    def __init__(self, *args, clip_in_fused_optimizer: bool = False, inductor_config: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_in_fused_optimizer = clip_in_fused_optimizer
+        self.inductor_config = dict(inductor_config or {})
+
+    def train(self, *args, **kwargs):
+        with _inductor_settings(self.inductor_config):
+            return super().train(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with _inductor_settings(self.inductor_config):
+            return super().predict(*args, **kwargs)
+
+    def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
+        optimizer = self._fused_adam_to_clip_in()
+        if optimizer is None:
+            return super()._clip_grad_norm(model)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        # torch's fused Adam divides each gradient by `grad_scale` as it reads it (GradScaler's hook):
+        # the same clip as clip_grad_norm_, without a pass over the 1.3e9 gradients of its own.
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / self.args.max_grad_norm, min=1.0)
+        return norm
+
+    def _fused_adam_to_clip_in(self) -> torch.optim.Adam | None:
+        """The optimizer, when clipping inside it was asked for and is the Trainer's clip exactly."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+        if (
+            not self.clip_in_fused_optimizer
+            or self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or self.args.fp16  # GradScaler owns grad_scale
+            or not isinstance(optimizer, torch.optim.Adam)  # AdamW is an Adam
+            or not optimizer.defaults.get("fused")
+        ):
+            return None
+        return optimizer
 
     def _get_train_sampler(
         self, train_dataset: torch.utils.data.Dataset | None = None
@@ -222,6 +261,8 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         data_collator=padding_collator(tokenizer, on_gpu, omits_full_masks(settings)),
         processing_class=tokenizer,
         compute_metrics=_metrics_function(job.class_months),
+        clip_in_fused_optimizer=job.training.get("clip_in_fused_optimizer", False),
+        inductor_config=job.training.get("inductor_config"),
     )
 
 
@@ -309,6 +350,16 @@ def _resolved_deepspeed_config(arguments: TrainingArguments) -> dict[str, Any]:
     """The DeepSpeed config with the Trainer's "auto" values filled in; empty when DeepSpeed is unused."""
     config = getattr(arguments, "hf_deepspeed_config", None)
     return {} if config is None else config.config
+
+
+def _inductor_settings(settings: dict[str, Any]):
+    """torch.compile's inductor configuration patched with ``settings`` (names as in
+    ``torch._inductor.config``, e.g. ``triton.multi_kernel``); an unknown name raises."""
+    if not settings:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config  # imported only when asked: it is slow to import
+
+    return inductor_config.patch(settings)
 
 
 def _default_launcher_environment() -> None:
