@@ -94,6 +94,8 @@ CONFIGS: dict[str, dict] = {
     # Triton kernels launched with Hopper's programmatic dependent launch (overlaps kernel boundaries)
     "fast_pdl": {"training": {"inductor_config": {"triton.enable_pdl": True}}},
     "fast_mk_pdl": {"training": {"inductor_config": {"triton.multi_kernel": 1, "triton.enable_pdl": True}}},
+    "fast_mk_pdl_cg": {"training": {"inductor_config": {"triton.multi_kernel": 1, "triton.enable_pdl": True}},
+                       "gpu": {"torch_compile_mode": "reduce-overhead"}},
     # CUDA graphs for the compiled forward and backward (torch.compile's reduce-overhead mode)
     "fast_cudagraphs": {"gpu": {"torch_compile_mode": "reduce-overhead"}},
     # inductor autotunes its GEMMs and fuses their epilogues. Fails with torch 2.11 + transformers
