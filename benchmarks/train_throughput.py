@@ -94,6 +94,10 @@ CONFIGS: dict[str, dict] = {
     # Triton kernels launched with Hopper's programmatic dependent launch (overlaps kernel boundaries)
     "fast_pdl": {"training": {"inductor_config": {"triton.enable_pdl": True}}},
     "fast_mk_pdl": {"training": {"inductor_config": {"triton.multi_kernel": 1, "triton.enable_pdl": True}}},
+    # diagnostics, not training recipes: what dropout's random numbers cost (inductor's layer-norm
+    # kernels draw the hidden dropout's, cuDNN's attention kernels the attention dropout's)
+    "fast_nohdrop": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0}}},
+    "fast_nodrop": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}},
     "fast_mk_pdl_cg": {"training": {"inductor_config": {"triton.multi_kernel": 1, "triton.enable_pdl": True}},
                        "gpu": {"torch_compile_mode": "reduce-overhead"}},
     # CUDA graphs for the compiled forward and backward (torch.compile's reduce-overhead mode)
