@@ -359,10 +359,6 @@ def _inductor_settings(settings: dict[str, Any]):
         return contextlib.nullcontext()
     import torch._inductor.config as inductor_config  # imported only when asked: it is slow to import
 
-    if settings.get("triton.multi_kernel"):
-        # torch 2.11's multi-kernel calls fail to read or write their cache of picked kernels ("'NoneType'
-        # object does not support the context manager protocol"); each process picks afresh instead.
-        os.environ.setdefault("TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE", "1")
     return inductor_config.patch(settings)
 
 
