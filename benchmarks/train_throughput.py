@@ -94,6 +94,8 @@ CONFIGS: dict[str, dict] = {
     # does not support the context manager protocol"), hence the variable.
     "fast_multikernel": {"training": {"inductor_config": {"triton.multi_kernel": 1}},
                          "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}},
+    # hidden dropout's masks drawn by ATen's Bernoulli kernel in a custom op (finetune/dropout.py)
+    "fast_atenmask": {"model": {"dropout_masks_from_aten": True}},
     # diagnostics, not training recipes: what dropout's random numbers cost (inductor's layer-norm
     # kernels draw the hidden dropout's, cuDNN's attention kernels the attention dropout's)
     "fast_nohdrop": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0}}},
@@ -560,6 +562,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "fused_attention": job.model["fused_attention"],
         "unpadded_without_mask": job.model.get("unpadded_without_mask"),
         "residual_in_autocast_dtype": job.model.get("residual_in_autocast_dtype"),
+        "dropout_masks_from_aten": job.model.get("dropout_masks_from_aten"),
         "clip_in_fused_optimizer": trainer._fused_adam_to_clip_in() is not None,
         "inductor_config": job.training.get("inductor_config") or {},
         "torch_compile": bool(args_used.torch_compile),

@@ -11,6 +11,7 @@ import torch
 from transformers import MegatronBertConfig, MegatronBertForSequenceClassification
 
 from sentence_reduction.finetune.attention import use_fused_attention
+from sentence_reduction.finetune.dropout import draw_dropout_masks_with_aten
 
 
 @dataclass
@@ -26,6 +27,8 @@ class ModelSettings:
     batches that have no padding without an attention mask (SDPA's mask-free kernels are faster).
     ``residual_in_autocast_dtype``: under mixed precision, keep the residual stream between layers
     in the autocast dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do.
+    ``dropout_masks_from_aten``: hidden dropout draws its masks with ATen's Bernoulli kernel instead
+    of inside inductor's fused kernels (``finetune.dropout``).
     """
 
     pretrained_path: str | None = None
@@ -38,6 +41,7 @@ class ModelSettings:
     fused_attention: bool = True
     unpadded_without_mask: bool = True
     residual_in_autocast_dtype: bool = True
+    dropout_masks_from_aten: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelSettings:
@@ -58,12 +62,14 @@ def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> Me
 def apply_runtime_settings(
     model: MegatronBertForSequenceClassification, settings: ModelSettings
 ) -> MegatronBertForSequenceClassification:
-    """Fused attention and the residual stream's dtype, as asked; in place. Neither is saved with
-    the weights, so a model loaded from disk gets them again through this."""
+    """Fused attention, the residual stream's dtype and how dropout draws its masks, as asked; in
+    place. None is saved with the weights, so a model loaded from disk gets them again through this."""
     if settings.fused_attention:
         use_fused_attention(model)
     if settings.residual_in_autocast_dtype:
         keep_residual_in_autocast_dtype(model)
+    if settings.dropout_masks_from_aten:
+        draw_dropout_masks_with_aten(model)
     return model
 
 
