@@ -15,7 +15,7 @@ from sentence_reduction.finetune.model import ModelSettings, build_model
 
 def aten_dropout(p: float) -> AtenMaskDropout:
     module = nn.Dropout(p)
-    module.__class__ = AtenMaskDropout
+    draw_dropout_masks_with_aten(module)  # a module is among its own modules()
     return module
 
 
