@@ -96,6 +96,9 @@ CONFIGS: dict[str, dict] = {
                          "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}},
     # hidden dropout's masks drawn by ATen's Bernoulli kernel in a custom op (finetune/dropout.py)
     "fast_atenmask": {"model": {"dropout_masks_from_aten": True}},
+    # every dropout as ATen's own kernel (four random numbers per Philox call), unfused from the
+    # residual add and layer norm around it: more memory traffic, fewer random-number instructions
+    "fast_fallbackrandom": {"training": {"inductor_config": {"fallback_random": True}}},
     # diagnostics, not training recipes: what dropout's random numbers cost (inductor's layer-norm
     # kernels draw the hidden dropout's, cuDNN's attention kernels the attention dropout's)
     "fast_nohdrop": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0}}},

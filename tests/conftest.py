@@ -15,8 +15,8 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_MODEL = PROJECT_ROOT.parent / "shared" / "reference" / "erlangshen-megatronbert-1.3b"
 
-# Fast settings for end-to-end runs: two folds, a tiny model, one epoch.
-FAST_PARAMETERS = """
+# Two folds of a tiny model: what every end-to-end run here shares.
+TINY_MODEL_PARAMETERS = """
 folds:
   n_splits: 2
 model:
@@ -26,14 +26,17 @@ model:
     num_attention_heads: 2
     intermediate_size: 64
   max_length: 64
+baseline:
+  max_features: 5000
+"""
+# Fast settings for end-to-end runs: the tiny model, one epoch.
+FAST_PARAMETERS = TINY_MODEL_PARAMETERS + """
 training:
   arguments:
     num_train_epochs: 1
     eval_steps: 10
     save_steps: 10
     logging_steps: 5
-baseline:
-  max_features: 5000
 """
 
 

@@ -47,7 +47,7 @@ from sentence_reduction.finetune import engine
 from sentence_reduction.finetune.engine import FoldJob, load_result, run_fold
 from sentence_reduction.finetune.text import build_character_vocabulary
 
-from .conftest import copy_project, kedro_environment
+from .conftest import TINY_MODEL_PARAMETERS, copy_project, kedro_environment
 
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -55,16 +55,7 @@ PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 # Two folds of a tiny model, two epochs of 16 steps each (500 training cases, batches of 32), evaluated
 # and checkpointed every 6 steps: fold_1 has a checkpoint in the middle of its second epoch (step 18)
 # to be killed after, and the whole run takes about a minute on one CPU thread.
-RESUME_PARAMETERS = """
-folds:
-  n_splits: 2
-model:
-  config:
-    hidden_size: 32
-    num_hidden_layers: 1
-    num_attention_heads: 2
-    intermediate_size: 64
-  max_length: 64
+RESUME_PARAMETERS = TINY_MODEL_PARAMETERS + """
 training:
   arguments:
     num_train_epochs: 2
@@ -73,8 +64,6 @@ training:
     save_steps: 6
     logging_steps: 3
     disable_tqdm: true
-baseline:
-  max_features: 5000
 """
 RUN_TIMEOUT = 900
 

@@ -16,12 +16,23 @@ def main(work_dir: str) -> None:
     try:
         with _fold_run(rank=int(os.environ.get("RANK", "0"))):
             fine_tune(FoldJob.load(folder / JOB_FILE), folder)
+        _leave_process_group()
     except BaseException as error:
         errors = folder / ERRORS_FOLDER
         errors.mkdir(exist_ok=True)
         message = " ".join(f"{type(error).__name__}: {error}".split())
         (errors / f"rank_{os.environ.get('RANK', '0')}.txt").write_text(message, encoding="utf-8")
         raise
+
+
+def _leave_process_group() -> None:
+    """Wait until rank 0 has written the result, then close the group before exiting: a rank that
+    exits with it open can abort in gloo's teardown ("terminate called without an active exception")."""
+    import torch.distributed as distributed
+
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
 
 
 def _fold_run(rank: int) -> contextlib.AbstractContextManager:
