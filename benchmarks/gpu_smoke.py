@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from sentence_reduction.finetune.engine import FoldJob, predict_probabilities, run_fold  # noqa: E402
+from sentence_reduction.finetune.engine import predict_probabilities, run_fold  # noqa: E402
+from sentence_reduction.finetune.job import FoldJob  # noqa: E402
 from sentence_reduction.finetune.text import build_character_vocabulary  # noqa: E402
 
 DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"

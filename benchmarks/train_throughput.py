@@ -182,7 +182,7 @@ def synthetic_texts(count: int, characters: int, seed: int) -> list[str]:
 
 
 def make_job(name: str, args: argparse.Namespace, world_size: int):
-    from sentence_reduction.finetune.engine import FoldJob
+    from sentence_reduction.finetune.job import FoldJob
     from sentence_reduction.finetune.text import build_character_vocabulary
 
     spec = CONFIGS[name]

@@ -12,13 +12,15 @@ import torch
 from transformers import TrainerCallback
 
 from sentence_reduction.finetune.engine import (
-    FoldJob,
+    CheckpointEveryMinutes,
     FoldTrainer,
     build_trainer,
     finished_fingerprint,
+    in_training_evaluation_rows,
     predict_probabilities,
     run_fold,
 )
+from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.launcher import FoldTrainingError
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
@@ -132,7 +134,7 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert (tmp_path / "fold_0" / "result" / "model" / "model.safetensors").is_file()
 
     # probabilities follow the texts' order (length-grouped batches are for training only)
-    direct = predict_probabilities(result.model, job.vocabulary, job.eval_texts, job.model, job.training)
+    direct = predict_probabilities(result.model.load(), job.vocabulary, job.eval_texts, job.model, job.training)
     assert np.allclose(direct, result.eval_probabilities, atol=1e-5)
     assert len({len(text) for text in job.eval_texts}) > 1
 
@@ -230,3 +232,72 @@ def test_inductor_settings_hold_while_the_fold_trains(tmp_path):
     misspelt = tiny_job(training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multikernel": 1}})
     with pytest.raises(AttributeError, match="triton.multikernel does not exist"):
         build_trainer(misspelt, tmp_path / "misspelt").train()
+
+
+def test_in_training_evaluation_is_a_fixed_stratified_sample_of_the_held_out_fold():
+    labels = [0] * 600 + [1] * 300 + [2] * 100
+    rows = in_training_evaluation_rows(labels, fraction=0.1, min_rows=20, seed=3)
+    assert len(rows) == 100 and len(set(rows)) == 100 and list(rows) == sorted(rows)
+    assert np.bincount(np.asarray(labels)[rows]).tolist() == [60, 30, 10]
+    assert np.array_equal(rows, in_training_evaluation_rows(labels, fraction=0.1, min_rows=20, seed=3))
+    assert not np.array_equal(rows, in_training_evaluation_rows(labels, fraction=0.1, min_rows=20, seed=4))
+    assert len(in_training_evaluation_rows(labels, fraction=0.001, min_rows=50, seed=3)) == 50
+    assert np.array_equal(in_training_evaluation_rows(labels, 1.0, 0, seed=3), np.arange(1000))
+    # a class of a single row cannot be stratified: a plain random sample instead
+    assert len(in_training_evaluation_rows([0] * 9 + [1], fraction=0.5, min_rows=0, seed=3)) == 5
+
+
+def test_training_evaluates_on_the_sample_and_predicts_the_whole_held_out_fold(tmp_path):
+    training = {**TINY_TRAINING, "in_training_evaluation": {"fraction": 0.25, "min_rows": 2}}
+    trainer = build_trainer(tiny_job(training=training), tmp_path / "checkpoints")
+    assert len(trainer.eval_dataset) == 2
+    result = run_fold(tiny_job(training=training), tmp_path / "fold_0")
+    assert result.eval_probabilities.shape == (8, 4)
+
+
+def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path):
+    """Texts of many lengths padded per batch, a short last batch, evaluation on the way: compiled
+    once (torch.compile would otherwise recompile when the second batch's length differs)."""
+    torch._dynamo.reset()
+    texts = [("罪犯某因盗窃罪判处有期徒刑三年" * 5)[: 6 + 2 * index] for index in range(24)]
+    arguments = {**TINY_TRAINING["arguments"], "torch_compile": True, "num_train_epochs": 1,
+                 "per_device_train_batch_size": 3, "save_strategy": "no"}
+    job = tiny_job(train_texts=texts[:16], eval_texts=texts[16:], training={**TINY_TRAINING, "arguments": arguments})
+    trainer = build_trainer(job, tmp_path / "checkpoints")
+    lengths = []
+    prepare = trainer._prepare_inputs
+    trainer._prepare_inputs = lambda inputs: (lengths.append(inputs["input_ids"].shape[1]), prepare(inputs))[1]
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    trainer.train()
+    assert trainer.state.global_step == 5  # 16 texts in batches of 3: the short last one is dropped
+    assert len(set(lengths)) >= 4
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_checkpoint_is_asked_for_once_its_minutes_have_passed():
+    class State:
+        logging_steps = 2
+        global_step = 0
+
+    class Control:
+        should_save = False
+
+    callback = CheckpointEveryMinutes(minutes=0.5)
+    state, control = State(), Control()
+    callback.on_train_begin(None, state, control)
+    state.global_step = 2
+    callback.on_step_end(None, state, control)
+    assert not control.should_save
+    callback.last_save -= 31
+    state.global_step = 3  # not a logging step: not checked
+    callback.on_step_end(None, state, control)
+    assert not control.should_save
+    state.global_step = 4
+    callback.on_step_end(None, state, control)
+    assert control.should_save
+    callback.on_save(None, state, control)
+    control.should_save = False
+    state.global_step = 6
+    callback.on_step_end(None, state, control)
+    assert not control.should_save

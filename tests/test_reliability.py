@@ -44,7 +44,8 @@ from sentence_reduction.datasets import (
     SequenceClassifierDataset,
 )
 from sentence_reduction.finetune import engine
-from sentence_reduction.finetune.engine import FoldJob, load_result, run_fold
+from sentence_reduction.finetune.engine import load_result, run_fold
+from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary
 
 from .conftest import TINY_MODEL_PARAMETERS, copy_project, kedro_environment
@@ -366,6 +367,25 @@ def test_a_fold_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_resu
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+def test_a_fold_checkpointed_by_wall_time_resumes_to_the_uninterrupted_result(
+    uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
+):
+    """`checkpoint_every_minutes` instead of a step cadence (here: due at every logging step)."""
+    job = _tiny_job()
+    job.training = {**job.training, "checkpoint_every_minutes": 1e-9,
+                    "arguments": {**job.training["arguments"], "save_strategy": "no"}}
+    work_dir = tmp_path / "fold_0"
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 5)
+        with pytest.raises(_Killed):
+            run_fold(job, work_dir)
+    assert [path.name for path in (work_dir / "checkpoints").iterdir()] == ["checkpoint-5"]
+    with caplog.at_level(logging.INFO, logger=engine.__name__):
+        resumed = run_fold(job, work_dir)
+    assert "checkpoint-5" in caplog.text
+    _assert_same_result(resumed, uninterrupted_tiny_fold)
+
+
 def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog):
     """A kill while the Trainer writes checkpoint-6 leaves a folder with the weights but no optimizer,
     RNG or trainer state: the fold resumes from checkpoint-4, the last complete one."""
@@ -452,15 +472,21 @@ def _same_weights(first, second) -> bool:
     return all(torch.equal(tensor, second_state[name]) for name, tensor in first.state_dict().items())
 
 
-def test_models_load_from_safetensors_without_unpickling(tmp_path, monkeypatch):
+def _saved(model: MegatronBertForSequenceClassification, folder: Path) -> SavedModel:
+    model.save_pretrained(folder)
+    return SavedModel(folder)
+
+
+def test_models_are_written_once_and_load_from_safetensors_without_unpickling(tmp_path, monkeypatch):
     model = _tiny_model()
-    dataset = SequenceClassifierDataset(str(tmp_path / "06_models" / "fold_0"))
-    dataset.save(model)
-    assert sorted(path.name for path in (tmp_path / "06_models" / "fold_0").iterdir()) == [
-        "config.json", "model.safetensors"
-    ]
     result_dir = tmp_path / "work" / engine.RESULT_FOLDER
-    model.save_pretrained(result_dir / engine.MODEL_FOLDER)
+    written = _saved(model, result_dir / engine.MODEL_FOLDER)
+    dataset = SequenceClassifierDataset(str(tmp_path / "06_models" / "fold_0"))
+    dataset.save(written)
+    kept = tmp_path / "06_models" / "fold_0"
+    assert sorted(path.name for path in kept.iterdir()) == ["config.json", "model.safetensors"]
+    # the catalog's copy is the engine's file, not a second serialisation of the weights
+    assert (kept / "model.safetensors").stat().st_ino == (written.folder / "model.safetensors").stat().st_ino
     np.save(result_dir / "eval_probabilities.npy", np.full((2, 3), 1 / 3))
     np.save(result_dir / "predict_probabilities.npy", np.full((1, 3), 1 / 3))
     (result_dir / "metrics.json").write_text("{}")
@@ -471,8 +497,8 @@ def test_models_load_from_safetensors_without_unpickling(tmp_path, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(torch, "load", no_unpickling)
-        assert _same_weights(dataset.load(), model)
-        assert _same_weights(load_result(tmp_path / "work").model, model)
+        assert _same_weights(dataset.load().load(), model)
+        assert _same_weights(load_result(tmp_path / "work").model.load(), model)
 
 
 def test_a_pickled_model_is_refused(tmp_path):
@@ -485,7 +511,7 @@ def test_a_pickled_model_is_refused(tmp_path):
         SequenceClassifierDataset(str(pickled)).load()
     shutil.copytree(pickled, tmp_path / "work" / engine.RESULT_FOLDER / engine.MODEL_FOLDER)
     with pytest.raises(OSError):
-        load_result(tmp_path / "work")
+        load_result(tmp_path / "work").model.load()
 
 
 class _FullDisk:
@@ -598,32 +624,33 @@ def test_a_csv_whose_to_csv_fails_midway_keeps_the_previous_file(tmp_path, monke
 
 
 def test_a_model_save_that_fails_midway_keeps_the_previous_model_and_leaves_nothing_behind(tmp_path, monkeypatch):
-    import transformers.modeling_utils
-
+    """Across file systems the model's files are copied: a copy cut short by a full disk."""
     models = tmp_path / "06_models"
     dataset = SequenceClassifierDataset(str(models / "fold_0"))
     old_model, new_model = _tiny_model(seed=0), _tiny_model(seed=1)
-    dataset.save(old_model)
-    real_save_file = transformers.modeling_utils.safe_save_file
+    dataset.save(_saved(old_model, tmp_path / "work" / "old"))
+    new = _saved(new_model, tmp_path / "work" / "new")
     partial_files: list[Path] = []
 
-    def save_half_then_fail(tensors, filename, *args, **kwargs):
-        real_save_file(tensors, filename, *args, **kwargs)
-        path = Path(filename)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        partial_files.append(path)
+    def no_link(source, destination):
+        raise OSError(18, "Invalid cross-device link")
+
+    def copy_half_then_fail(source, destination):
+        Path(destination).write_bytes(Path(source).read_bytes()[: Path(source).stat().st_size // 2])
+        partial_files.append(Path(destination))
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(transformers.modeling_utils, "safe_save_file", save_half_then_fail)
+        patch.setattr(os, "link", no_link)
+        patch.setattr(shutil, "copy2", copy_half_then_fail)
         with pytest.raises(DatasetError, match="No space left on device"):
-            dataset.save(new_model)
+            dataset.save(new)
     assert partial_files and models / "fold_0" not in partial_files[0].parents
-    assert _same_weights(dataset.load(), old_model)
+    assert _same_weights(dataset.load().load(), old_model)
     assert sorted(path.name for path in models.iterdir()) == ["fold_0"], "a staging folder was left behind"
 
-    dataset.save(new_model)
-    assert _same_weights(dataset.load(), new_model)
+    dataset.save(new)
+    assert _same_weights(dataset.load().load(), new_model)
     assert sorted(path.name for path in models.iterdir()) == ["fold_0"]
     assert sorted(path.name for path in (models / "fold_0").iterdir()) == ["config.json", "model.safetensors"]
 

@@ -20,6 +20,7 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
+from sentence_reduction.finetune.job import SavedModel
 from sentence_reduction.input_errors import InputDataError
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -123,30 +124,30 @@ class AtomicMatplotlibDataset(_AtomicSave, MatplotlibDataset):
     """`matplotlib.MatplotlibDataset` (a single figure), saved atomically."""
 
 
-class SequenceClassifierDataset(AbstractDataset[Any, Any]):
-    """A Hugging Face sequence classifier in a folder: `config.json` + `model.safetensors`.
+class SequenceClassifierDataset(AbstractDataset[SavedModel, SavedModel]):
+    """A trained sequence classifier in a folder: `config.json` + `model.safetensors`.
 
-    Saved with `save_pretrained` into a temporary folder that then replaces the old one, so a crash
-    leaves either the previous model or the new one. Loaded with safetensors only (no pickle).
+    Saved by linking the files the engine wrote (a copy only across file systems: the weights are
+    written once) into a temporary folder that then replaces the old one, so a crash leaves either
+    the previous model or the new one. Loaded as a `SavedModel`, read with safetensors only (no
+    pickle) when its user loads it.
     """
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
         self._filepath = Path(filepath)
         self.metadata = metadata
 
-    def load(self) -> Any:
-        from transformers import AutoModelForSequenceClassification
-
+    def load(self) -> SavedModel:
         if not self._exists():
             raise DatasetError(f"no model at {self._filepath}: run the train pipeline first")
-        return AutoModelForSequenceClassification.from_pretrained(self._filepath, use_safetensors=True)
+        return SavedModel(self._filepath)
 
-    def save(self, data: Any) -> None:
+    def save(self, data: SavedModel) -> None:
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         staging = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex}.tmp")
         retired = staging.with_suffix(".old")
         try:
-            data.save_pretrained(staging, safe_serialization=True)
+            data.link_into(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -156,7 +157,7 @@ class SequenceClassifierDataset(AbstractDataset[Any, Any]):
         shutil.rmtree(retired, ignore_errors=True)
 
     def _exists(self) -> bool:
-        return (self._filepath / "config.json").is_file() and any(self._filepath.glob("*.safetensors"))
+        return SavedModel(self._filepath).exists()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import tempfile
 from typing import Any
 
 import mlflow
@@ -63,9 +62,7 @@ class FoldTrackingHooks:
                 {f"oof_{name}": value for name, value in metrics.items() if _is_number(value) and name not in _TIMINGS}
             )
             if self._log_model_weights:  # gigabytes for the real model: only when asked
-                with tempfile.TemporaryDirectory() as folder:
-                    outputs[f"{node.namespace}.model"].save_pretrained(folder)
-                    mlflow.log_artifacts(folder, artifact_path="model")
+                mlflow.log_artifacts(str(outputs[f"{node.namespace}.model"].folder), artifact_path="model")
             mlflow.end_run()
             if outputs[f"{node.namespace}.deepspeed_config"]:  # the same for every fold
                 mlflow.log_dict(outputs[f"{node.namespace}.deepspeed_config"], "deepspeed_config.json")

@@ -9,22 +9,24 @@ job: the same job run again resumes from the last checkpoint, or returns the fin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
-from dataclasses import asdict, dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from transformers import (
     EvalPrediction,
     MegatronBertForSequenceClassification,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -32,6 +34,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sentence_reduction.evaluation import classification_metrics, softmax
+from sentence_reduction.finetune.job import FoldJob, FoldResult, SavedModel
+from sentence_reduction.finetune.launcher import LauncherSettings, launch
 from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, build_model, omits_full_masks
 from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
 
@@ -41,49 +45,8 @@ RESULT_FOLDER = "result"
 MODEL_FOLDER = "model"
 
 
-@dataclass
-class FoldJob:
-    """Everything one fold's fine-tuning needs: its data, vocabulary and parameters."""
-
-    name: str
-    train_texts: list[str]
-    train_labels: list[int]
-    eval_texts: list[str]
-    eval_labels: list[int]
-    predict_texts: list[str]
-    vocabulary: list[str]
-    class_months: list[int]
-    model: dict[str, Any]
-    training: dict[str, Any]
-
-    def fingerprint(self) -> str:
-        """A hash of the whole job (data and parameters), which names a finished result."""
-        payload = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> FoldJob:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
-
-
-@dataclass
-class FoldResult:
-    """What a fold produced."""
-
-    model: MegatronBertForSequenceClassification
-    eval_probabilities: np.ndarray
-    predict_probabilities: np.ndarray
-    metrics: dict[str, float]
-    deepspeed_config: dict[str, Any]
-
-
 def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
     """Train ``job`` (or resume it, or reuse its finished result) and return what it produced."""
-    from sentence_reduction.finetune.launcher import LauncherSettings, launch  # launcher imports us
-
     work_dir = Path(work_dir)
     fingerprint = job.fingerprint()
     if finished_fingerprint(work_dir) == fingerprint:
@@ -109,29 +72,93 @@ def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
 def fine_tune(job: FoldJob, work_dir: Path) -> None:
     """Train with the Trainer, resuming from the last checkpoint; rank 0 writes the result folder."""
     trainer = build_trainer(job, work_dir / "checkpoints")
-    arguments, tokenizer = trainer.args, trainer.processing_class
-    max_length = ModelSettings.from_params(job.model).max_length
+    arguments = trainer.args
     last_checkpoint = last_complete_checkpoint(Path(arguments.output_dir))
     if last_checkpoint:
         logger.info("%s: resuming from %s", job.name, last_checkpoint)
     trainer.train(resume_from_checkpoint=last_checkpoint)
 
-    # The held-out metrics reach the fold's MLflow run as oof_* from the node's output (tracking.py).
-    evaluation = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
-    prediction = trainer.predict(TokenisedTexts(tokenizer, job.predict_texts, max_length))
     result_dir = work_dir / RESULT_FOLDER
     staging = work_dir / f".{RESULT_FOLDER}.tmp"
     trainer.save_model(str(staging / MODEL_FOLDER))  # gathers ZeRO-3 shards; writes on rank 0 only
+    started = time.perf_counter()
+    eval_probabilities, predict_probabilities = _final_predictions(trainer, job)
+    # The held-out metrics reach the fold's MLflow run as oof_* from the node's output (tracking.py).
+    metrics = classification_metrics(eval_probabilities, np.asarray(job.eval_labels), job.class_months)
+    metrics["runtime"] = time.perf_counter() - started
+    metrics["samples_per_second"] = (len(job.eval_texts) + len(job.predict_texts)) / metrics["runtime"]
     if trainer.is_world_process_zero():
         (staging / MODEL_FOLDER / "training_args.bin").unlink(missing_ok=True)  # a pickle; never read
-        np.save(staging / "eval_probabilities.npy", softmax(evaluation.predictions))
-        np.save(staging / "predict_probabilities.npy", softmax(prediction.predictions))
-        metrics = {key.removeprefix("eval_"): value for key, value in evaluation.metrics.items()}
+        np.save(staging / "eval_probabilities.npy", eval_probabilities)
+        np.save(staging / "predict_probabilities.npy", predict_probabilities)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (staging / "deepspeed_config.json").write_text(json.dumps(_resolved_deepspeed_config(arguments)))
         (staging / "fingerprint").write_text((work_dir / "fingerprint").read_text())
         os.replace(staging, result_dir)
         shutil.rmtree(arguments.output_dir, ignore_errors=True)  # the checkpoints are spent
+
+
+def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of the whole held-out fold and of the test texts, once training is done.
+
+    One process: the inference path of `predict_probabilities` (bf16 weights, compiled, batches of
+    similar length), the same one the predict pipeline takes. Several processes: the Trainer's
+    sharded prediction, which gathers every rank's share back in order.
+    """
+    settings = ModelSettings.from_params(job.model)
+    if trainer.args.world_size > 1:
+        tokenizer = trainer.processing_class
+        return tuple(
+            softmax(trainer.predict(TokenisedTexts(tokenizer, texts, settings.max_length)).predictions)
+            for texts in (job.eval_texts, job.predict_texts)
+        )
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
+    predictor = Predictor(model, job.vocabulary, settings, job.training)
+    return predictor(job.eval_texts), predictor(job.predict_texts)
+
+
+def in_training_evaluation_rows(labels: list[int], fraction: float, min_rows: int, seed: int) -> np.ndarray:
+    """Indices of the held-out rows evaluated during training: a fixed stratified sample of
+    ``fraction`` of them (at least ``min_rows``). The whole fold is predicted once at the end."""
+    count = len(labels)
+    size = min(count, max(int(min_rows), math.ceil(fraction * count)))
+    if size >= count:
+        return np.arange(count)
+    rows = np.arange(count)
+    try:
+        sample, _ = train_test_split(rows, train_size=size, stratify=labels, random_state=seed)
+    except ValueError:  # a class of one row, or fewer rows than classes: no stratified sample exists
+        sample, _ = train_test_split(rows, train_size=size, random_state=seed)
+    return np.sort(sample)
+
+
+class CheckpointEveryMinutes(TrainerCallback):
+    """A checkpoint once ``minutes`` of training have passed since the last one (or the start).
+
+    A checkpoint of the 1.3B model (fp32 weights and AdamW state, about 15 GB) stalls the steps for
+    15-20 s; by wall time its cost stays a fixed share of the job, whatever the fold's size. Checked
+    at logging steps (when the loss is read anyway): rank 0 decides for every rank, since all of
+    them must take part in the save.
+    """
+
+    def __init__(self, minutes: float):
+        self.seconds = 60.0 * minutes
+        self.last_save = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % max(1, int(state.logging_steps or 1)):
+            return
+        due = [time.monotonic() - self.last_save >= self.seconds]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast_object_list(due, src=0)
+        if due[0]:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
 
 
 def last_complete_checkpoint(output_dir: Path) -> str | None:
@@ -180,16 +207,47 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 class FoldTrainer(Trainer):
     """The Trainer, with length-grouped batches for training only, in an order resumable mid-epoch,
-    gradient clipping inside torch's fused AdamW, and inductor settings while it compiles.
+    gradient clipping inside torch's fused AdamW, inductor settings while it compiles, and inputs
+    that keep one compiled graph for training and one for evaluation.
 
     transformers applies ``train_sampling_strategy: group_by_length`` to evaluation and prediction too,
     which returns predictions in a shuffled order: probabilities must stay in the dataset's order.
     """
 
-    def __init__(self, *args, clip_in_fused_optimizer: bool = False, inductor_config: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        clip_in_fused_optimizer: bool = False,
+        inductor_config: dict | None = None,
+        dynamic_sequence_length: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.clip_in_fused_optimizer = clip_in_fused_optimizer
         self.inductor_config = dict(inductor_config or {})
+        self.dynamic_sequence_length = dynamic_sequence_length
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super()._prepare_inputs(inputs)
+        if self.dynamic_sequence_length:
+            # Batches are padded to their longest text: compiled for any length from the first
+            # batch on, rather than for its length and then recompiled when the next one differs.
+            for value in inputs.values():
+                if isinstance(value, torch.Tensor) and value.dim() == 2:
+                    torch._dynamo.maybe_mark_dynamic(value, 1)
+        return inputs
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        if not self.args.torch_compile or self.args.dataloader_drop_last:
+            return super().get_train_dataloader()
+        # A short last batch is one more input shape for the compiled step, and a batch of one is
+        # always compiled apart: training drops it (each epoch's order differs, so no text is lost
+        # for good); evaluation and prediction never do.
+        self.args.dataloader_drop_last = True
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
 
     def train(self, *args, **kwargs):
         with _inductor_settings(self.inductor_config):
@@ -253,25 +311,43 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
     tokenizer = build_tokenizer(job.vocabulary)
     model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
-    return FoldTrainer(
+    train_dataset = TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels)
+    evaluation = job.training.get("in_training_evaluation") or {}
+    sample = in_training_evaluation_rows(
+        job.eval_labels, evaluation.get("fraction", 1.0), evaluation.get("min_rows", 0), arguments.seed
+    )
+    eval_dataset = TokenisedTexts(
+        tokenizer, [job.eval_texts[row] for row in sample], settings.max_length, [job.eval_labels[row] for row in sample]
+    )
+    # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
+    # arguments on every batch, so the compiled graphs are not specialised on the mask's presence.
+    unpadded = _fills_max_length(train_dataset, eval_dataset, max_length=settings.max_length)
+    trainer = FoldTrainer(
         model=model,
         args=arguments,
-        train_dataset=TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels),
-        eval_dataset=TokenisedTexts(tokenizer, job.eval_texts, settings.max_length, job.eval_labels),
-        data_collator=padding_collator(tokenizer, on_gpu, omits_full_masks(settings)),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=padding_collator(tokenizer, on_gpu, omits_full_masks(settings) and unpadded),
         processing_class=tokenizer,
         compute_metrics=_metrics_function(job.class_months),
         clip_in_fused_optimizer=job.training.get("clip_in_fused_optimizer", False),
         inductor_config=job.training.get("inductor_config"),
+        dynamic_sequence_length=not unpadded,
     )
+    if job.training.get("checkpoint_every_minutes"):
+        trainer.add_callback(CheckpointEveryMinutes(float(job.training["checkpoint_every_minutes"])))
+    return trainer
+
+
+def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:
+    return all(length == max_length for dataset in datasets for length in dataset.lengths)
 
 
 def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
     """`TrainingArguments` from the `training.arguments` parameters, with `training.gpu_arguments`
     merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
-    values = dict(training["arguments"])
+    values = effective_arguments(training, on_gpu)
     if on_gpu:
-        values.update(training.get("gpu_arguments") or {})
         if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not training.get("deepspeed_single_process", False):
             # One process: ZeRO has nothing to partition, and its hooks, buckets and fp32 master copy
             # cost 20% of the step (docs/performance.md); bf16 autocast + fused AdamW instead.
@@ -282,6 +358,11 @@ def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool,
     return TrainingArguments(output_dir=str(output_dir), **values)
 
 
+def effective_arguments(training: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
+    """The `training.arguments` parameters, with `training.gpu_arguments` merged in on GPU."""
+    return {**training["arguments"], **((training.get("gpu_arguments") or {}) if on_gpu else {})}
+
+
 def finished_fingerprint(work_dir: Path) -> str | None:
     """The fingerprint of the finished result in ``work_dir``, if there is one."""
     stamp = work_dir / RESULT_FOLDER / "fingerprint"
@@ -289,12 +370,11 @@ def finished_fingerprint(work_dir: Path) -> str | None:
 
 
 def load_result(work_dir: Path) -> FoldResult:
-    """Read a finished fold's result folder (the model from safetensors)."""
+    """Read a finished fold's result folder (the model stays on disk until it is loaded)."""
     result_dir = work_dir / RESULT_FOLDER
-    model = MegatronBertForSequenceClassification.from_pretrained(result_dir / MODEL_FOLDER, use_safetensors=True)
     deepspeed_config = json.loads((result_dir / "deepspeed_config.json").read_text())
     return FoldResult(
-        model=model,
+        model=SavedModel(result_dir / MODEL_FOLDER),
         eval_probabilities=np.load(result_dir / "eval_probabilities.npy"),
         predict_probabilities=np.load(result_dir / "predict_probabilities.npy"),
         metrics=json.loads((result_dir / "metrics.json").read_text()),
@@ -309,29 +389,63 @@ def predict_probabilities(
     model_params: dict[str, Any],
     training: dict[str, Any],
 ) -> np.ndarray:
-    """Class probabilities of ``texts`` from a trained model, batched like evaluation."""
-    # A plain loop, not a Trainer: in a process that trained with DeepSpeed, a new Trainer inherits
-    # accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
-    # makes sense with ZeRO Stage 3"); and there is no output folder to make.
-    settings = ModelSettings.from_params(model_params)
-    on_gpu = torch.cuda.is_available()
-    device = torch.device("cuda" if on_gpu else "cpu")
-    model = apply_runtime_settings(model, settings).to(device).eval()
-    tokenizer = build_tokenizer(vocabulary)
-    arguments = training["arguments"]
-    loader = torch.utils.data.DataLoader(
-        TokenisedTexts(tokenizer, texts, settings.max_length),
-        batch_size=int(arguments.get("per_device_eval_batch_size", 8)),
-        collate_fn=padding_collator(tokenizer, on_gpu, omits_full_masks(settings)),
-        num_workers=int(arguments.get("dataloader_num_workers", 0)),
-        pin_memory=on_gpu,
-    )
-    logits = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-        for batch in loader:
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            logits.append(model(**batch).logits.float().cpu())
-    return softmax(torch.cat(logits).numpy())
+    """Class probabilities of ``texts`` from a trained model (see `Predictor`)."""
+    return Predictor(model, vocabulary, ModelSettings.from_params(model_params), training)(texts)
+
+
+class Predictor:
+    """A trained model's class probabilities for any texts, in the texts' order.
+
+    A plain loop, not a Trainer: in a process that trained with DeepSpeed, a new Trainer inherits
+    accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
+    makes sense with ZeRO Stage 3"). On GPU the weights are cast to bf16 when the recipe trains in
+    bf16 (fp32 weights under autocast run 1.5x slower), the model is compiled once for any batch and
+    length when the recipe compiles, and the texts go longest first in batches of similar length
+    (little padding); the model is modified in place.
+    """
+
+    def __init__(
+        self,
+        model: MegatronBertForSequenceClassification,
+        vocabulary: list[str],
+        settings: ModelSettings,
+        training: dict[str, Any],
+    ):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        arguments = effective_arguments(training, on_gpu=self.device.type == "cuda")
+        self.settings = settings
+        self.tokenizer = build_tokenizer(vocabulary)
+        self.batch_size = int(arguments.get("per_device_eval_batch_size", 8))
+        self.num_workers = int(arguments.get("dataloader_num_workers", 0))
+        self.inductor_config = training.get("inductor_config") or {}
+        model = apply_runtime_settings(model, settings).eval()
+        on_gpu_bf16 = self.device.type == "cuda" and bool(arguments.get("bf16"))
+        model.to(self.device, dtype=torch.bfloat16 if on_gpu_bf16 else None)
+        compiled = self.device.type == "cuda" and bool(arguments.get("torch_compile"))
+        self.forward = torch.compile(model, dynamic=True) if compiled else model
+        self.num_labels = model.config.num_labels
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        dataset = TokenisedTexts(self.tokenizer, texts, self.settings.max_length)
+        order = np.argsort(-np.asarray(dataset.lengths), kind="stable")
+        on_gpu = self.device.type == "cuda"
+        unpadded = omits_full_masks(self.settings) and _fills_max_length(dataset, max_length=self.settings.max_length)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, order.tolist()),
+            batch_size=self.batch_size,
+            collate_fn=padding_collator(self.tokenizer, on_gpu, unpadded),
+            num_workers=self.num_workers,
+            pin_memory=on_gpu,
+        )
+        logits = []
+        with torch.inference_mode(), _inductor_settings(self.inductor_config):
+            for batch in loader:
+                batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+                logits.append(self.forward(**batch).logits.float())
+        in_length_order = torch.cat(logits).cpu().numpy() if logits else np.zeros((0, self.num_labels))
+        probabilities = np.empty_like(in_length_order)
+        probabilities[order] = in_length_order
+        return softmax(probabilities)
 
 
 def _metrics_function(class_months: list[int]):

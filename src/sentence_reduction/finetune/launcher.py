@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentence_reduction.finetune.engine import FoldJob
+from sentence_reduction.finetune.job import FoldJob
 
 JOB_FILE = "job.json"
 ERRORS_FOLDER = "errors"

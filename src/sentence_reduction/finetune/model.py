@@ -56,6 +56,8 @@ def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> Me
         )
     else:
         model = MegatronBertForSequenceClassification(model_config(settings, num_labels, vocab_size))
+    # Set before the first forward, which would set it itself and so fail the compiled graph's guard.
+    model.config.problem_type = "single_label_classification"
     return apply_runtime_settings(model, settings)
 
 

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from sentence_reduction.finetune.engine import FoldJob, fine_tune
+from sentence_reduction.finetune.engine import fine_tune
+from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.launcher import ERRORS_FOLDER, JOB_FILE
 
 

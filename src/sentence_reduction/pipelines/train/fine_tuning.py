@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentence_reduction.finetune.engine import FoldJob, predict_probabilities, run_fold
+from sentence_reduction.finetune.engine import predict_probabilities, run_fold
+from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.model import ModelSettings
 from sentence_reduction.finetune.text import build_character_vocabulary, read_vocabulary
 
@@ -37,7 +38,7 @@ def train_fold(
     model: dict[str, Any],
     training: dict[str, Any],
     fold: int,
-) -> tuple[Any, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, Any]]:
+) -> tuple[SavedModel, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, Any]]:
     """Fine-tune on every case not held out in ``fold``; return the model, the held-out cases'
     class probabilities, the test set's class probabilities, the fold's metrics and the resolved
     DeepSpeed config (empty on CPU, where DeepSpeed is not used)."""
@@ -71,11 +72,11 @@ def train_fold(
 
 
 def predict_fold(
-    fold_model: Any, vocabulary: str, test_cases: pd.DataFrame, model: dict[str, Any], training: dict[str, Any]
+    fold_model: SavedModel, vocabulary: str, test_cases: pd.DataFrame, model: dict[str, Any], training: dict[str, Any]
 ) -> pd.DataFrame:
     """A saved fold model's class probabilities for a test set."""
     probabilities = predict_probabilities(
-        fold_model, vocabulary.splitlines(), test_cases["fact"].tolist(), model, training
+        fold_model.load(), vocabulary.splitlines(), test_cases["fact"].tolist(), model, training
     )
     return probability_table(test_cases["id"], probabilities)
 

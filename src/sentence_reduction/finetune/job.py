@@ -1,0 +1,85 @@
+"""What one fold's fine-tuning is given and what it gives back, shared by the engine, the launcher
+and the workers (which receive the job as a file)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import MegatronBertForSequenceClassification
+
+
+@dataclass
+class FoldJob:
+    """Everything one fold's fine-tuning needs: its data, vocabulary and parameters."""
+
+    name: str
+    train_texts: list[str]
+    train_labels: list[int]
+    eval_texts: list[str]
+    eval_labels: list[int]
+    predict_texts: list[str]
+    vocabulary: list[str]
+    class_months: list[int]
+    model: dict[str, Any]
+    training: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        """A hash of the whole job (data and parameters), which names a finished result."""
+        payload = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FoldJob:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A trained classifier's folder (``config.json`` + ``model.safetensors``), loaded on demand.
+
+    A fold's model is written once, by the engine; whoever keeps it elsewhere links its files
+    (`link_into`) instead of serialising gigabytes of weights again.
+    """
+
+    folder: Path
+
+    def load(self) -> MegatronBertForSequenceClassification:
+        from transformers import MegatronBertForSequenceClassification  # slow to import: only when used
+
+        return MegatronBertForSequenceClassification.from_pretrained(self.folder, use_safetensors=True)
+
+    def exists(self) -> bool:
+        return (self.folder / "config.json").is_file() and any(self.folder.glob("*.safetensors"))
+
+    def link_into(self, destination: Path) -> None:
+        """The model's files in ``destination`` (a new folder): hard links, or copies across file systems."""
+        destination.mkdir(parents=True)
+        for source in self.folder.iterdir():
+            if source.is_file():
+                try:
+                    os.link(source, destination / source.name)
+                except OSError:
+                    shutil.copy2(source, destination / source.name)
+
+
+@dataclass
+class FoldResult:
+    """What a fold produced."""
+
+    model: SavedModel
+    eval_probabilities: np.ndarray
+    predict_probabilities: np.ndarray
+    metrics: dict[str, float]
+    deepspeed_config: dict[str, Any]
