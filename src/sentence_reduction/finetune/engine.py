@@ -399,9 +399,10 @@ class Predictor:
     A plain loop, not a Trainer: in a process that trained with DeepSpeed, a new Trainer inherits
     accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
     makes sense with ZeRO Stage 3"). On GPU the weights are cast to bf16 when the recipe trains in
-    bf16 (fp32 weights under autocast run 1.5x slower), the model is compiled once for any batch and
-    length when the recipe compiles, and the texts go longest first in batches of similar length
-    (little padding); the model is modified in place.
+    bf16 (fp32 weights under autocast run 1.5x slower), compiled for any batch and length only when
+    ``training.compile_predictions`` asks (its compilation, about 75 s cold for the 1.3B model, costs
+    more than it saves on a fold's 35,000 predictions: docs/performance.md), and the texts go longest
+    first in batches of similar length (little padding); the model is modified in place.
     """
 
     def __init__(
@@ -421,7 +422,7 @@ class Predictor:
         model = apply_runtime_settings(model, settings).eval()
         on_gpu_bf16 = self.device.type == "cuda" and bool(arguments.get("bf16"))
         model.to(self.device, dtype=torch.bfloat16 if on_gpu_bf16 else None)
-        compiled = self.device.type == "cuda" and bool(arguments.get("torch_compile"))
+        compiled = self.device.type == "cuda" and bool(training.get("compile_predictions"))
         self.forward = torch.compile(model, dynamic=True) if compiled else model
         self.num_labels = model.config.num_labels
 
