@@ -13,7 +13,7 @@ for layer in 01_raw 02_intermediate 03_primary 04_feature 05_model_input 06_mode
 python3 -m sentence_reduction.sample_data --output data/01_raw/gpu --n-train "$rows" --n-test $((rows / 4)) --seed 611
 printf 'folds:\n  strategy: stratified_kfold\n  n_splits: 2\n  holdout_fraction: 0.01\n  seed: 42\n' > conf/erlangshen/parameters_gpu_check.yml
 export KEDRO_ENV=erlangshen KEDRO_DISABLE_TELEMETRY=true
-params="raw_data_dir=data/01_raw/gpu,model.config_path=$OLDPWD/benchmarks/erlangshen_config.json,model.vocabulary_path=$vocabulary,training.arguments.num_train_epochs=1,training.checkpoint_every_minutes=0.25"
+params="raw_data_dir=data/01_raw/gpu,model.config_path=${CONFIG:-$OLDPWD/benchmarks/erlangshen_config.json},model.vocabulary_path=$vocabulary,training.arguments.num_train_epochs=1,training.arguments.logging_steps=5,training.checkpoint_every_minutes=${MINUTES:-0.25}"
 run() { python3 -m kedro run --pipelines=train --env erlangshen --params "$params"; }
 start=$(date +%s)
 setsid bash -c "$(declare -f run); params='$params'; run" > first_run.log 2>&1 &

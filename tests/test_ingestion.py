@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
 import pytest
 
 from sentence_reduction.datasets import RulingsCSVDataset
@@ -139,3 +140,18 @@ def test_name_masking_can_be_switched_off_and_needs_an_opening_name():
     assert kept.count("张仁奇") == 2
     assert mask_criminal_name("本院认为，可予减刑。", "某") == "本院认为，可予减刑。"
     assert mask_criminal_name("罪犯阿依古丽·买买提，女，阿依古丽·买买提", "某") == "罪犯某,女,某".replace(",", "，")
+
+
+def test_validation_runs_on_pyarrow_backed_strings(tmp_path):
+    """pandas hands string patterns to pyarrow (RE2) for Arrow-backed columns, as a GPU image's
+    pandas 3 + pyarrow does: the checks must not use regex syntax RE2 lacks."""
+    (tmp_path / "train.csv").write_text(f"id,fact,label\nid_0,{RULING},6\nid_1,no chinese,3\n", encoding="utf-8")
+    (tmp_path / "testA.csv").write_text(f"id,fact\nid_5,{RULING}\n", encoding="utf-8")
+    frames = []
+    for name in ("train.csv", "testA.csv"):
+        raw = RulingsCSVDataset(str(tmp_path / name)).load()
+        arrow = raw.astype(pd.ArrowDtype(pyarrow.string()))
+        arrow.attrs = raw.attrs
+        frames.append(arrow)
+    train_cases, test_cases = validate_rulings(*frames, COLUMNS, VALIDATION)
+    assert train_cases["label"].tolist() == [6, 3] and len(test_cases) == 1

@@ -13,7 +13,8 @@ from sentence_reduction.input_errors import InputDataError
 logger = logging.getLogger(__name__)
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
-_HAN = re.compile(r"[\u4e00-\u9fff]")
+# Literal characters, not \u escapes: pandas may hand the pattern to pyarrow (RE2), which has none.
+_HAN = re.compile("[一-鿿]")  # U+4E00..U+9FFF  # U+4E00..U+9FFF
 
 
 def validate_rulings(
