@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
@@ -212,8 +213,11 @@ def fit_feature_model(
             handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
             min_frequency=feature_model["min_crime_cases"],
         )
+        # A number the ruling does not give as -1, below every real value (a tree splits on it as on
+        # missing): a column missing in every training case would break the trees' binning.
+        numbers = SimpleImputer(strategy="constant", fill_value=-1, keep_empty_features=True)
         return make_pipeline(
-            ColumnTransformer([("crime", crime, ["crime"])], remainder="passthrough"),
+            ColumnTransformer([("crime", crime, ["crime"]), ("numbers", numbers, FEATURE_COLUMNS[1:])]),
             HistGradientBoostingClassifier(categorical_features=[0], **feature_model["classifier"]),
         )
 

@@ -1,9 +1,10 @@
 """The ensemble of the candidates: chosen from out-of-fold probabilities alone, estimated honestly by
 nested folds, applied to the test probabilities.
 
-The search space is kept small on purpose (a coarse simplex grid of weights, two ways to combine, the
-decoding rules): it holds every single candidate, so a weak candidate is dropped rather than blended in,
-and the nested estimate shows what the choice itself is worth on cases it was not chosen on.
+The search space is kept small on purpose (a simplex grid of weights, two ways to combine, the decoding
+rules) and holds every single candidate; a blend is chosen over the best single candidate only when it
+scores ``ensemble.min_gain`` more, so a weak candidate is dropped rather than blended in on noise. The
+nested estimate shows what the choice itself is worth on cases it was not chosen on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
 from sentence_reduction.pipelines.train.fine_tuning import probability_table
 from sentence_reduction.pipelines.train.out_of_fold import case_folds, labelled_probabilities
+from sentence_reduction.metric import competition_scores
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics, decode, prediction_metrics
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ def choose_ensemble(
     months = class_table["months"].tolist()
     options = _options(len(names), ensemble, evaluation)
 
-    best = _best(options, stacked, class_ids, months)
+    min_gain = ensemble["min_gain"]
+    best = _best(options, stacked, class_ids, months, min_gain)
     nested_probabilities = np.zeros((len(class_ids), len(months)))
     nested_predicted = np.zeros(len(class_ids), dtype=int)
     chosen_by_fold = []
@@ -52,7 +55,7 @@ def choose_ensemble(
         held_out = folds == fold
         # One fold alone leaves nothing to choose on: the choice is then scored on its own cases.
         chosen_on = ~held_out if len(held_out_folds) > 1 else held_out
-        option = _best(options, stacked[:, chosen_on], class_ids[chosen_on], months)
+        option = _best(options, stacked[:, chosen_on], class_ids[chosen_on], months, min_gain)
         nested_probabilities[held_out] = combine(stacked[:, held_out], *option[:2])
         nested_predicted[held_out] = decode(nested_probabilities[held_out], months, option[2])
         chosen_by_fold.append(_describe(option, names))
@@ -139,14 +142,23 @@ def _options(n_candidates: int, ensemble: dict[str, Any], evaluation: dict[str, 
     return options
 
 
-def _best(options: list[tuple], stacked: np.ndarray, class_ids: np.ndarray, months: list[int]) -> tuple:
+def _best(
+    options: list[tuple], stacked: np.ndarray, class_ids: np.ndarray, months: list[int], min_gain: float
+) -> tuple:
+    """The option of highest FinalScore (the first, so the simplest, of equals); a blend only when it
+    beats the best single candidate by ``min_gain``."""
+
     def final_score(option: tuple) -> float:
         weights, combination, rule = option
         predicted = decode(combine(stacked, weights, combination), months, rule)
-        return prediction_metrics(stacked[0], predicted, class_ids, months)["final_score"]
+        return competition_scores(month_of_class[predicted], month_of_class[class_ids])["final_score"]
 
-    scores = [final_score(option) for option in options]
-    return options[int(np.argmax(scores))]  # the first of the best: the simplest
+    month_of_class = np.asarray(months)
+
+    scores = np.array([final_score(option) for option in options])
+    single = np.array([np.count_nonzero(option[0]) == 1 for option in options])
+    best, best_single = int(np.argmax(scores)), int(np.argmax(np.where(single, scores, -np.inf)))
+    return options[best] if scores[best] >= scores[best_single] + min_gain else options[best_single]
 
 
 def _describe(option: tuple, names: list[str]) -> dict[str, Any]:
