@@ -201,12 +201,9 @@ def _class_report(class_ids: np.ndarray, predicted: np.ndarray, months: list[int
 def plot_candidates(ensemble_metrics: dict[str, Any], **candidate_metrics: dict[str, Any]) -> plt.Figure:
     """FinalScore, Score and ExtAcc out of fold of each candidate, the ensemble (nested) and the majority
     class, side by side."""
-    rows = {
-        **{name: metrics for name, metrics in candidate_metrics.items()},
-        "ensemble (nested)": ensemble_metrics,
-        "majority class": ensemble_metrics["majority_class"],
-    }
-    table = pd.DataFrame({name: {key: values[key] for key in ("final_score", "score", "ext_acc")} for name, values in rows.items()}).T
+    rows = {**candidate_metrics, "ensemble (nested)": ensemble_metrics, "majority class": ensemble_metrics["majority_class"]}
+    scores = ("final_score", "score", "ext_acc")
+    table = pd.DataFrame({name: {score: values[score] for score in scores} for name, values in rows.items()}).T
     figure, axes = plt.subplots(figsize=(9, 5))
     table.plot.bar(ax=axes, rot=0)
     for container in axes.containers:

@@ -3,7 +3,6 @@ the fold transformers' tables joined, and a candidate's out-of-fold metrics."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +12,6 @@ import pandas as pd
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT
 from sentence_reduction.pipelines.train.fine_tuning import probability_table
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics
-
-logger = logging.getLogger(__name__)
 
 
 def fit_out_of_fold(
