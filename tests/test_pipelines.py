@@ -10,15 +10,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node
 from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from sentence_reduction.pipelines.data import create_pipeline
+from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
 
 from .conftest import free_port, kedro_environment, run_kedro, written_outputs
 
@@ -94,13 +97,24 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     assert written_outputs(project_copy) == []
 
 
+def test_fold_branches_are_wired_without_dotted_names_outside_their_namespace(monkeypatch):
+    # Kedro warns once per process of a dotted dataset name outside its namespace: re-arm it.
+    monkeypatch.setattr(Node, "__dotted_dataset_name_warned__", False, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, predict = create_train_pipeline(3), create_predict_pipeline(3)
+    assert not [warning for warning in caught if "contain '.'" in str(warning.message)]
+    assert {node.namespace for node in train.nodes if node.name.endswith("train_fold")} == {"fold_0", "fold_1", "fold_2"}
+    assert {"fold_0.model", "fold_2.model"} <= predict.inputs()
+
+
 def test_registry_lists_data_train_and_predict(project_copy):
     completed = run_kedro(project_copy, "registry", "list")
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert {"- data", "- train", "- predict"} <= {line.strip() for line in completed.stdout.splitlines()}
 
 
-def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
+def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, tmp_path):
     completed = run_kedro(fast_project, "run", "--pipeline=train", "--params", "tracking.log_model_weights=true")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     data = fast_project / "data"
@@ -111,11 +125,25 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
     assert pd.api.types.is_integer_dtype(submission["label"]) and submission["label"].between(0, 33).all()
     metrics = json.loads((data / "08_reporting" / "oof_metrics.json").read_text())
     assert metrics["cases"] == 1000 and metrics["decoding"] in {"argmax", "expected_score"}
-    assert 0 <= metrics["final_score"] <= 1 and "majority_class" in metrics
+    assert 0 <= metrics["final_score"] <= 1
+    candidates = {"transformer": "oof", "baseline": "baseline", "features": "features"}
+    for candidate, report in candidates.items():  # every candidate's probabilities, on the same cases
+        oof = pd.read_parquet(data / "07_model_output" / f"{candidate}_oof_probabilities.parquet")
+        assert len(oof) == 1000 and set(oof["id"]) == set(pd.read_csv(data / "01_raw" / "sample" / "train.csv")["id"])
+        tested = pd.read_parquet(data / "07_model_output" / f"{candidate}_test_probabilities.parquet")
+        assert tested["id"].tolist() == test["id"].tolist()
+        assert 0 <= json.loads((data / "08_reporting" / f"{report}_metrics.json").read_text())["final_score"] <= 1
+    features = pd.read_parquet(data / "04_feature" / "domain_features.parquet")
+    assert len(features) == 1000 and features["original_term_months"].notna().mean() > 0.5
+    ensemble = json.loads((data / "06_models" / "ensemble.json").read_text())
+    assert set(ensemble["weights"]) == set(candidates) and sum(ensemble["weights"].values()) == pytest.approx(1)
+    ensemble_metrics = json.loads((data / "08_reporting" / "ensemble_metrics.json").read_text())
+    assert ensemble_metrics["estimate"].startswith("nested") and ensemble_metrics["cases"] == 1000
     for fold in ("fold_0", "fold_1"):
         assert (data / "06_models" / fold / "model.safetensors").is_file()
         assert json.loads((data / "08_reporting" / fold / "metrics.json").read_text())["final_score"] >= 0
     assert (data / "08_reporting" / "confusion_matrix.png").stat().st_size > 10_000
+    assert (data / "08_reporting" / "candidate_comparison.png").stat().st_size > 10_000
     assert "fold_0: loss" in completed.stdout + completed.stderr  # one log line per fold
 
     client = MlflowClient(tracking_uri=f"sqlite:///{fast_project / 'mlflow.db'}")
@@ -127,12 +155,15 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
     children = {run.info.run_name: run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"fold_0", "fold_1"} and len(runs) == 3
     assert parent.data.metrics["oof_final_score"] == pytest.approx(metrics["final_score"])
-    assert "baseline_final_score" in parent.data.metrics and "oof_majority_class_final_score" in parent.data.metrics
+    assert parent.data.metrics["ensemble_final_score"] == pytest.approx(ensemble_metrics["final_score"])
+    assert {"baseline_final_score", "features_final_score", "ensemble_score", "ensemble_ext_acc",
+            "ensemble_majority_class_final_score"} <= set(parent.data.metrics)
     assert parent.data.params["folds.n_splits"] == "2"
-    artifacts = {item.path for folder in ("reports", "submission", "model_input")
+    artifacts = {item.path for folder in ("reports", "submission", "model_input", "ensemble")
                  for item in client.list_artifacts(parent.info.run_id, folder)}
     assert {"reports/confusion_matrix.png", "reports/class_report.csv", "reports/oof_metrics.json",
-            "submission/submission.csv", "model_input/class_table.csv"} <= artifacts
+            "reports/candidate_comparison.png", "reports/ensemble_metrics.json", "reports/features_metrics.json",
+            "submission/submission.csv", "model_input/class_table.csv", "ensemble/ensemble.json"} <= artifacts
     for name, run in children.items():
         assert run.info.status == "FINISHED"
         assert run.data.params["fold"] == name[-1] and run.data.params["seed"] == "42"
@@ -144,11 +175,25 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
         assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2
         assert "model/model.safetensors" in {item.path for item in client.list_artifacts(run.info.run_id, "model")}
 
-    first_submission = submission
+    # predict applies the saved models and ensemble: on the same test file it reproduces the submission,
+    # on other rulings it writes their predictions; neither overwrites anything train wrote.
+    train_outputs = {path: path.read_bytes() for path in written_outputs(fast_project)}
     completed = run_kedro(fast_project, "run", "--pipeline=predict")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert "train_fold" not in completed.stdout
-    assert pd.read_csv(data / "07_model_output" / "submission.csv").equals(first_submission)
+    assert "train_fold" not in completed.stdout and "fit_baseline" not in completed.stdout
+    predictions_path = data / "07_model_output" / "predictions.csv"
+    assert pd.read_csv(predictions_path).equals(submission)
+
+    other = tmp_path / "other_rulings"
+    other.mkdir()
+    new_rulings = pd.read_csv(data / "01_raw" / "sample" / "train.csv").head(25).drop(columns="label")
+    new_rulings.assign(id=[f"new_{i}" for i in range(25)]).to_csv(other / "testA.csv", index=False)
+    completed = run_kedro(fast_project, "run", "--pipeline=predict", "--params", f"raw_data_dir={other}")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    predictions = pd.read_csv(predictions_path)
+    assert predictions["id"].tolist() == [f"new_{i}" for i in range(25)] and predictions["label"].between(0, 33).all()
+    written = set(written_outputs(fast_project)) - {predictions_path}
+    assert written == set(train_outputs) and all(path.read_bytes() == train_outputs[path] for path in written)
 
 
 def _start_viz(project: Path, log: Path) -> tuple[subprocess.Popen, int]:

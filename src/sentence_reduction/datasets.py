@@ -18,6 +18,7 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.pickle import PickleDataset
 from kedro_datasets.text import TextDataset
 
 from sentence_reduction.finetune.job import SavedModel
@@ -120,6 +121,10 @@ class AtomicTextDataset(_AtomicSave, TextDataset):
     """`text.TextDataset`, saved atomically."""
 
 
+class AtomicPickleDataset(_AtomicSave, PickleDataset):
+    """`pickle.PickleDataset` (fitted scikit-learn models, with the joblib backend), saved atomically."""
+
+
 class AtomicMatplotlibDataset(_AtomicSave, MatplotlibDataset):
     """`matplotlib.MatplotlibDataset` (a single figure), saved atomically."""
 
@@ -168,6 +173,7 @@ __all__ = [
     "AtomicJSONDataset",
     "AtomicMatplotlibDataset",
     "AtomicParquetDataset",
+    "AtomicPickleDataset",
     "AtomicTextDataset",
     "RulingsCSVDataset",
     "SequenceClassifierDataset",

@@ -16,16 +16,22 @@ from sentence_reduction.pipelines.data.folds import fold_count
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
-    `train` = `data` + one fine-tuning branch per fold + evaluation + submission;
-    `predict` = the test file's ingestion + the saved fold models + the same submission step.
+    `train` = `data` + one fine-tuning branch per fold + the other candidates + the ensemble + submission;
+    `predict` = the test file's ingestion + every saved model and the saved ensemble + the same
+    submission step, written as `predictions`. Its datasets are renamed (``new_...``, in memory) so that
+    it overwrites nothing `train` wrote.
     """
     n_folds = fold_count(_folds_parameters())
     data_pipeline = data.create_pipeline()
     train_pipeline = data_pipeline + train.create_train_pipeline(n_folds)
-    predict_pipeline = (
+    inference = (
         data.create_test_ingestion_pipeline()
         + data_pipeline.only_nodes("normalise_test_rulings")
         + train.create_predict_pipeline(n_folds)
+    )
+    predict_pipeline = Pipeline(
+        inference,
+        outputs={name: "predictions" if name == "submission" else f"new_{name}" for name in inference.all_outputs()},
     )
     return {"__default__": train_pipeline, "data": data_pipeline, "train": train_pipeline, "predict": predict_pipeline}
 

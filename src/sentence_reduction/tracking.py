@@ -22,7 +22,14 @@ from sentence_reduction import __version__
 
 FOLD_TRAINING_TAG = "fold_training"
 _TIMINGS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
-_PARENT_RESULTS = {"evaluate_out_of_fold": ("oof_metrics", "oof"), "evaluate_baseline": ("baseline_metrics", "baseline")}
+# Node -> (its metrics output, the prefix of those metrics in the parent run): one per candidate, and
+# the ensemble's own out-of-fold estimate (ensemble_final_score ...).
+_PARENT_RESULTS = {
+    "evaluate_out_of_fold": ("oof_metrics", "oof"),
+    "evaluate_baseline": ("baseline_metrics", "baseline"),
+    "evaluate_feature_model": ("features_metrics", "features"),
+    "choose_ensemble": ("ensemble_metrics", "ensemble"),
+}
 
 
 class FoldTrackingHooks:

@@ -33,11 +33,11 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from sentence_reduction.evaluation import classification_metrics, softmax
 from sentence_reduction.finetune.job import FoldJob, FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings, launch
 from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, build_model, omits_full_masks
 from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
+from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,14 @@ def classification_metrics(
     probabilities: np.ndarray, class_ids: np.ndarray, class_months: Sequence[int], rule: str = "argmax"
 ) -> dict[str, float]:
     """Loss, accuracy, weighted precision/recall/F1 and the competition's Score/ExtAcc/FinalScore."""
+    return prediction_metrics(probabilities, decode(probabilities, class_months, rule), class_ids, class_months)
+
+
+def prediction_metrics(
+    probabilities: np.ndarray, predicted: np.ndarray, class_ids: np.ndarray, class_months: Sequence[int]
+) -> dict[str, float]:
+    """`classification_metrics` of predictions already decoded (by rules that may differ by row)."""
     class_ids = np.asarray(class_ids)
-    predicted = decode(probabilities, class_months, rule)
     precision, recall, f1, _ = precision_recall_fscore_support(
         class_ids, predicted, average="weighted", zero_division=0
     )

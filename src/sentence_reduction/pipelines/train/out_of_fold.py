@@ -1,0 +1,91 @@
+"""Out-of-fold machinery every candidate shares: one model per fold, the held-out cases' probabilities,
+the fold transformers' tables joined, and a candidate's out-of-fold metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT
+from sentence_reduction.pipelines.train.fine_tuning import probability_table
+from sentence_reduction.scoring import DECODING_RULES, classification_metrics
+
+
+def fit_out_of_fold(
+    make_classifier: Callable[[], Any],
+    inputs: pd.Series | pd.DataFrame,
+    model_input: pd.DataFrame,
+    fold_assignments: pd.DataFrame,
+    n_classes: int,
+) -> tuple[list[Any], pd.DataFrame]:
+    """One scikit-learn classifier per fold, fitted on the cases that fold does not hold out; and the
+    held-out cases' class probabilities (``id, prob_*``), each from the model that never saw it."""
+    folds = case_folds(model_input, fold_assignments)
+    class_ids = model_input["class_id"].to_numpy()
+    models, tables = [], []
+    for fold in sorted(set(folds) - {NOT_HELD_OUT}):
+        held_out = folds == fold
+        classifier = make_classifier().fit(inputs[~held_out], class_ids[~held_out])
+        models.append(classifier)
+        tables.append(
+            probability_table(model_input["id"][held_out], class_probabilities(classifier, inputs[held_out], n_classes))
+        )
+    return models, pd.concat(tables, ignore_index=True)
+
+
+def mean_class_probabilities(models: list[Any], inputs: pd.Series | pd.DataFrame, n_classes: int) -> np.ndarray:
+    """The fold models' mean class probabilities: how a candidate's folds predict a test set."""
+    return np.mean([class_probabilities(model, inputs, n_classes) for model in models], axis=0)
+
+
+def class_probabilities(classifier: Any, inputs: pd.Series | pd.DataFrame, n_classes: int) -> np.ndarray:
+    """``predict_proba`` over every class id: a class missing from a fold's training cases gets 0."""
+    probabilities = np.zeros((len(inputs), n_classes))
+    probabilities[:, classifier.classes_] = classifier.predict_proba(inputs)
+    return probabilities
+
+
+def case_folds(model_input: pd.DataFrame, fold_assignments: pd.DataFrame) -> np.ndarray:
+    """The fold that holds out each case of ``model_input``, in its order."""
+    return model_input[["id"]].merge(fold_assignments, on="id", validate="one_to_one")["fold"].to_numpy()
+
+
+def stack_fold_probabilities(*fold_tables: pd.DataFrame) -> pd.DataFrame:
+    """The fold transformers' held-out probabilities as one out-of-fold table."""
+    stacked = pd.concat(fold_tables, ignore_index=True)
+    if stacked["id"].duplicated().any():
+        raise ValueError("a case is held out by more than one fold")
+    return stacked
+
+
+def average_test_probabilities(*test_tables: pd.DataFrame) -> pd.DataFrame:
+    """The fold transformers' mean class probabilities for each test case."""
+    first = test_tables[0]
+    for table in test_tables[1:]:
+        if not table["id"].equals(first["id"]):
+            raise ValueError("the folds' test probabilities are not over the same test ids")
+    mean = np.mean([table.drop(columns="id").to_numpy() for table in test_tables], axis=0)
+    return probability_table(first["id"], mean)
+
+
+def labelled_probabilities(oof_table: pd.DataFrame, model_input: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """An out-of-fold table's probabilities and true class ids, rows in ``model_input``'s order."""
+    labelled = model_input[["id", "class_id"]].merge(oof_table, on="id", validate="one_to_one")
+    return labelled.filter(regex=r"^prob_").to_numpy(), labelled["class_id"].to_numpy()
+
+
+def evaluate_candidate(
+    oof_probabilities: pd.DataFrame, model_input: pd.DataFrame, class_table: pd.DataFrame, evaluation: dict[str, Any]
+) -> dict[str, Any]:
+    """A candidate's metrics over every held-out case, under both decoding rules, headed by the rule
+    ``evaluation.decoding`` names (``auto``: whichever scores higher)."""
+    probabilities, class_ids = labelled_probabilities(oof_probabilities, model_input)
+    months = class_table["months"].tolist()
+    by_rule = {rule: classification_metrics(probabilities, class_ids, months, rule) for rule in DECODING_RULES}
+    rule = evaluation["decoding"]
+    if rule == "auto":
+        rule = max(DECODING_RULES, key=lambda name: by_rule[name]["final_score"])
+    return {"decoding": rule, "cases": int(len(class_ids)), **by_rule[rule], "by_decoding": by_rule}

@@ -1,0 +1,150 @@
+"""The domain-feature parser on hand-written ruling snippets: real phrasings, word-segmented copies,
+missing and odd forms; and the feature model's fold fits."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentence_reduction.pipelines.data.normalisation import normalise_rulings
+from sentence_reduction.pipelines.train.domain_features import (
+    FEATURE_COLUMNS,
+    chinese_number,
+    fit_feature_model,
+    parse_domain_features,
+    predict_feature_model,
+    ruling_features,
+)
+
+NORMALISATION = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
+
+# After the pipeline's normalisation, as the parser sees it (name masked, NFKC digits).
+REAL = (
+    "罪犯吴智信，男，1990年xx月xx日出生，汉族，非累犯，现在广西贵港监狱服刑，以被告人吴智信犯抢劫、盗窃罪，"
+    "判处有期徒刑二十年，剥夺政治权利四年，并处罚金人民币210000元；该犯不服，提出上诉，经玉林市中级人民法院于"
+    "2013年xx月xx日作出刑事判决，判处有期徒刑十五年，剥夺政治权利一年，并处罚金人民币190000元。"
+    "执行机关认为，罪犯吴智信在服刑期间确有悔改表现，建议对该犯减刑一年，并提供了证据。 经审理查明，"
+    "获得记功1次，获得表扬6次。截至2015年5月止，累计奖励分85.33分。 另查明，该犯至今未缴纳原判罚金190000元。"
+)
+
+
+def _normalised(text: str) -> str:
+    frame = pd.DataFrame({"id": ["id_0"], "fact": [text]})
+    return normalise_rulings(frame, NORMALISATION)["fact"][0]
+
+
+def test_real_phrasing_after_normalisation():
+    features = ruling_features(_normalised(REAL))
+    assert features["crime"] == "抢劫" and features["crime_count"] == 2
+    assert features["recommended_months"] == 12
+    assert features["original_term_months"] == 180  # the appeal's fifteen years, not the first court's twenty
+    assert features["political_rights_months"] == 12
+    assert features["fine_yuan"] == 210000
+    assert (features["merit_count"], features["praise_count"], features["material_reward_count"]) == (1, 6, 0)
+    assert features["reward_points"] == pytest.approx(85.33)
+    assert features["recidivist"] == 0  # 非累犯
+    assert (features["property_unpaid"], features["property_paid"]) == (1, 0)
+    assert (features["life_sentence"], features["death_reprieve"], features["previous_reductions"]) == (0, 0, 0)
+
+
+def test_word_segmented_copy_without_stop_words_parses_the_same():
+    # jieba-style: a space between words, 的/了/对/个 removed.
+    segmented = (
+        "罪犯 某 男 非 累犯 现在 广西 贵港 监狱 服刑 以 被告人 某 犯 抢劫 、 盗窃罪 判处 有期徒刑 二十年 剥夺 政治权利 四年 "
+        "并处 罚金 人民币 210000 元 经 玉林市 中级 人民法院 判决 判处 有期徒刑 十五年 剥夺 政治权利 一年 执行 机关 认为 "
+        "确有 悔改 表现 建议 该犯 减刑 一年 六 月 经 审理 查明 获得 记功 1 次 获得 表扬 6 次 累计 奖励分 85.33 分 "
+        "另 查明 该犯 至今 未 缴纳 原判 罚金 190000 元"
+    )
+    features = ruling_features(_normalised(segmented))
+    assert features["crime"] == "抢劫" and features["crime_count"] == 2
+    assert features["recommended_months"] == 18
+    assert features["original_term_months"] == 180 and features["political_rights_months"] == 12
+    assert (features["merit_count"], features["praise_count"]) == (1, 6)
+    assert features["reward_points"] == pytest.approx(85.33)
+    assert features["recidivist"] == 0 and features["property_unpaid"] == 1
+
+
+@pytest.mark.parametrize(
+    ("snippet", "months"),
+    [
+        ("执行机关提请对其减刑六个月。", 6),
+        ("建议对罪犯某减去有期徒刑八个月，报送本院。", 8),
+        ("监狱建议对该犯减刑1年6个月。", 18),
+        ("建议对该犯减刑一年零三个月", 15),
+        ("报请 减刑 十 个 月", 10),
+        ("提出减刑建议书报送本院审理。", None),  # a proposal without its amount
+        ("本院认为，可予减刑。", None),
+    ],
+)
+def test_recommended_reduction_forms(snippet, months):
+    value = ruling_features(snippet)["recommended_months"]
+    assert (math.isnan(value) if months is None else value == months), value
+
+
+def test_life_death_reprieve_previous_reduction_and_recidivism():
+    text = (
+        "罪犯某，男，累犯，以被告人某犯故意杀人罪，判处死刑，缓期二年执行，剥夺政治权利终身。"
+        "2012年xx月xx日经某省高级人民法院裁定减为无期徒刑，2015年xx月xx日裁定减为有期徒刑二十年。"
+        "服刑期间，获表扬三次，物质奖励2次。该犯财产性判项已履行完毕。建议将其刑罚减为有期徒刑十九年。"
+    )
+    features = ruling_features(text)
+    assert features["death_reprieve"] == 1 and math.isnan(features["original_term_months"])
+    assert features["previous_reductions"] == 2 and features["previous_reduction_months"] == 0
+    assert features["recommended_term_months"] == 19 * 12 and math.isnan(features["recommended_months"])
+    assert features["recidivist"] == 1
+    assert (features["praise_count"], features["material_reward_count"]) == (3, 2)
+    assert (features["property_unpaid"], features["property_paid"]) == (0, 1)
+
+
+def test_previous_reduction_amount_and_denied_recidivism():
+    text = (
+        "罪犯某，不是累犯，因犯盗窃罪被判处有期徒刑十三年。2016年xx月xx日经本院裁定减去有期徒刑八个月。"
+        "经审理查明，获得表扬，另查明，罪犯财产性判项未履行，本人无履行能力。建议对该犯减刑六个月。"
+    )
+    features = ruling_features(text)
+    assert features["original_term_months"] == 156 and features["crime"] == "盗窃"
+    assert features["previous_reductions"] == 1 and features["previous_reduction_months"] == 8
+    assert features["recommended_months"] == 6
+    assert features["praise_count"] == 1  # a mention without a number counts once
+    assert features["recidivist"] == 0 and features["property_unpaid"] == 1
+
+
+def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
+    features = parse_domain_features(pd.DataFrame({"id": ["a"], "fact": ["罪犯某，男，汉族。本院认为，可予减刑。"]}))
+    assert list(features.columns) == ["id", *FEATURE_COLUMNS]
+    row = features.iloc[0]
+    assert row["crime"] is None and row["crime_count"] == 0
+    for column in ("recommended_months", "original_term_months", "reward_points", "fine_yuan"):
+        assert np.isnan(row[column]), column
+    assert row[["praise_count", "merit_count", "recidivist", "property_unpaid", "previous_reductions"]].sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("六", 6), ("十", 10), ("十三", 13), ("二十", 20), ("二十五", 25), ("一百零五", 105), ("两", 2), ("85.33", 85.33)]
+)
+def test_chinese_numbers(text, value):
+    assert chinese_number(text) == pytest.approx(value)
+
+
+def test_chinese_number_refuses_other_text():
+    with pytest.raises(ValueError, match="not a number"):
+        chinese_number("半")
+
+
+def test_feature_model_learns_the_recommendation_out_of_fold():
+    rng = np.random.default_rng(0)
+    months = rng.choice([3, 6, 9, 12], size=120)
+    facts = [f"罪犯某犯盗窃罪，判处有期徒刑{rng.integers(3, 15)}年。建议对该犯减刑{m}个月。" for m in months]
+    model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(120)], "fact": facts, "class_id": months})
+    folds = pd.DataFrame({"id": model_input["id"], "fold": np.arange(120) % 3})
+    class_table = pd.DataFrame({"class_id": range(13), "months": range(13)})
+    parameters = {"min_crime_cases": 5, "classifier": {"max_iter": 20, "min_samples_leaf": 5, "random_state": 0}}
+    features = parse_domain_features(model_input)
+    models, oof = fit_feature_model(features, model_input, folds, class_table, parameters)
+    assert len(models) == 3 and sorted(oof["id"]) == sorted(model_input["id"])
+    probabilities = oof.set_index("id").loc[model_input["id"]].to_numpy()
+    assert (probabilities.argmax(axis=1) == months).mean() > 0.95
+    test = predict_feature_model(models, parse_domain_features(model_input.head(4)), class_table)
+    assert test["id"].tolist() == model_input["id"].head(4).tolist()
+    assert np.allclose(test.drop(columns="id").sum(axis=1), 1)
