@@ -75,7 +75,9 @@ def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
     )
 
 
-def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path):
+@pytest.mark.parametrize("raw_data_dir_set_in", ["--params", "conf/local"])
+def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path, raw_data_dir_set_in):
+    """The folder named by `raw_data_dir` is the one read, set on the command line or in conf/local."""
     bad = tmp_path / "bad"
     bad.mkdir()
     sample = project_copy / "data" / "01_raw" / "sample"
@@ -83,7 +85,11 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     header, first, second = train[0], train[1], train[2]
     (bad / "train.csv").write_text("\n".join([header, first, second.rsplit(",", 1)[0] + ",-3"]) + "\n", encoding="utf-8")
     (bad / "testA.csv").write_bytes((sample / "testA.csv").read_bytes())
-    completed = run_kedro(project_copy, "run", "--pipeline=train", "--params", f"raw_data_dir={bad}")
+    if raw_data_dir_set_in == "--params":
+        completed = run_kedro(project_copy, "run", "--pipelines=train", "--params", f"raw_data_dir={bad}")
+    else:
+        (project_copy / "conf" / "local" / "parameters.yml").write_text(f"raw_data_dir: {bad}\n", encoding="utf-8")
+        completed = run_kedro(project_copy, "run", "--pipelines=train")
     assert completed.returncode == 1
     error_lines = [line for line in completed.stderr.splitlines() if line.strip()]
     assert error_lines[-1] == (
