@@ -2,6 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
+from sentence_reduction.run_recovery import KilledRunRecoveryHooks
 from sentence_reduction.tracking import FoldTrackingHooks
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -18,4 +19,4 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"globals": ["globals.yml", "parameters*", "parameters*/**", "**/parameters*"]},
 }
 
-HOOKS = (FoldTrackingHooks(),)
+HOOKS = (FoldTrackingHooks(), KilledRunRecoveryHooks())
