@@ -21,14 +21,24 @@ warnings.filterwarnings(
 # MLflow asks every PythonModel subclass for type hints; kedro-mlflow's KedroPipelineModel has none.
 # MLflow raises this one under its own `simplefilter("once")`, which goes in front of any filter set
 # here, so it is dropped where Kedro shows warnings instead: the `py.warnings` logger.
-_MLFLOW_TYPE_HINT_WARNING = re.compile(
-    r"mlflow[/\\]pyfunc[/\\]utils[/\\]data_validation\.py:\d+: UserWarning: \W*\[\d+mAdd type hints to the `predict`"
-)
+# And MLflow logs a caution against pickled models each time one is logged: kedro-mlflow's model is one
+# by design (sentence_reduction/serving.py), so a user can do nothing about it.
+_UNINFORMATIVE_LOG_RECORDS = {
+    "py.warnings": re.compile(
+        r"mlflow[/\\]pyfunc[/\\]utils[/\\]data_validation\.py:\d+: UserWarning: \W*\[\d+mAdd type hints to the `predict`"
+    ),
+    "mlflow.pyfunc": re.compile(r"Passing a Python object as `python_model` causes it to be serialized using CloudPickle"),
+}
 
 
-class _WithoutMlflowTypeHintWarning(logging.Filter):
+class _WithoutUninformativeRecord(logging.Filter):
+    def __init__(self, message: re.Pattern) -> None:
+        super().__init__()
+        self._message = message
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _MLFLOW_TYPE_HINT_WARNING.search(record.getMessage())
+        return not self._message.search(record.getMessage())
 
 
-logging.getLogger("py.warnings").addFilter(_WithoutMlflowTypeHintWarning())
+for _logger_name, _message in _UNINFORMATIVE_LOG_RECORDS.items():
+    logging.getLogger(_logger_name).addFilter(_WithoutUninformativeRecord(_message))

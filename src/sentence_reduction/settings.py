@@ -3,6 +3,7 @@
 from kedro.config import OmegaConfigLoader
 
 from sentence_reduction.run_recovery import KilledRunRecoveryHooks
+from sentence_reduction.serving import InferenceModelHooks
 from sentence_reduction.tracking import FoldTrackingHooks
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -19,4 +20,4 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"globals": ["globals.yml", "parameters*", "parameters*/**", "**/parameters*"]},
 }
 
-HOOKS = (FoldTrackingHooks(), KilledRunRecoveryHooks())
+HOOKS = (FoldTrackingHooks(), KilledRunRecoveryHooks(), InferenceModelHooks())
