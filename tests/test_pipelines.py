@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -155,6 +156,74 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "train_fold" not in completed.stdout
     assert pd.read_csv(data / "07_model_output" / "submission.csv").equals(first_submission)
+
+    # The run's logged and registered model answers as the predict pipeline does, from the CLI and served.
+    versions = client.search_model_versions("name = 'sentence-reduction'")
+    assert [(version.version, version.run_id) for version in versions] == [(1, parent.info.run_id)]
+    version = versions[0]
+    rulings = test.head(2)
+    expected = submission.head(2).to_dict("records")
+    _check_mlflow_models_predict(fast_project, f"runs:/{parent.info.run_id}/model", rulings, expected)
+    _check_served_model(fast_project, f"models:/sentence-reduction/{version.version}", rulings, expected)
+
+
+def _mlflow_environment(project: Path) -> dict[str, str]:
+    # The venv's bin first on PATH: `mlflow models serve` starts `uvicorn` by name.
+    return dict(kedro_environment(), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _check_mlflow_models_predict(project: Path, model_uri: str, rulings: pd.DataFrame, expected: list[dict]) -> None:
+    rulings.to_csv(project / "rulings.csv", index=False)
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("mlflow")), "models", "predict", "-m", model_uri, "-i", "rulings.csv",
+         "--content-type", "csv", "--env-manager", "local"],
+        cwd=project, env=_mlflow_environment(project), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"predictions": expected}
+
+
+def _post(port: int, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def _check_served_model(project: Path, model_uri: str, rulings: pd.DataFrame, expected: list[dict]) -> None:
+    port, log = free_port(), project / "serve.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model_uri,
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=project, env=_mlflow_environment(project), stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the server runs uvicorn in a child
+        )
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert server.poll() is None and time.time() < deadline, f"the server did not start: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                time.sleep(1)
+        status, answer = _post(port, {"dataframe_split": {"columns": ["id", "fact"], "data": rulings.values.tolist()}})
+        assert status == 200 and answer == {"predictions": expected}
+        assert all(isinstance(row["label"], int) for row in answer["predictions"])
+        status, answer = _post(port, {"dataframe_records": [{"id": "a", "fact": rulings["fact"][0]}, {"id": "b", "fact": " "}]})
+        assert status == 400
+        assert answer["message"].splitlines()[-1].endswith("<input>, row 2, field 'fact': empty text (id 'b')")
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def _start_viz(project: Path, log: Path) -> tuple[subprocess.Popen, int]:
