@@ -273,7 +273,7 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
 def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
     completed = run_kedro(
         fast_project, "run", "--pipeline=train", "--params",
-        f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()}",
+        f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()},serving.log_model=false",
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert (fast_project / "data" / "06_models" / "work" / "fold_1" / "job.json").is_file()  # the launcher ran
@@ -287,3 +287,4 @@ def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
             assert len(steps) == len(set(steps)) >= 2  # one rank logged each evaluation, once
             assert run.data.params["learning_rate"] == "0.001"
             assert client.list_artifacts(run.info.run_id, "model") == []  # weights only when asked
+    assert client.search_registered_models() == []  # no model logged when serving.log_model is off

@@ -15,6 +15,7 @@ and the registered name are parameters (`serving`), which `--params` can set.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import tempfile
 from pathlib import Path
@@ -116,8 +117,18 @@ def log_inference_model(
             input_example=catalog.load(RULINGS_INPUT).head(2),
             # The package goes with the model, so that it loads with the code it was trained with.
             code_paths=[str(Path(sentence_reduction.__file__).parent)],
+            pip_requirements=_requirements(),
             registered_model_name=registered_model_name,
         )
+
+
+def _requirements() -> list[str]:
+    """The project's dependencies (pyproject.toml) and the torch it runs with (installed apart, see the
+    Makefile; without a local build tag such as +cpu). MLflow's own inference of them misses what the
+    pickled pipeline imports, and names this package, which is on no index: it goes with the model as code."""
+    dependencies = [requirement for requirement in importlib.metadata.requires("sentence_reduction") or []
+                    if "extra ==" not in requirement]
+    return [f"torch=={importlib.metadata.version('torch').split('+')[0]}", *dependencies]
 
 
 def _signature(columns: dict[str, Any]) -> ModelSignature:
