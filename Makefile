@@ -1,5 +1,5 @@
 # Two set-up commands, each complete on a fresh machine and safe to repeat:
-#   make run    installs what it needs, then runs `kedro run --pipeline=train` on the embedded sample
+#   make run    installs what it needs, then runs `kedro run --pipelines=train` on the embedded sample
 #   make test   installs what it needs, then runs the whole test suite
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(VENV)/bin/kedro run --pipeline=train
+	$(VENV)/bin/kedro run --pipelines=train
 
 test: install
 	$(VENV)/bin/pytest

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -78,7 +79,9 @@ def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
     )
 
 
-def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path):
+@pytest.mark.parametrize("raw_data_dir_set_in", ["--params", "conf/local"])
+def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path, raw_data_dir_set_in):
+    """The folder named by `raw_data_dir` is the one read, set on the command line or in conf/local."""
     bad = tmp_path / "bad"
     bad.mkdir()
     sample = project_copy / "data" / "01_raw" / "sample"
@@ -86,7 +89,11 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     header, first, second = train[0], train[1], train[2]
     (bad / "train.csv").write_text("\n".join([header, first, second.rsplit(",", 1)[0] + ",-3"]) + "\n", encoding="utf-8")
     (bad / "testA.csv").write_bytes((sample / "testA.csv").read_bytes())
-    completed = run_kedro(project_copy, "run", "--pipeline=train", "--params", f"raw_data_dir={bad}")
+    if raw_data_dir_set_in == "--params":
+        completed = run_kedro(project_copy, "run", "--pipelines=train", "--params", f"raw_data_dir={bad}")
+    else:
+        (project_copy / "conf" / "local" / "parameters.yml").write_text(f"raw_data_dir: {bad}\n", encoding="utf-8")
+        completed = run_kedro(project_copy, "run", "--pipelines=train")
     assert completed.returncode == 1
     error_lines = [line for line in completed.stderr.splitlines() if line.strip()]
     assert error_lines[-1] == (
@@ -195,6 +202,74 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     written = set(written_outputs(fast_project)) - {predictions_path}
     assert written == set(train_outputs) and all(path.read_bytes() == train_outputs[path] for path in written)
 
+    # The run's logged and registered model answers as the predict pipeline does, from the CLI and served.
+    versions = client.search_model_versions("name = 'sentence-reduction'")
+    assert [(version.version, version.run_id) for version in versions] == [(1, parent.info.run_id)]
+    version = versions[0]
+    rulings = test.head(2)
+    expected = submission.head(2).to_dict("records")
+    _check_mlflow_models_predict(fast_project, f"runs:/{parent.info.run_id}/model", rulings, expected)
+    _check_served_model(fast_project, f"models:/sentence-reduction/{version.version}", rulings, expected)
+
+
+def _mlflow_environment(project: Path) -> dict[str, str]:
+    # The venv's bin first on PATH: `mlflow models serve` starts `uvicorn` by name.
+    return dict(kedro_environment(), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _check_mlflow_models_predict(project: Path, model_uri: str, rulings: pd.DataFrame, expected: list[dict]) -> None:
+    rulings.to_csv(project / "rulings.csv", index=False)
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("mlflow")), "models", "predict", "-m", model_uri, "-i", "rulings.csv",
+         "--content-type", "csv", "--env-manager", "local"],
+        cwd=project, env=_mlflow_environment(project), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"predictions": expected}
+
+
+def _post(port: int, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def _check_served_model(project: Path, model_uri: str, rulings: pd.DataFrame, expected: list[dict]) -> None:
+    port, log = free_port(), project / "serve.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model_uri,
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=project, env=_mlflow_environment(project), stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the server runs uvicorn in a child
+        )
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert server.poll() is None and time.time() < deadline, f"the server did not start: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                time.sleep(1)
+        status, answer = _post(port, {"dataframe_split": {"columns": ["id", "fact"], "data": rulings.values.tolist()}})
+        assert status == 200 and answer == {"predictions": expected}
+        assert all(isinstance(row["label"], int) for row in answer["predictions"])
+        status, answer = _post(port, {"dataframe_records": [{"id": "a", "fact": rulings["fact"][0]}, {"id": "b", "fact": " "}]})
+        assert status == 400
+        assert answer["message"].splitlines()[-1].endswith("<input>, row 2, field 'fact': empty text (id 'b')")
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
 
 def _start_viz(project: Path, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
@@ -243,7 +318,7 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
 def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
     completed = run_kedro(
         fast_project, "run", "--pipeline=train", "--params",
-        f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()}",
+        f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()},serving.log_model=false",
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert (fast_project / "data" / "06_models" / "work" / "fold_1" / "job.json").is_file()  # the launcher ran
@@ -257,3 +332,4 @@ def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
             assert len(steps) == len(set(steps)) >= 2  # one rank logged each evaluation, once
             assert run.data.params["learning_rate"] == "0.001"
             assert client.list_artifacts(run.info.run_id, "model") == []  # weights only when asked
+    assert client.search_registered_models() == []  # no model logged when serving.log_model is off

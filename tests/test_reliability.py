@@ -232,12 +232,17 @@ def test_a_killed_run_resumes_without_retraining_the_finished_fold(resume_runs):
     assert (work / "fold_1" / "result" / "fingerprint").is_file()
     assert not (work / "fold_1" / "checkpoints").exists()  # spent once the fold finished
 
-    # MLflow agrees: in the resumed run, fold_0 logged no training at all and fold_1 only the steps
-    # after the checkpoint.
+    # MLflow agrees: the run that was killed is marked KILLED, with its fold run that was killed with it;
+    # in the resumed run, fold_0 logged no training at all and fold_1 only the steps after the checkpoint.
     client, all_runs = _mlflow_runs(runs.resumed)
     parents = [run for run in all_runs if "mlflow.parentRunId" not in run.data.tags]
     finished = [run for run in parents if run.info.status == "FINISHED"]
-    assert len(parents) == 2 and len(finished) == 1  # the killed run's parent never ended
+    killed = [run for run in parents if run.info.status == "KILLED"]
+    assert len(parents) == 2 and len(finished) == 1 and len(killed) == 1
+    assert {name: run.info.status for name, run in _children(all_runs, killed[0]).items()} == {
+        "fold_0": "FINISHED", "fold_1": "KILLED"
+    }
+    assert "RUNNING" not in {run.info.status for run in all_runs}
     children = _children(all_runs, finished[0])
     assert set(children) == {"fold_0", "fold_1"}
     assert client.get_metric_history(children["fold_0"].info.run_id, "loss") == []

@@ -2,6 +2,8 @@
 
 from kedro.config import OmegaConfigLoader
 
+from sentence_reduction.run_recovery import KilledRunRecoveryHooks
+from sentence_reduction.serving import InferenceModelHooks
 from sentence_reduction.tracking import FoldTrackingHooks
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -10,7 +12,12 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # An environment such as conf/erlangshen overrides single keys (model.max_length) without
     # repeating the whole `model` or `training` block.
-    "merge_strategy": {"parameters": "soft"},
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # The parameters are also the globals, so that the catalog reads a path set as a parameter wherever
+    # Kedro users set one: `raw_data_dir` in conf/base, conf/local/parameters.yml or another environment
+    # (`${globals:raw_data_dir}`), and `--params` in front of them (`${runtime_params:raw_data_dir, ...}`).
+    # (So a parameters file cannot use `${globals:...}` itself; it refers to other parameters directly.)
+    "config_patterns": {"globals": ["globals.yml", "parameters*", "parameters*/**", "**/parameters*"]},
 }
 
-HOOKS = (FoldTrackingHooks(),)
+HOOKS = (FoldTrackingHooks(), KilledRunRecoveryHooks(), InferenceModelHooks())
