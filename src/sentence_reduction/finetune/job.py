@@ -64,9 +64,10 @@ class SavedModel:
         return (self.folder / "config.json").is_file() and any(self.folder.glob("*.safetensors"))
 
     def link_into(self, destination: Path) -> None:
-        """The model's files in ``destination`` (a new folder): hard links, or copies across file systems."""
+        """The model's files (config and safetensors weights, not the tokenizer's files the Trainer
+        writes beside them) in ``destination``, a new folder: hard links, or copies across file systems."""
         destination.mkdir(parents=True)
-        for source in self.folder.iterdir():
+        for source in [self.folder / "config.json", *sorted(self.folder.glob("*.safetensors"))]:
             if source.is_file():
                 try:
                     os.link(source, destination / source.name)
