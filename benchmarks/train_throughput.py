@@ -80,6 +80,8 @@ CONFIGS: dict[str, dict] = {
     # AdamW, clipping inside it), SDPA with no mask for unpadded batches, a bf16 residual stream,
     # torch.compile with programmatic dependent launch, and no host-device synchronisation in the step.
     "fast_nods": {},
+    # the same with the whole model compiled by the Trainer (before 2026-12-02) instead of each layer
+    "fast_whole": {"training": {"regional_compilation": False}},
     # the one-GPU path of 2026-11-27: a mask on every batch, an fp32 residual stream, and the
     # Trainer's per-step synchronisations (NaN/inf loss filter, blocking batch copy)
     "fast_prev": {"model": {"unpadded_without_mask": False, "residual_in_autocast_dtype": False},
@@ -569,6 +571,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "clip_in_fused_optimizer": trainer._fused_adam_to_clip_in() is not None,
         "inductor_config": job.training.get("inductor_config") or {},
         "torch_compile": bool(args_used.torch_compile),
+        "regional_compilation": engine.compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
         "torch_compile_mode": args_used.torch_compile_mode,
         "logging_nan_inf_filter": args_used.logging_nan_inf_filter,
         "non_blocking": bool(getattr(args_used.accelerator_config, "non_blocking", False)),

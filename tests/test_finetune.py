@@ -22,7 +22,7 @@ from sentence_reduction.finetune.engine import (
 )
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.launcher import FoldTrainingError
-from sentence_reduction.finetune.model import ModelSettings, build_model
+from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
 
 from .conftest import REFERENCE_MODEL, free_port
@@ -255,15 +255,19 @@ def test_training_evaluates_on_the_sample_and_predicts_the_whole_held_out_fold(t
     assert result.eval_probabilities.shape == (8, 4)
 
 
-def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path):
+@pytest.mark.parametrize("regional", [False, True], ids=["whole_model", "layers"])
+def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path, regional):
     """Texts of many lengths padded per batch, a short last batch, evaluation on the way: compiled
-    once (torch.compile would otherwise recompile when the second batch's length differs)."""
+    once for training (torch.compile would otherwise recompile when the second batch's length
+    differs). Regional compilation also compiles evaluation's forward: its one graph more."""
     torch._dynamo.reset()
     texts = [("罪犯某因盗窃罪判处有期徒刑三年" * 5)[: 6 + 2 * index] for index in range(24)]
     arguments = {**TINY_TRAINING["arguments"], "torch_compile": True, "num_train_epochs": 1,
                  "per_device_train_batch_size": 3, "save_strategy": "no"}
-    job = tiny_job(train_texts=texts[:16], eval_texts=texts[16:], training={**TINY_TRAINING, "arguments": arguments})
+    training = {**TINY_TRAINING, "arguments": arguments, "regional_compilation": regional}
+    job = tiny_job(train_texts=texts[:16], eval_texts=texts[16:], training=training)
     trainer = build_trainer(job, tmp_path / "checkpoints")
+    assert trainer.args.torch_compile is not regional  # the layers are compiled by the engine instead
     lengths = []
     prepare = trainer._prepare_inputs
     trainer._prepare_inputs = lambda inputs: (lengths.append(inputs["input_ids"].shape[1]), prepare(inputs))[1]
@@ -272,7 +276,35 @@ def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path)
     trainer.train()
     assert trainer.state.global_step == 5  # 16 texts in batches of 3: the short last one is dropped
     assert len(set(lengths)) >= 4
-    assert counters["stats"]["unique_graphs"] == 1
+    assert trainer.state.log_history and any("eval_loss" in entry for entry in trainer.state.log_history)
+    assert counters["stats"]["unique_graphs"] == (2 if regional else 1)
+
+
+def test_compiled_layers_match_eager_and_serve_a_later_model_without_compiling():
+    """`compile_layers`: the same logits as eager for batches with and without a mask, of several
+    lengths; a second model (a later fold) reuses the graphs: nothing is compiled again."""
+    torch._dynamo.reset()
+    settings = ModelSettings.from_params({**TINY_MODEL, "config": {**TINY_MODEL["config"], "num_hidden_layers": 3}})
+    batches = [
+        {"input_ids": torch.randint(5, 60, (4, 16)), "attention_mask": torch.ones(4, 16, dtype=torch.long)},
+        {"input_ids": torch.randint(5, 60, (3, 24))},
+        {"input_ids": torch.randint(5, 60, (2, 8)), "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])},
+    ]
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    for fold in range(2):
+        torch.manual_seed(fold)
+        model = build_model(settings, num_labels=4, vocab_size=64).eval()
+        with torch.inference_mode():
+            eager = [model(**batch).logits for batch in batches]
+            compile_layers(model, dynamic=True)
+            compiled = [model(**batch).logits for batch in batches]
+        for expected, got in zip(eager, compiled):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        if fold == 0:
+            graphs = counters["stats"]["unique_graphs"]
+            assert graphs == 2  # the layer's graph with a mask and without one, for every layer
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_a_checkpoint_is_asked_for_once_its_minutes_have_passed():

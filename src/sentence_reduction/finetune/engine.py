@@ -35,7 +35,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from sentence_reduction.finetune.job import FoldJob, FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings, launch
-from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, build_model, omits_full_masks
+from sentence_reduction.finetune.model import (
+    ModelSettings,
+    apply_runtime_settings,
+    build_model,
+    compile_layers,
+    omits_full_masks,
+)
 from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
 from sentence_reduction.scoring import classification_metrics, softmax
 
@@ -220,9 +226,11 @@ class FoldTrainer(Trainer):
         clip_in_fused_optimizer: bool = False,
         inductor_config: dict | None = None,
         dynamic_sequence_length: bool = False,
+        compiled: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.compiled = compiled
         self.clip_in_fused_optimizer = clip_in_fused_optimizer
         self.inductor_config = dict(inductor_config or {})
         self.dynamic_sequence_length = dynamic_sequence_length
@@ -238,7 +246,7 @@ class FoldTrainer(Trainer):
         return inputs
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        if not self.args.torch_compile or self.args.dataloader_drop_last:
+        if not self.compiled or self.args.dataloader_drop_last:
             return super().get_train_dataloader()
         # A short last batch is one more input shape for the compiled step, and a batch of one is
         # always compiled apart: training drops it (each epoch's order differs, so no text is lost
@@ -322,6 +330,11 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
     # arguments on every batch, so the compiled graphs are not specialised on the mask's presence.
     unpadded = _fills_max_length(train_dataset, eval_dataset, max_length=settings.max_length)
+    # Regional compilation: the layers compiled here (for any length unless no text needs padding),
+    # not the whole model by the Trainer (see `training_arguments`).
+    regional = compiles_layers(job.training, on_gpu)
+    if regional:
+        compile_layers(model, dynamic=not unpadded)
     trainer = FoldTrainer(
         model=model,
         args=arguments,
@@ -332,7 +345,8 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         compute_metrics=_metrics_function(job.class_months),
         clip_in_fused_optimizer=job.training.get("clip_in_fused_optimizer", False),
         inductor_config=job.training.get("inductor_config"),
-        dynamic_sequence_length=not unpadded,
+        dynamic_sequence_length=arguments.torch_compile and not unpadded,
+        compiled=arguments.torch_compile or regional,
     )
     if job.training.get("checkpoint_every_minutes"):
         trainer.add_callback(CheckpointEveryMinutes(float(job.training["checkpoint_every_minutes"])))
@@ -347,6 +361,8 @@ def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool,
     """`TrainingArguments` from the `training.arguments` parameters, with `training.gpu_arguments`
     merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
     values = effective_arguments(training, on_gpu)
+    if compiles_layers(training, on_gpu):
+        values["torch_compile"] = False  # the engine compiles the layers itself (`build_trainer`)
     if on_gpu:
         if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not training.get("deepspeed_single_process", False):
             # One process: ZeRO has nothing to partition, and its hooks, buckets and fp32 master copy
@@ -361,6 +377,14 @@ def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool,
 def effective_arguments(training: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
     """The `training.arguments` parameters, with `training.gpu_arguments` merged in on GPU."""
     return {**training["arguments"], **((training.get("gpu_arguments") or {}) if on_gpu else {})}
+
+
+def compiles_layers(training: dict[str, Any], on_gpu: bool) -> bool:
+    """Whether ``torch_compile`` compiles each encoder layer (``training.regional_compilation``)
+    rather than the whole model."""
+    return bool(effective_arguments(training, on_gpu).get("torch_compile")) and bool(
+        training.get("regional_compilation")
+    )
 
 
 def finished_fingerprint(work_dir: Path) -> str | None:
@@ -399,10 +423,11 @@ class Predictor:
     A plain loop, not a Trainer: in a process that trained with DeepSpeed, a new Trainer inherits
     accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
     makes sense with ZeRO Stage 3"). On GPU the weights are cast to bf16 when the recipe trains in
-    bf16 (fp32 weights under autocast run 1.5x slower), compiled for any batch and length only when
-    ``training.compile_predictions`` asks (its compilation, about 75 s cold for the 1.3B model, costs
-    more than it saves on a fold's 35,000 predictions: docs/performance.md), and the texts go longest
-    first in batches of similar length (little padding); the model is modified in place.
+    bf16 (fp32 weights under autocast run 1.5x slower) and, when ``training.compile_predictions``
+    asks, the layers are compiled for any batch and length (`compile_layers`: one layer's graph, a
+    few seconds, serves every layer and every fold; the whole model's took 75 s, more than it saved:
+    docs/performance.md). The texts go longest first in batches of similar length (little padding),
+    and a batch without padding runs without a mask; the model is modified in place.
     """
 
     def __init__(
@@ -422,19 +447,19 @@ class Predictor:
         model = apply_runtime_settings(model, settings).eval()
         on_gpu_bf16 = self.device.type == "cuda" and bool(arguments.get("bf16"))
         model.to(self.device, dtype=torch.bfloat16 if on_gpu_bf16 else None)
-        compiled = self.device.type == "cuda" and bool(training.get("compile_predictions"))
-        self.forward = torch.compile(model, dynamic=True) if compiled else model
+        if self.device.type == "cuda" and training.get("compile_predictions"):
+            compile_layers(model, dynamic=True)
+        self.model = model
         self.num_labels = model.config.num_labels
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         dataset = TokenisedTexts(self.tokenizer, texts, self.settings.max_length)
         order = np.argsort(-np.asarray(dataset.lengths), kind="stable")
         on_gpu = self.device.type == "cuda"
-        unpadded = omits_full_masks(self.settings) and _fills_max_length(dataset, max_length=self.settings.max_length)
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(dataset, order.tolist()),
             batch_size=self.batch_size,
-            collate_fn=padding_collator(self.tokenizer, on_gpu, unpadded),
+            collate_fn=padding_collator(self.tokenizer, on_gpu, omits_full_masks(self.settings)),
             num_workers=self.num_workers,
             pin_memory=on_gpu,
         )
@@ -442,7 +467,7 @@ class Predictor:
         with torch.inference_mode(), _inductor_settings(self.inductor_config):
             for batch in loader:
                 batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-                logits.append(self.forward(**batch).logits.float())
+                logits.append(self.model(**batch).logits.float())
         in_length_order = torch.cat(logits).cpu().numpy() if logits else np.zeros((0, self.num_labels))
         probabilities = np.empty_like(in_length_order)
         probabilities[order] = in_length_order

@@ -75,6 +75,17 @@ def apply_runtime_settings(
     return model
 
 
+def compile_layers(model: MegatronBertForSequenceClassification, dynamic: bool | None) -> None:
+    """Regional compilation: each encoder layer compiled in place, the rest of the model left eager.
+
+    The layers share their code, so the graph compiled for the first one serves all of them, and the
+    layers of a later fold's model too (same process): the 1.3B model compiles one layer's graph
+    instead of the whole model's (docs/performance.md). In place, so state-dict keys do not change.
+    """
+    for layer in model.base_model.encoder.layer:
+        layer.compile(dynamic=dynamic)
+
+
 def keep_residual_in_autocast_dtype(model: MegatronBertForSequenceClassification) -> None:
     """Under autocast, hand the layers the embeddings in the autocast dtype (bf16) instead of fp32.
 

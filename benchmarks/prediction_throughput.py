@@ -1,0 +1,98 @@
+"""Final predictions of the 1.3B model, as a fold's node and the predict pipeline make them.
+
+`engine.Predictor` (bf16 weights on GPU, texts in batches of similar length, the `erlangshen`
+eval batch) on the model built with random weights from the real config, first eager and then with
+its layers compiled (`training.compile_predictions`), each on two model instances in one process,
+as a run's folds are. For each it prints the first call (which compiles), the steady rate on
+full-length texts (every batch 128 x 512 tokens, no mask) and on the sample generator's rulings
+(normalised as the pipeline does: about a third shorter than 512 tokens, masked batches), and
+appends one JSON line per measurement to `--out`.
+
+    python benchmarks/prediction_throughput.py --vocabulary /path/to/vocab.txt --out results.jsonl
+    python benchmarks/prediction_throughput.py --tiny --texts 64   # CPU smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fold_job import rulings  # noqa: E402
+from train_throughput import (  # noqa: E402
+    CONFIG_JSON,
+    TINY_MODEL,
+    deep_merge,
+    device_description,
+    emit,
+    project_parameters,
+    synthetic_texts,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocabulary", default=str(ROOT.parent / "shared/reference/erlangshen-megatronbert-1.3b/vocab.txt"))
+    parser.add_argument("--texts", type=int, default=2048, help="texts of each kind a measurement predicts")
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the real shape family (CPU smoke)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/prediction_throughput.jsonl"))
+    return parser.parse_args(argv)
+
+
+def timed(predictor, texts: list[str]) -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    probabilities = predictor(texts)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    assert probabilities.shape[0] == len(texts)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    from sentence_reduction.finetune.engine import Predictor
+    from sentence_reduction.finetune.model import ModelSettings, build_model
+    from sentence_reduction.finetune.text import read_vocabulary
+
+    params = project_parameters()
+    vocabulary = read_vocabulary(args.vocabulary)
+    model_params = dict(params["model"], config_path=str(CONFIG_JSON))
+    if args.tiny:
+        model_params["config_overrides"] = dict(TINY_MODEL)
+    settings = ModelSettings.from_params(model_params)
+    _, _, held_out, _, test = rulings(argparse.Namespace(train_rows=0, eval_rows=args.texts, test_rows=args.texts))
+    kinds = {"full_512": synthetic_texts(args.texts, 576, seed=5), "rulings": held_out + test}
+    device = device_description()
+    for compiled in (False, True):
+        training = deep_merge(params["training"], {"compile_predictions": compiled})
+        for instance in range(2):  # a second model, as a run's next fold: what the compiled graphs save
+            torch.manual_seed(instance)
+            model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
+            predictor = Predictor(model, vocabulary, settings, training)
+            first_s = timed(predictor, kinds["rulings"][:256])  # compiles, when compiled
+            record = {"benchmark": "prediction_throughput", "compiled_layers": compiled, "model_instance": instance,
+                      "first_call_256_rulings_s": round(first_s, 2), "eval_batch": predictor.batch_size,
+                      "param_dtype": str(next(model.parameters()).dtype), **device}
+            for kind, texts in kinds.items():
+                seconds = timed(predictor, texts)
+                record[f"{kind}_texts"] = len(texts)
+                record[f"{kind}_samples_per_s"] = round(len(texts) / seconds, 1)
+            emit(record, args.out)
+            del predictor, model
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
