@@ -2,8 +2,9 @@
 
 `engine.Predictor` (bf16 weights on GPU, texts in batches of similar length, the `erlangshen`
 eval batch) on the model built with random weights from the real config, first eager and then with
-its layers compiled (`training.compile_predictions`), each on two model instances in one process,
-as a run's folds are. For each it prints the first call (which compiles), the steady rate on
+its layers compiled (`training.compile_predictions`, on two model instances in one process, as a
+run's folds are), and with the layers compiled for the first shape seen. For each it prints the
+first call (which compiles), the tokenisation time, and the steady rate on
 full-length texts (every batch 128 x 512 tokens, no mask) and on the sample generator's rulings
 (normalised as the pipeline does: about a third shorter than 512 tokens, masked batches), and
 appends one JSON line per measurement to `--out`.
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from sentence_reduction.finetune.engine import Predictor
-    from sentence_reduction.finetune.model import ModelSettings, build_model
-    from sentence_reduction.finetune.text import read_vocabulary
+    from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
+    from sentence_reduction.finetune.text import TokenisedTexts, read_vocabulary
 
     params = project_parameters()
     vocabulary = read_vocabulary(args.vocabulary)
@@ -74,25 +75,34 @@ def main(argv: list[str] | None = None) -> None:
     _, _, held_out, _, test = rulings(argparse.Namespace(train_rows=0, eval_rows=args.texts, test_rows=args.texts))
     kinds = {"full_512": synthetic_texts(args.texts, 576, seed=5), "rulings": held_out + test}
     device = device_description()
-    for compiled in (False, True):
-        training = deep_merge(params["training"], {"compile_predictions": compiled})
-        for instance in range(2):  # a second model, as a run's next fold: what the compiled graphs save
+    # eager; the layers compiled for any shape (the default); the layers compiled for the first shape
+    # seen and then for any (torch.compile's automatic dynamic shapes)
+    for mode, instances in (("eager", 1), ("layers_dynamic", 2), ("layers_automatic_dynamic", 1)):
+        torch._dynamo.reset()
+        training = deep_merge(params["training"], {"compile_predictions": mode == "layers_dynamic"})
+        for instance in range(instances):  # a second model, as a run's next fold: what compiled graphs save
             torch.manual_seed(instance)
             model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
             predictor = Predictor(model, vocabulary, settings, training)
+            if mode == "layers_automatic_dynamic":
+                compile_layers(model, dynamic=None)
             first_s = timed(predictor, kinds["rulings"][:256])  # compiles, when compiled
-            record = {"benchmark": "prediction_throughput", "compiled_layers": compiled, "model_instance": instance,
+            record = {"benchmark": "prediction_throughput", "mode": mode, "model_instance": instance,
                       "first_call_256_rulings_s": round(first_s, 2), "eval_batch": predictor.batch_size,
                       "param_dtype": str(next(model.parameters()).dtype), **device}
             for kind, texts in kinds.items():
                 seconds = timed(predictor, texts)
+                start = time.perf_counter()
+                TokenisedTexts(predictor.tokenizer, texts, settings.max_length)  # inside each call too
+                tokenise_s = time.perf_counter() - start
                 record[f"{kind}_texts"] = len(texts)
                 record[f"{kind}_samples_per_s"] = round(len(texts) / seconds, 1)
+                record[f"{kind}_tokenise_s"] = round(tokenise_s, 2)
+                record[f"{kind}_model_samples_per_s"] = round(len(texts) / (seconds - tokenise_s), 1)
             emit(record, args.out)
             del predictor, model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
 
 if __name__ == "__main__":
     main()
