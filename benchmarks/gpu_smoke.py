@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from sentence_reduction.finetune.arguments import resolved_deepspeed_config  # noqa: E402
 from sentence_reduction.finetune.engine import predict_probabilities, run_fold  # noqa: E402
 from sentence_reduction.finetune.job import FoldJob  # noqa: E402
 from sentence_reduction.finetune.text import build_character_vocabulary  # noqa: E402
@@ -75,7 +76,8 @@ def main() -> None:
         started = time.time()
         result = run_fold(job, options.work / name)
         trained = time.time() - started
-        direct = predict_probabilities(result.model, job.vocabulary, job.eval_texts, job.model, job.training)
+        deepspeed = resolved_deepspeed_config(job.training, on_gpu=True)  # the engine's own decision
+        direct = predict_probabilities(result.model.load(), job.vocabulary, job.eval_texts, job.model, job.training)
         report = {
             "case": name,
             "gpus": torch.cuda.device_count(),
@@ -83,7 +85,7 @@ def main() -> None:
             "final_score": round(result.metrics["final_score"], 4),
             "eval_shape": list(result.eval_probabilities.shape),
             "predict_shape": list(result.predict_probabilities.shape),
-            "deepspeed_stage": result.deepspeed_config.get("zero_optimization", {}).get("stage"),
+            "deepspeed_stage": deepspeed.get("zero_optimization", {}).get("stage"),
             "safetensors": sorted(p.name for p in (options.work / name / "result" / "model").glob("*.safetensors")),
             "prediction_matches_eval": bool(np.allclose(direct, result.eval_probabilities, atol=2e-2)),
             "max_abs_difference": float(np.abs(direct - result.eval_probabilities).max()),

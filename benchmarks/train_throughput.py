@@ -434,6 +434,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     from transformers import TrainerCallback
 
     from sentence_reduction.finetune import engine
+    from sentence_reduction.finetune.arguments import compiles_layers
 
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", "/tmp/ext")
@@ -571,7 +572,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "clip_in_fused_optimizer": trainer._fused_adam_to_clip_in() is not None,
         "inductor_config": job.training.get("inductor_config") or {},
         "torch_compile": bool(args_used.torch_compile),
-        "regional_compilation": engine.compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
+        "regional_compilation": compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
         "torch_compile_mode": args_used.torch_compile_mode,
         "logging_nan_inf_filter": args_used.logging_nan_inf_filter,
         "non_blocking": bool(getattr(args_used.accelerator_config, "non_blocking", False)),

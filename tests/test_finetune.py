@@ -128,8 +128,10 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert result.predict_probabilities.shape == (5, 4)
     assert np.allclose(result.eval_probabilities.sum(axis=1), 1, atol=1e-5)
     assert {"loss", "accuracy", "f1_weighted", "score", "ext_acc", "final_score"} <= set(result.metrics)
-    assert result.deepspeed_config == {}  # no DeepSpeed on the CPU
     assert finished_fingerprint(tmp_path / "fold_0") == job.fingerprint()
+    assert sorted(path.name for path in (tmp_path / "fold_0" / "result").iterdir()) == [
+        "eval_probabilities.npy", "fingerprint", "metrics.json", "model", "predict_probabilities.npy"
+    ]  # the DeepSpeed config is the run's (`deepspeed_config`), not each fold's
     assert not (tmp_path / "fold_0" / "checkpoints").exists()  # spent checkpoints are removed
     assert (tmp_path / "fold_0" / "result" / "model" / "model.safetensors").is_file()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node
 from kedro.runner import SequentialRunner
@@ -24,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from sentence_reduction.pipelines.data import create_pipeline
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
 
-from .conftest import free_port, kedro_environment, run_kedro, written_outputs
+from .conftest import PROJECT_ROOT, free_port, kedro_environment, run_kedro, written_outputs
 
 DATA_PARAMETERS = {
     "params:columns": {"id": "id", "text": "fact", "label": "label"},
@@ -115,6 +116,17 @@ def test_fold_branches_are_wired_without_dotted_names_outside_their_namespace(mo
     assert {"fold_0.model", "fold_2.model"} <= predict.inputs()
 
 
+def test_one_deepspeed_config_per_run_feeds_every_fold():
+    train = create_train_pipeline(3)
+    folds = [node for node in train.nodes if "fold_training" in node.tags]
+    assert len(folds) == 3 and all("deepspeed_config" in node.inputs for node in folds)
+    assert not [output for node in folds for output in node.outputs if "deepspeed" in output]
+    assert sorted(name for name in train.datasets() if "deepspeed" in name) == ["deepspeed_config"]
+    assert [node.name for node in train.nodes if "deepspeed_config" in node.outputs] == ["resolve_deepspeed_config"]
+    catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text(encoding="utf-8"))
+    assert "deepspeed_config" in catalog
+
+
 def test_registry_lists_data_train_and_predict(project_copy):
     completed = run_kedro(project_copy, "registry", "list")
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -171,6 +183,8 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     assert {"reports/confusion_matrix.png", "reports/class_report.csv", "reports/oof_metrics.json",
             "reports/candidate_comparison.png", "reports/ensemble_metrics.json", "reports/features_metrics.json",
             "submission/submission.csv", "model_input/class_table.csv", "ensemble/ensemble.json"} <= artifacts
+    # the folds trained without DeepSpeed (the CPU): the run's DeepSpeed config is empty, and not logged
+    assert "deepspeed_config.json" not in {item.path for item in client.list_artifacts(parent.info.run_id)}
     for name, run in children.items():
         assert run.info.status == "FINISHED"
         assert run.data.params["fold"] == name[-1] and run.data.params["seed"] == "42"

@@ -498,7 +498,6 @@ def test_models_are_written_once_and_load_from_safetensors_without_unpickling(tm
     np.save(result_dir / "eval_probabilities.npy", np.full((2, 3), 1 / 3))
     np.save(result_dir / "predict_probabilities.npy", np.full((1, 3), 1 / 3))
     (result_dir / "metrics.json").write_text("{}")
-    (result_dir / "deepspeed_config.json").write_text("{}")
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError("a model must not be read with torch.load (pickle)")

@@ -3,7 +3,8 @@
 The fold's Trainer logs its arguments, model config and metric histories into the nested run through
 transformers' MLflow callback (rank 0 only when several processes train); this hook opens and closes
 that run around the fold's node, adds what the Trainer does not know (fold, seed, data hash, code
-version, the fold's held-out metrics), and logs the run-level results into the parent run.
+version, the fold's held-out metrics), and logs the run-level results and the DeepSpeed config every
+fold trains with into the parent run.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _PARENT_RESULTS = {
     "evaluate_feature_model": ("features_metrics", "features"),
     "choose_ensemble": ("ensemble_metrics", "ensemble"),
 }
+_DEEPSPEED_CONFIG = "deepspeed_config"  # the run-level dataset (pipelines/train/pipeline.py)
 
 
 class FoldTrackingHooks:
@@ -71,11 +73,11 @@ class FoldTrackingHooks:
             if self._log_model_weights:  # gigabytes for the real model: only when asked
                 mlflow.log_artifacts(str(outputs[f"{node.namespace}.model"].folder), artifact_path="model")
             mlflow.end_run()
-            if outputs[f"{node.namespace}.deepspeed_config"]:  # the same for every fold
-                mlflow.log_dict(outputs[f"{node.namespace}.deepspeed_config"], "deepspeed_config.json")
         elif node.name in _PARENT_RESULTS and mlflow.active_run() is not None:
             output, prefix = _PARENT_RESULTS[node.name]
             mlflow.log_metrics(_flat_metrics(outputs[output], prefix))
+        elif outputs.get(_DEEPSPEED_CONFIG) and mlflow.active_run() is not None:  # empty without DeepSpeed
+            mlflow.log_dict(outputs[_DEEPSPEED_CONFIG], "deepspeed_config.json")
 
     @hook_impl
     def on_node_error(self, error: Exception, node: Node) -> None:

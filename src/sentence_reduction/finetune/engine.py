@@ -27,12 +27,12 @@ from transformers import (
     MegatronBertForSequenceClassification,
     Trainer,
     TrainerCallback,
-    TrainingArguments,
     set_seed,
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from sentence_reduction.finetune.arguments import compiles_layers, effective_arguments, training_arguments
 from sentence_reduction.finetune.job import FoldJob, FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings, launch
 from sentence_reduction.finetune.model import (
@@ -98,7 +98,6 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
         np.save(staging / "eval_probabilities.npy", eval_probabilities)
         np.save(staging / "predict_probabilities.npy", predict_probabilities)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (staging / "deepspeed_config.json").write_text(json.dumps(_resolved_deepspeed_config(arguments)))
         (staging / "fingerprint").write_text((work_dir / "fingerprint").read_text())
         os.replace(staging, result_dir)
         shutil.rmtree(arguments.output_dir, ignore_errors=True)  # the checkpoints are spent
@@ -357,36 +356,6 @@ def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:
     return all(length == max_length for dataset in datasets for length in dataset.lengths)
 
 
-def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
-    """`TrainingArguments` from the `training.arguments` parameters, with `training.gpu_arguments`
-    merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
-    values = effective_arguments(training, on_gpu)
-    if compiles_layers(training, on_gpu):
-        values["torch_compile"] = False  # the engine compiles the layers itself (`build_trainer`)
-    if on_gpu:
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not training.get("deepspeed_single_process", False):
-            # One process: ZeRO has nothing to partition, and its hooks, buckets and fp32 master copy
-            # cost 20% of the step (docs/performance.md); bf16 autocast + fused AdamW instead.
-            values.pop("deepspeed", None)
-    else:
-        values["use_cpu"] = True
-    values.setdefault("run_name", run_name)
-    return TrainingArguments(output_dir=str(output_dir), **values)
-
-
-def effective_arguments(training: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
-    """The `training.arguments` parameters, with `training.gpu_arguments` merged in on GPU."""
-    return {**training["arguments"], **((training.get("gpu_arguments") or {}) if on_gpu else {})}
-
-
-def compiles_layers(training: dict[str, Any], on_gpu: bool) -> bool:
-    """Whether ``torch_compile`` compiles each encoder layer (``training.regional_compilation``)
-    rather than the whole model."""
-    return bool(effective_arguments(training, on_gpu).get("torch_compile")) and bool(
-        training.get("regional_compilation")
-    )
-
-
 def finished_fingerprint(work_dir: Path) -> str | None:
     """The fingerprint of the finished result in ``work_dir``, if there is one."""
     stamp = work_dir / RESULT_FOLDER / "fingerprint"
@@ -396,13 +365,11 @@ def finished_fingerprint(work_dir: Path) -> str | None:
 def load_result(work_dir: Path) -> FoldResult:
     """Read a finished fold's result folder (the model stays on disk until it is loaded)."""
     result_dir = work_dir / RESULT_FOLDER
-    deepspeed_config = json.loads((result_dir / "deepspeed_config.json").read_text())
     return FoldResult(
         model=SavedModel(result_dir / MODEL_FOLDER),
         eval_probabilities=np.load(result_dir / "eval_probabilities.npy"),
         predict_probabilities=np.load(result_dir / "predict_probabilities.npy"),
         metrics=json.loads((result_dir / "metrics.json").read_text()),
-        deepspeed_config=deepspeed_config,
     )
 
 
@@ -484,12 +451,6 @@ def _metrics_function(class_months: list[int]):
 def _job_changed(work_dir: Path, fingerprint: str) -> bool:
     stamp = work_dir / "fingerprint"
     return stamp.is_file() and stamp.read_text() != fingerprint
-
-
-def _resolved_deepspeed_config(arguments: TrainingArguments) -> dict[str, Any]:
-    """The DeepSpeed config with the Trainer's "auto" values filled in; empty when DeepSpeed is unused."""
-    config = getattr(arguments, "hf_deepspeed_config", None)
-    return {} if config is None else config.config
 
 
 def _inductor_settings(settings: dict[str, Any]):

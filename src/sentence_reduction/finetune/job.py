@@ -83,4 +83,3 @@ class FoldResult:
     eval_probabilities: np.ndarray
     predict_probabilities: np.ndarray
     metrics: dict[str, float]
-    deepspeed_config: dict[str, Any]

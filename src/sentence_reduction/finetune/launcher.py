@@ -47,7 +47,16 @@ class LauncherSettings:
 
     @property
     def world_size(self) -> int:
-        return self.nproc_per_node * self.nnodes if not self.hostfile else 2  # a hostfile means several
+        """How many processes train a fold: every slot of the hostfile's hosts for the deepspeed
+        launcher given one (it is given no host or GPU filter), else ``nproc_per_node`` per node."""
+        if not (self.program == "deepspeed" and self.hostfile):
+            return self.nproc_per_node * self.nnodes
+        from deepspeed.launcher.runner import fetch_hostfile  # the launcher's own parser; slow to import
+
+        slots = fetch_hostfile(self.hostfile)
+        if slots is None:  # the launcher would train on this node alone
+            raise FileNotFoundError(f"training.launcher.hostfile: {self.hostfile} not found")
+        return sum(slots.values())
 
     def command(self, work_dir: Path) -> list[str]:
         worker = ["sentence_reduction.finetune.worker", str(work_dir)]

@@ -1,4 +1,5 @@
-"""Nodes around the fine-tuning engine: the vocabulary, one fold's training, prediction."""
+"""Nodes around the fine-tuning engine: the vocabulary, the run's DeepSpeed config, one fold's
+training, prediction."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from sentence_reduction.finetune.arguments import resolved_deepspeed_config
 from sentence_reduction.finetune.engine import predict_probabilities, run_fold
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.model import ModelSettings
@@ -29,19 +32,27 @@ def prepare_vocabulary(model_input: pd.DataFrame, model: dict[str, Any]) -> str:
     return "\n".join(tokens) + "\n"
 
 
+def resolve_deepspeed_config(training: dict[str, Any]) -> dict[str, Any]:
+    """The DeepSpeed config every fold of this run trains with, its "auto" values resolved for the
+    launcher's world size; empty when the folds train without DeepSpeed (on the CPU, or one process
+    on one GPU unless `training.deepspeed_single_process`)."""
+    return resolved_deepspeed_config(training, on_gpu=torch.cuda.is_available())
+
+
 def train_fold(
     model_input: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     test_cases: pd.DataFrame,
     vocabulary: str,
     class_table: pd.DataFrame,
+    deepspeed_config: dict[str, Any],
     model: dict[str, Any],
     training: dict[str, Any],
     fold: int,
-) -> tuple[SavedModel, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, Any]]:
-    """Fine-tune on every case not held out in ``fold``; return the model, the held-out cases'
-    class probabilities, the test set's class probabilities, the fold's metrics and the resolved
-    DeepSpeed config (empty on CPU, where DeepSpeed is not used)."""
+) -> tuple[SavedModel, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Fine-tune on every case not held out in ``fold``, with the run's DeepSpeed config; return the
+    model, the held-out cases' class probabilities, the test set's class probabilities and the fold's
+    metrics."""
     held_out = _held_out_mask(model_input, fold_assignments, fold)
     train, evaluation = model_input[~held_out], model_input[held_out]
     job = FoldJob(
@@ -54,7 +65,7 @@ def train_fold(
         vocabulary=vocabulary.splitlines(),
         class_months=class_table["months"].tolist(),
         model=model,
-        training=training,
+        training=_with_deepspeed_config(training, deepspeed_config),
     )
     result = run_fold(job, Path(training["work_dir"]) / job.name)
     logger.info(
@@ -67,7 +78,6 @@ def train_fold(
         probability_table(evaluation["id"], result.eval_probabilities),
         probability_table(test_cases["id"], result.predict_probabilities),
         result.metrics,
-        result.deepspeed_config,
     )
 
 
@@ -87,6 +97,15 @@ def probability_table(ids: pd.Series, probabilities: np.ndarray) -> pd.DataFrame
     table = pd.DataFrame(probabilities, columns=columns)
     table.insert(0, "id", ids.to_numpy())
     return table
+
+
+def _with_deepspeed_config(training: dict[str, Any], deepspeed_config: dict[str, Any]) -> dict[str, Any]:
+    """``training`` with the run's resolved DeepSpeed config in place of its json file: the fold trains
+    with the config the run logged, and the fold's fingerprint holds the config's content, not a path."""
+    if not deepspeed_config:
+        return training  # no DeepSpeed: the engine makes the same decision and never reads the file
+    gpu_arguments = {**(training.get("gpu_arguments") or {}), "deepspeed": deepspeed_config}
+    return {**training, "gpu_arguments": gpu_arguments}
 
 
 def _held_out_mask(model_input: pd.DataFrame, fold_assignments: pd.DataFrame, fold: int) -> np.ndarray:

@@ -14,7 +14,12 @@ from sentence_reduction.pipelines.train.domain_features import (
     predict_feature_model,
 )
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, plot_candidates
-from sentence_reduction.pipelines.train.fine_tuning import predict_fold, prepare_vocabulary, train_fold
+from sentence_reduction.pipelines.train.fine_tuning import (
+    predict_fold,
+    prepare_vocabulary,
+    resolve_deepspeed_config,
+    train_fold,
+)
 from sentence_reduction.pipelines.train.out_of_fold import (
     average_test_probabilities,
     evaluate_candidate,
@@ -58,8 +63,9 @@ def create_predict_pipeline(n_folds: int) -> Pipeline:
 
 
 def _candidates(n_folds: int) -> Pipeline:
-    """What only training does: fit the baseline and the feature model per fold, join the transformers'
-    out-of-fold tables, and evaluate each candidate out of fold."""
+    """What only training does: the vocabulary and the DeepSpeed config every fold trains with, fit the
+    baseline and the feature model per fold, join the transformers' out-of-fold tables, and evaluate each
+    candidate out of fold."""
     return Pipeline(
         [
             Node(
@@ -67,6 +73,13 @@ def _candidates(n_folds: int) -> Pipeline:
                 inputs=["model_input_table", "params:model"],
                 outputs="vocabulary",
                 name="prepare_vocabulary",
+                tags=_TRAINING,
+            ),
+            Node(
+                resolve_deepspeed_config,
+                inputs="params:training",
+                outputs="deepspeed_config",
+                name="resolve_deepspeed_config",
                 tags=_TRAINING,
             ),
             Node(
@@ -212,16 +225,20 @@ def _training_branch(fold: int) -> Pipeline:
                     "normalised_test_cases",
                     "vocabulary",
                     "class_table",
+                    "deepspeed_config",
                     "params:model",
                     "params:training",
                 ],
-                outputs=["model", "oof_probabilities", "test_probabilities", "metrics", "deepspeed_config"],
+                outputs=["model", "oof_probabilities", "test_probabilities", "metrics"],
                 name="train_fold",
                 tags=["training", "fold_training"],
             )
         ],
         namespace=f"fold_{fold}",
-        inputs={"model_input_table", "fold_assignments", "normalised_test_cases", "vocabulary", "class_table"},
+        inputs={
+            "model_input_table", "fold_assignments", "normalised_test_cases", "vocabulary", "class_table",
+            "deepspeed_config",
+        },
         outputs={
             "oof_probabilities": f"transformer_oof_probabilities_fold_{fold}",
             "test_probabilities": f"transformer_test_probabilities_fold_{fold}",
