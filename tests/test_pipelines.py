@@ -105,6 +105,23 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     assert written_outputs(project_copy) == []
 
 
+def test_deepspeed_cpu_detection_notice_is_dropped_and_its_other_warnings_shown():
+    """On a machine without a GPU DeepSpeed warns at import that it falls back to the CPU: the project
+    trains there on purpose, so the package drops that record, and that record alone."""
+    script = (
+        "import sentence_reduction, deepspeed\n"
+        "from deepspeed.utils import logger\n"
+        "logger.warning('ZeRO stage 3 needs a model wrapped in zero.Init')\n"
+    )
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DS_BUILD_OPS": "0"}
+    environment.pop("DS_ACCELERATOR", None)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                               timeout=300, check=True)
+    output = completed.stdout + completed.stderr
+    assert "ZeRO stage 3 needs a model wrapped in zero.Init" in output
+    assert "Setting accelerator to CPU" not in output
+
+
 def test_fold_branches_are_wired_without_dotted_names_outside_their_namespace(monkeypatch):
     # Kedro warns once per process of a dotted dataset name outside its namespace: re-arm it.
     monkeypatch.setattr(Node, "__dotted_dataset_name_warned__", False, raising=False)
