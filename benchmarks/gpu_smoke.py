@@ -39,6 +39,19 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
     gpu_arguments = {"bf16": True, "tf32": True, "optim": "adamw_torch_fused", "torch_compile": False}
     if deepspeed:
         gpu_arguments["deepspeed"] = deepspeed
+    training = {
+        "arguments": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
+                      "learning_rate": 1e-4, "eval_strategy": "steps", "eval_steps": 8, "save_strategy": "steps",
+                      "save_steps": 8, "logging_steps": 4, "seed": 1, "report_to": "none", "disable_tqdm": True,
+                      "train_sampling_strategy": "group_by_length"},
+        "gpu_arguments": gpu_arguments,
+        "deepspeed_single_process": single_process_deepspeed,
+        "launcher": launcher,
+    }
+    # As the pipeline does: the run's resolved config (resolve_deepspeed_config) in place of the json's path.
+    resolved = resolved_deepspeed_config(training, on_gpu=True)
+    if resolved:
+        gpu_arguments["deepspeed"] = resolved
     return FoldJob(
         name=name,
         train_texts=texts[:256], train_labels=labels[:256],
@@ -48,15 +61,7 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
         class_months=list(range(34)),
         model={"config_path": str(ROOT / "benchmarks" / "erlangshen_config.json"),
                "config_overrides": {"num_hidden_layers": 2}, "max_length": 128, "fused_attention": True},
-        training={
-            "arguments": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
-                          "learning_rate": 1e-4, "eval_strategy": "steps", "eval_steps": 8, "save_strategy": "steps",
-                          "save_steps": 8, "logging_steps": 4, "seed": 1, "report_to": "none", "disable_tqdm": True,
-                          "train_sampling_strategy": "group_by_length"},
-            "gpu_arguments": gpu_arguments,
-            "deepspeed_single_process": single_process_deepspeed,
-            "launcher": launcher,
-        },
+        training=training,
     )
 
 
