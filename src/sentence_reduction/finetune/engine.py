@@ -106,8 +106,8 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
 def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of the whole held-out fold and of the test texts, once training is done.
 
-    One process: the inference path of `predict_probabilities` (bf16 weights, compiled, batches of
-    similar length), the same one the predict pipeline takes. Several processes: the Trainer's
+    One process: the inference path of `predict_probabilities` (bf16 weights, the layers compiled
+    when asked, batches of similar length), the same one the predict pipeline takes. Several processes: the Trainer's
     sharded prediction, which gathers every rank's share back in order.
     """
     settings = ModelSettings.from_params(job.model)
@@ -327,7 +327,9 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         tokenizer, [job.eval_texts[row] for row in sample], settings.max_length, [job.eval_labels[row] for row in sample]
     )
     # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
-    # arguments on every batch, so the compiled graphs are not specialised on the mask's presence.
+    # arguments on every batch, so a whole-model graph is not specialised on the mask's presence.
+    # (Compiled layers still get no mask for a batch without padding: eager transformers drops an
+    # all-ones mask above them, one graph more and SDPA's faster unmasked kernel.)
     unpadded = _fills_max_length(train_dataset, eval_dataset, max_length=settings.max_length)
     # Regional compilation: the layers compiled here (for any length unless no text needs padding),
     # not the whole model by the Trainer (see `training_arguments`).
