@@ -1,16 +1,23 @@
 """Final predictions of the 1.3B model, as a fold's node and the predict pipeline make them.
 
-`engine.Predictor` (bf16 weights on GPU, texts in batches of similar length, the `erlangshen`
-eval batch) on the model built with random weights from the real config, first eager and then with
-its layers compiled (`training.compile_predictions`, on two model instances in one process, as a
-run's folds are), and with the layers compiled for the first shape seen. For each it prints the
-first call (which compiles), the tokenisation time, and the steady rate on
-full-length texts (every batch 128 x 512 tokens, no mask) and on the sample generator's rulings
-(normalised as the pipeline does: about a third shorter than 512 tokens, masked batches), and
-appends one JSON line per measurement to `--out`.
+`engine.Predictor` (bf16 weights on GPU, texts in batches of similar length, the next chunk
+tokenised while this one runs, the `erlangshen` eval batch) on the model built with random weights
+from the real config, in each of `--modes` (below), on one or two model instances in one process
+(as a run's folds are). For each it prints the first call (which compiles), the tokenisation time,
+and the steady rate on full-length texts (every batch 128 x 512 tokens, no mask) and on the sample
+generator's rulings (normalised as the pipeline does: about a third shorter than 512 tokens, masked
+batches), and appends one JSON line per measurement to `--out`.
 
     python benchmarks/prediction_throughput.py --vocabulary /path/to/vocab.txt --out results.jsonl
     python benchmarks/prediction_throughput.py --tiny --texts 64   # CPU smoke
+
+Modes (name: what is compiled, model instances):
+    eager: nothing, 1
+    layers_dynamic: the layers, for any shape (`training.prediction_shapes: dynamic`), 2
+    layers_automatic: the layers, static for the first shape seen and then for any (`automatic`), 2
+    layers_automatic_b256: the same at eval batch 256, 1
+    whole_automatic: the whole model, torch.compile's default shapes (the 2026-12-01 probe), 1
+    layers_autotune: the layers, automatic shapes, mode max-autotune-no-cudagraphs, 1
 """
 
 from __future__ import annotations
@@ -36,11 +43,25 @@ from train_throughput import (  # noqa: E402
 )
 
 
+MODES = {  # name: (training overrides, whole-model or layer compile mode, instances)
+    "eager": ({"compile_predictions": False}, None, 1),
+    "layers_dynamic": ({"compile_predictions": True, "prediction_shapes": "dynamic"}, None, 2),
+    "layers_automatic": ({"compile_predictions": True, "prediction_shapes": "automatic"}, None, 2),
+    "layers_automatic_b256": (
+        {"compile_predictions": True, "prediction_shapes": "automatic",
+         "arguments": {"per_device_eval_batch_size": 256}}, None, 1),
+    "whole_automatic": ({"compile_predictions": False}, "whole", 1),
+    "layers_autotune": ({"compile_predictions": False}, "max-autotune-no-cudagraphs", 1),
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocabulary", default=str(ROOT.parent / "shared/reference/erlangshen-megatronbert-1.3b/vocab.txt"))
     parser.add_argument("--texts", type=int, default=2048, help="texts of each kind a measurement predicts")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the real shape family (CPU smoke)")
+    parser.add_argument("--modes", default="eager,layers_dynamic,layers_automatic", help=f"of {', '.join(MODES)}")
+    parser.add_argument("--deadline", type=float, default=0, help="seconds after which no new mode starts (0: none)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/prediction_throughput.jsonl"))
     return parser.parse_args(argv)
 
@@ -63,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from sentence_reduction.finetune.engine import Predictor
-    from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
+    from sentence_reduction.finetune.model import ModelSettings, build_model
     from sentence_reduction.finetune.text import TokenisedTexts, read_vocabulary
 
     params = project_parameters()
@@ -75,17 +96,23 @@ def main(argv: list[str] | None = None) -> None:
     _, _, held_out, _, test = rulings(argparse.Namespace(train_rows=0, eval_rows=args.texts, test_rows=args.texts))
     kinds = {"full_512": synthetic_texts(args.texts, 576, seed=5), "rulings": held_out + test}
     device = device_description()
-    # eager; the layers compiled for any shape (the default); the layers compiled for the first shape
-    # seen and then for any (torch.compile's automatic dynamic shapes)
-    for mode, instances in (("eager", 1), ("layers_dynamic", 2), ("layers_automatic_dynamic", 1)):
+    started = time.perf_counter()
+    for mode in args.modes.split(","):
+        overrides, compile_mode, instances = MODES[mode]
+        if args.deadline and time.perf_counter() - started > args.deadline:
+            emit({"benchmark": "prediction_throughput", "mode": mode, "skipped": "deadline"}, args.out)
+            continue
         torch._dynamo.reset()
-        training = deep_merge(params["training"], {"compile_predictions": mode == "layers_dynamic"})
+        training = deep_merge(params["training"], overrides)
         for instance in range(instances):  # a second model, as a run's next fold: what compiled graphs save
             torch.manual_seed(instance)
             model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
             predictor = Predictor(model, vocabulary, settings, training)
-            if mode == "layers_automatic_dynamic":
-                compile_layers(model, dynamic=None)
+            if compile_mode == "whole":
+                model.compile()
+            elif compile_mode:
+                for layer in model.base_model.encoder.layer:
+                    layer.compile(mode=compile_mode)
             first_s = timed(predictor, kinds["rulings"][:256])  # compiles, when compiled
             record = {"benchmark": "prediction_throughput", "mode": mode, "model_instance": instance,
                       "first_call_256_rulings_s": round(first_s, 2), "eval_batch": predictor.batch_size,
@@ -93,16 +120,16 @@ def main(argv: list[str] | None = None) -> None:
             for kind, texts in kinds.items():
                 seconds = timed(predictor, texts)
                 start = time.perf_counter()
-                TokenisedTexts(predictor.tokenizer, texts, settings.max_length)  # inside each call too
+                TokenisedTexts(predictor.tokenizer, texts, settings.max_length)  # overlapped inside each call
                 tokenise_s = time.perf_counter() - start
                 record[f"{kind}_texts"] = len(texts)
                 record[f"{kind}_samples_per_s"] = round(len(texts) / seconds, 1)
                 record[f"{kind}_tokenise_s"] = round(tokenise_s, 2)
-                record[f"{kind}_model_samples_per_s"] = round(len(texts) / (seconds - tokenise_s), 1)
             emit(record, args.out)
             del predictor, model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 from sentence_reduction.finetune.engine import (
     CheckpointEveryMinutes,
     FoldTrainer,
+    Predictor,
     build_trainer,
     finished_fingerprint,
     in_training_evaluation_rows,
@@ -307,6 +308,25 @@ def test_compiled_layers_match_eager_and_serve_a_later_model_without_compiling()
             graphs = counters["stats"]["unique_graphs"]
             assert graphs == 2  # the layer's graph with a mask and without one, for every layer
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_predictions_in_chunks_keep_the_texts_order_and_equal_each_text_alone():
+    """`Predictor` tokenises the next chunk while this one runs: chunks of one batch, the last one
+    short, give each text the probabilities it gets alone, in the order the texts came."""
+    texts = [RULINGS[index % len(RULINGS)][: 12 + 5 * index] for index in range(7)]  # 7 lengths
+    vocabulary = build_character_vocabulary(texts)
+    settings = ModelSettings.from_params(TINY_MODEL)
+    torch.manual_seed(0)
+    model = build_model(settings, num_labels=4, vocab_size=len(vocabulary))
+    training = {"arguments": {"per_device_eval_batch_size": 2}}
+    predictor = Predictor(model, vocabulary, settings, training)
+    alone = np.concatenate([predictor([text]) for text in texts])
+    predictor.CHUNK_BATCHES = 1
+    in_chunks = predictor(texts)
+    assert in_chunks.shape == (7, 4)
+    np.testing.assert_allclose(in_chunks, alone, atol=1e-6)
+    assert len({tuple(row) for row in np.round(alone, 6)}) == 7  # the rows differ: order is tested
+    assert predictor([]).shape == (0, 4)
 
 
 def test_a_checkpoint_is_asked_for_once_its_minutes_have_passed():

@@ -8,6 +8,7 @@ job: the same job run again resumes from the last checkpoint, or returns the fin
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -393,11 +394,14 @@ class Predictor:
     accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
     makes sense with ZeRO Stage 3"). On GPU the weights are cast to bf16 when the recipe trains in
     bf16 (fp32 weights under autocast run 1.5x slower) and, when ``training.compile_predictions``
-    asks, the layers are compiled for any batch and length (`compile_layers`: one layer's graph, a
-    few seconds, serves every layer and every fold; the whole model's took 75 s, more than it saved:
-    docs/performance.md). The texts go longest first in batches of similar length (little padding),
-    and a batch without padding runs without a mask; the model is modified in place.
+    asks, the layers are compiled (`compile_layers`: one layer's graph, a few seconds, serves every
+    layer and every fold; the whole model's took 75 s, more than it saved: docs/performance.md).
+    The texts go in chunks of ``CHUNK_BATCHES`` batches, longest first within a chunk (little
+    padding); a background thread tokenises and pads the next chunk while the GPU runs this one, and
+    a batch without padding runs without a mask. The model is modified in place.
     """
+
+    CHUNK_BATCHES = 32  # 4,096 texts at batch 128: tokenised in about 0.6 s, run in about 10 s
 
     def __init__(
         self,
@@ -407,40 +411,64 @@ class Predictor:
         training: dict[str, Any],
     ):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        arguments = effective_arguments(training, on_gpu=self.device.type == "cuda")
+        on_gpu = self.device.type == "cuda"
+        arguments = effective_arguments(training, on_gpu=on_gpu)
         self.settings = settings
         self.tokenizer = build_tokenizer(vocabulary)
+        self.collator = padding_collator(self.tokenizer, on_gpu, omits_full_masks(settings))
         self.batch_size = int(arguments.get("per_device_eval_batch_size", 8))
-        self.num_workers = int(arguments.get("dataloader_num_workers", 0))
         self.inductor_config = training.get("inductor_config") or {}
         model = apply_runtime_settings(model, settings).eval()
-        on_gpu_bf16 = self.device.type == "cuda" and bool(arguments.get("bf16"))
-        model.to(self.device, dtype=torch.bfloat16 if on_gpu_bf16 else None)
-        if self.device.type == "cuda" and training.get("compile_predictions"):
-            compile_layers(model, dynamic=True)
+        model.to(self.device, dtype=torch.bfloat16 if on_gpu and arguments.get("bf16") else None)
+        if on_gpu and training.get("compile_predictions"):
+            compile_layers(model, dynamic=_prediction_shapes(training))
         self.model = model
         self.num_labels = model.config.num_labels
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        dataset = TokenisedTexts(self.tokenizer, texts, self.settings.max_length)
-        order = np.argsort(-np.asarray(dataset.lengths), kind="stable")
-        on_gpu = self.device.type == "cuda"
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, order.tolist()),
-            batch_size=self.batch_size,
-            collate_fn=padding_collator(self.tokenizer, on_gpu, omits_full_masks(self.settings)),
-            num_workers=self.num_workers,
-            pin_memory=on_gpu,
-        )
-        logits = []
-        with torch.inference_mode(), _inductor_settings(self.inductor_config):
-            for batch in loader:
-                batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-                logits.append(self.model(**batch).logits.float())
-        in_length_order = torch.cat(logits).cpu().numpy() if logits else np.zeros((0, self.num_labels))
-        probabilities = np.empty_like(in_length_order)
-        probabilities[order] = in_length_order
+        probabilities = np.zeros((len(texts), self.num_labels))
+        if not texts:
+            return probabilities
+        chunk = self.CHUNK_BATCHES * self.batch_size
+        logits, rows = [], []
+        with (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as tokeniser,
+            torch.inference_mode(),
+            _inductor_settings(self.inductor_config),
+        ):
+            upcoming = tokeniser.submit(self._batches, texts[:chunk])
+            for start in range(0, len(texts), chunk):
+                order, batches = upcoming.result()
+                if start + chunk < len(texts):
+                    upcoming = tokeniser.submit(self._batches, texts[start + chunk : start + 2 * chunk])
+                rows.append(start + order)
+                for batch in batches:  # no host sync in the loop: the GPU queue runs ahead
+                    batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+                    logits.append(self.model(**batch).logits.float())
+        probabilities[np.concatenate(rows)] = torch.cat(logits).cpu().numpy()
         return softmax(probabilities)
+
+    def _batches(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
+        """The texts tokenised, longest first, as padded batches (pinned on GPU); and that order."""
+        dataset = TokenisedTexts(self.tokenizer, texts, self.settings.max_length)
+        order = np.argsort(-np.asarray(dataset.lengths, dtype=np.int64), kind="stable")
+        pin = self.device.type == "cuda"
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            batch = self.collator([dataset[row] for row in order[start : start + self.batch_size]])
+            batches.append({key: value.pin_memory() if pin else value for key, value in batch.items()})
+        return order, batches
+
+
+def _prediction_shapes(training: dict[str, Any]) -> bool | None:
+    """``dynamic`` for the compiled prediction layers: ``training.prediction_shapes`` ``dynamic``
+    (one graph for any batch and length) or ``automatic`` (torch.compile's automatic dynamic shapes:
+    a static graph for the first shape seen, the longest texts' full batches, and a dynamic one for
+    the rest)."""
+    shapes = training.get("prediction_shapes", "dynamic")
+    if shapes not in ("dynamic", "automatic"):
+        raise ValueError(f"training.prediction_shapes must be 'dynamic' or 'automatic', not {shapes!r}")
+    return True if shapes == "dynamic" else None
 
 
 def _metrics_function(class_months: list[int]):
