@@ -14,6 +14,7 @@ batches), and appends one JSON line per measurement to `--out`.
 Modes (name: what is compiled, model instances):
     eager: nothing, 1
     layers_dynamic: the layers, for any shape (`training.prediction_shapes: dynamic`), 2
+    layers_dynamic_chunk4: the same, with the next 4 batches tokenised while these run, 1
     layers_automatic: the layers, static for the first shape seen and then for any (`automatic`), 2
     layers_automatic_b256: the same at eval batch 256, 1
     whole_automatic: the whole model, torch.compile's default shapes (the 2026-12-01 probe), 1
@@ -43,15 +44,17 @@ from train_throughput import (  # noqa: E402
 )
 
 
-MODES = {  # name: (training overrides, whole-model or layer compile mode, instances)
-    "eager": ({"compile_predictions": False}, None, 1),
-    "layers_dynamic": ({"compile_predictions": True, "prediction_shapes": "dynamic"}, None, 2),
-    "layers_automatic": ({"compile_predictions": True, "prediction_shapes": "automatic"}, None, 2),
+MODES = {  # name: training overrides, what else is compiled ("whole" model or a layer compile mode),
+    # model instances, and the batches in a chunk (None: Predictor's own)
+    "eager": ({"compile_predictions": False}, None, 1, None),
+    "layers_dynamic": ({"compile_predictions": True, "prediction_shapes": "dynamic"}, None, 2, None),
+    "layers_dynamic_chunk4": ({"compile_predictions": True, "prediction_shapes": "dynamic"}, None, 1, 4),
+    "layers_automatic": ({"compile_predictions": True, "prediction_shapes": "automatic"}, None, 2, None),
     "layers_automatic_b256": (
         {"compile_predictions": True, "prediction_shapes": "automatic",
-         "arguments": {"per_device_eval_batch_size": 256}}, None, 1),
-    "whole_automatic": ({"compile_predictions": False}, "whole", 1),
-    "layers_autotune": ({"compile_predictions": False}, "max-autotune-no-cudagraphs", 1),
+         "arguments": {"per_device_eval_batch_size": 256}}, None, 1, None),
+    "whole_automatic": ({"compile_predictions": False}, "whole", 1, None),
+    "layers_autotune": ({"compile_predictions": False}, "max-autotune-no-cudagraphs", 1, None),
 }
 
 
@@ -61,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--texts", type=int, default=2048, help="texts of each kind a measurement predicts")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the real shape family (CPU smoke)")
     parser.add_argument("--modes", default="eager,layers_dynamic,layers_automatic", help=f"of {', '.join(MODES)}")
+    parser.add_argument("--profile", default="", help="modes whose last instance is profiled on 4 full batches")
     parser.add_argument("--deadline", type=float, default=0, help="seconds after which no new mode starts (0: none)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/prediction_throughput.jsonl"))
     return parser.parse_args(argv)
@@ -77,6 +81,18 @@ def timed(predictor, texts: list[str]) -> float:
         torch.cuda.synchronize()
     assert probabilities.shape[0] == len(texts)
     return time.perf_counter() - start
+
+
+def profile(predictor, texts: list[str]) -> None:
+    """Prints where the GPU's time goes on ``texts``: the kernels by device time, and the idle share."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as trace:
+        wall = timed(predictor, texts)
+    events = trace.key_averages()
+    kernel_ms = sum(event.self_device_time_total for event in events) / 1e3
+    print(events.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=90))
+    print(f"PROFILE {len(texts)} texts: wall {wall * 1e3:.1f} ms, device time {kernel_ms:.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     device = device_description()
     started = time.perf_counter()
     for mode in args.modes.split(","):
-        overrides, compile_mode, instances = MODES[mode]
+        overrides, compile_mode, instances, chunk_batches = MODES[mode]
         if args.deadline and time.perf_counter() - started > args.deadline:
             emit({"benchmark": "prediction_throughput", "mode": mode, "skipped": "deadline"}, args.out)
             continue
@@ -108,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             torch.manual_seed(instance)
             model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
             predictor = Predictor(model, vocabulary, settings, training)
+            predictor.CHUNK_BATCHES = chunk_batches or predictor.CHUNK_BATCHES
             if compile_mode == "whole":
                 model.compile()
             elif compile_mode:
@@ -126,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                 record[f"{kind}_samples_per_s"] = round(len(texts) / seconds, 1)
                 record[f"{kind}_tokenise_s"] = round(tokenise_s, 2)
             emit(record, args.out)
+            if mode in args.profile.split(",") and instance == instances - 1:
+                profile(predictor, kinds["full_512"][: 4 * predictor.batch_size])
             del predictor, model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
