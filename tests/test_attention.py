@@ -422,6 +422,29 @@ def test_padding_collator_omits_the_mask_only_of_unpadded_batches() -> None:
     assert gpu_batch["attention_mask"][:, 3:].sum() == 0
 
 
+@pytest.mark.parametrize("multiple_of", [None, 8])
+@pytest.mark.parametrize("omit_full_mask", [False, True])
+def test_padded_batch_pads_as_the_collator_does(multiple_of, omit_full_mask) -> None:
+    """Prediction's fast padding gives the collator's ids and mask (and the mask only when needed)."""
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, padded_batch
+    from transformers import DataCollatorWithPadding
+
+    texts_of = {"same": ["今天天气很好", "我们去公园吧"], "different": ["今天天气很好", "好", "我们去"]}
+    tokenizer = build_tokenizer(build_character_vocabulary(texts_of["same"] + texts_of["different"]))
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple_of)
+    for kind, texts in texts_of.items():
+        ids = [tokenizer(text)["input_ids"] for text in texts]
+        expected = collator([{"input_ids": row} for row in ids])
+        batch = padded_batch(ids, tokenizer.pad_token_id, multiple_of, omit_full_mask)
+        assert torch.equal(batch["input_ids"], expected["input_ids"])
+        unpadded = kind == "same"  # 8 tokens each: a multiple of 8 already
+        if omit_full_mask and unpadded:
+            assert set(batch) == {"input_ids"}
+        else:
+            assert torch.equal(batch["attention_mask"], expected["attention_mask"])
+            assert set(batch) == {"input_ids", "attention_mask"}
+
+
 def test_omits_full_masks_follows_the_model_settings() -> None:
     from sentence_reduction.finetune.model import ModelSettings, omits_full_masks
 

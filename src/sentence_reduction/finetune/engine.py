@@ -43,7 +43,7 @@ from sentence_reduction.finetune.model import (
     compile_layers,
     omits_full_masks,
 )
-from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
+from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padded_batch, padding_collator
 from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ class Predictor:
     a batch without padding runs without a mask. The model is modified in place.
     """
 
-    CHUNK_BATCHES = 32  # 4,096 texts at batch 128: tokenised in about 0.6 s, run in about 10 s
+    CHUNK_BATCHES = 8  # 1,024 texts at batch 128: tokenised in about 0.15 s, run in about 2.5 s
 
     def __init__(
         self,
@@ -415,7 +415,6 @@ class Predictor:
         arguments = effective_arguments(training, on_gpu=on_gpu)
         self.settings = settings
         self.tokenizer = build_tokenizer(vocabulary)
-        self.collator = padding_collator(self.tokenizer, on_gpu, omits_full_masks(settings))
         self.batch_size = int(arguments.get("per_device_eval_batch_size", 8))
         self.inductor_config = training.get("inductor_config") or {}
         model = apply_runtime_settings(model, settings).eval()
@@ -450,13 +449,18 @@ class Predictor:
 
     def _batches(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
         """The texts tokenised, longest first, as padded batches (pinned on GPU); and that order."""
-        dataset = TokenisedTexts(self.tokenizer, texts, self.settings.max_length)
-        order = np.argsort(-np.asarray(dataset.lengths, dtype=np.int64), kind="stable")
-        pin = self.device.type == "cuda"
+        input_ids = TokenisedTexts(self.tokenizer, texts, self.settings.max_length).encodings["input_ids"]
+        order = np.argsort(-np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids)), kind="stable")
+        on_gpu = self.device.type == "cuda"
         batches = []
         for start in range(0, len(order), self.batch_size):
-            batch = self.collator([dataset[row] for row in order[start : start + self.batch_size]])
-            batches.append({key: value.pin_memory() if pin else value for key, value in batch.items()})
+            batch = padded_batch(
+                [input_ids[row] for row in order[start : start + self.batch_size]],
+                self.tokenizer.pad_token_id,
+                multiple_of=8 if on_gpu else None,  # tensor cores, as `padding_collator`
+                omit_full_mask=omits_full_masks(self.settings),
+            )
+            batches.append({key: value.pin_memory() if on_gpu else value for key, value in batch.items()})
         return order, batches
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import BertTokenizer, DataCollatorWithPadding
 from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer
@@ -90,3 +91,25 @@ def padding_collator(tokenizer: BertTokenizer, on_gpu: bool, omit_full_mask: boo
     then attends everywhere with no mask (`attention.MegatronBertModelUnmaskedWhenUnpadded`).
     """
     return PaddingCollator(tokenizer, pad_to_multiple_of=8 if on_gpu else None, omit_full_mask=omit_full_mask)
+
+
+def padded_batch(
+    input_ids: Sequence[Sequence[int]], pad_token_id: int, multiple_of: int | None, omit_full_mask: bool
+) -> dict[str, torch.Tensor]:
+    """Token ids padded to the longest row (rounded up to ``multiple_of``), for inference.
+
+    The attention mask comes from the lengths, and is left out when no row needed padding and
+    ``omit_full_mask``. There are no token type ids: they are zeros for one-segment texts, which the
+    model assumes when they are absent. About 20x faster than the tokenizer's ``pad`` at 128 x 512,
+    which took longer than the GPU on a batch when predictions ran on the same thread.
+    """
+    lengths = np.fromiter((len(row) for row in input_ids), dtype=np.int64, count=len(input_ids))
+    longest = int(lengths.max(initial=0))
+    width = -(-longest // multiple_of) * multiple_of if multiple_of else longest
+    ids = np.full((len(input_ids), width), pad_token_id, dtype=np.int64)
+    for row, values in enumerate(input_ids):
+        ids[row, : len(values)] = values
+    batch = {"input_ids": torch.from_numpy(ids)}
+    if not (omit_full_mask and bool((lengths == width).all())):
+        batch["attention_mask"] = torch.from_numpy((np.arange(width) < lengths[:, None]).astype(np.int64))
+    return batch
