@@ -13,12 +13,10 @@ batches), and appends one JSON line per measurement to `--out`.
 
 Modes (name: what is compiled, model instances):
     eager: nothing, 1
-    layers_dynamic: the layers, for any shape (`training.prediction_shapes: dynamic`), 2
-    layers_dynamic_chunk4: the same, with the next 4 batches tokenised while these run, 1
-    layers_automatic: the layers, static for the first shape seen and then for any (`automatic`), 2
-    layers_automatic_b256: the same at eval batch 256, 1
+    layers_dynamic: the layers, for any shape (`training.compile_predictions`, the default), 2
+    layers_dynamic_chunk4: the same, in chunks of 4 batches instead of Predictor's 8, 1
+    layers_automatic: the layers, static for the first shape seen and then for any, 2
     whole_automatic: the whole model, torch.compile's default shapes (the 2026-12-01 probe), 1
-    layers_autotune: the layers, automatic shapes, mode max-autotune-no-cudagraphs, 1
 """
 
 from __future__ import annotations
@@ -44,17 +42,13 @@ from train_throughput import (  # noqa: E402
 )
 
 
-MODES = {  # name: training overrides, what else is compiled ("whole" model or a layer compile mode),
-    # model instances, and the batches in a chunk (None: Predictor's own)
-    "eager": ({"compile_predictions": False}, None, 1, None),
-    "layers_dynamic": ({"compile_predictions": True, "prediction_shapes": "dynamic"}, None, 2, None),
-    "layers_dynamic_chunk4": ({"compile_predictions": True, "prediction_shapes": "dynamic"}, None, 1, 4),
-    "layers_automatic": ({"compile_predictions": True, "prediction_shapes": "automatic"}, None, 2, None),
-    "layers_automatic_b256": (
-        {"compile_predictions": True, "prediction_shapes": "automatic",
-         "arguments": {"per_device_eval_batch_size": 256}}, None, 1, None),
-    "whole_automatic": ({"compile_predictions": False}, "whole", 1, None),
-    "layers_autotune": ({"compile_predictions": False}, "max-autotune-no-cudagraphs", 1, None),
+MODES = {  # name: compile_predictions, what the benchmark compiles itself (the "whole" model, or the
+    # layers with "automatic" shapes), model instances, batches in a chunk (None: Predictor's own)
+    "eager": (False, None, 1, None),
+    "layers_dynamic": (True, None, 2, None),
+    "layers_dynamic_chunk4": (True, None, 1, 4),
+    "layers_automatic": (False, "automatic", 2, None),
+    "whole_automatic": (False, "whole", 1, None),
 }
 
 
@@ -100,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from sentence_reduction.finetune.engine import Predictor
-    from sentence_reduction.finetune.model import ModelSettings, build_model
+    from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
     from sentence_reduction.finetune.text import TokenisedTexts, read_vocabulary
 
     params = project_parameters()
@@ -114,22 +108,21 @@ def main(argv: list[str] | None = None) -> None:
     device = device_description()
     started = time.perf_counter()
     for mode in args.modes.split(","):
-        overrides, compile_mode, instances, chunk_batches = MODES[mode]
+        compile_predictions, compile_here, instances, chunk_batches = MODES[mode]
         if args.deadline and time.perf_counter() - started > args.deadline:
             emit({"benchmark": "prediction_throughput", "mode": mode, "skipped": "deadline"}, args.out)
             continue
         torch._dynamo.reset()
-        training = deep_merge(params["training"], overrides)
+        training = deep_merge(params["training"], {"compile_predictions": compile_predictions})
         for instance in range(instances):  # a second model, as a run's next fold: what compiled graphs save
             torch.manual_seed(instance)
             model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
             predictor = Predictor(model, vocabulary, settings, training)
             predictor.CHUNK_BATCHES = chunk_batches or predictor.CHUNK_BATCHES
-            if compile_mode == "whole":
+            if compile_here == "whole":
                 model.compile()
-            elif compile_mode:
-                for layer in model.base_model.encoder.layer:
-                    layer.compile(mode=compile_mode)
+            elif compile_here == "automatic":
+                compile_layers(model, dynamic=None)
             first_s = timed(predictor, kinds["rulings"][:256])  # compiles, when compiled
             record = {"benchmark": "prediction_throughput", "mode": mode, "model_instance": instance,
                       "first_call_256_rulings_s": round(first_s, 2), "eval_batch": predictor.batch_size,

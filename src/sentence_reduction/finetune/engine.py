@@ -394,8 +394,9 @@ class Predictor:
     accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
     makes sense with ZeRO Stage 3"). On GPU the weights are cast to bf16 when the recipe trains in
     bf16 (fp32 weights under autocast run 1.5x slower) and, when ``training.compile_predictions``
-    asks, the layers are compiled (`compile_layers`: one layer's graph, a few seconds, serves every
-    layer and every fold; the whole model's took 75 s, more than it saved: docs/performance.md).
+    asks, the layers are compiled for any batch and length (`compile_layers`: one layer's graph, a
+    few seconds, serves every layer and every fold; the whole model's took 75 s, and static shapes
+    for full batches measured no faster: docs/performance.md).
     The texts go in chunks of ``CHUNK_BATCHES`` batches, longest first within a chunk (little
     padding); a background thread tokenises and pads the next chunk while the GPU runs this one, and
     a batch without padding runs without a mask. The model is modified in place.
@@ -420,12 +421,12 @@ class Predictor:
         model = apply_runtime_settings(model, settings).eval()
         model.to(self.device, dtype=torch.bfloat16 if on_gpu and arguments.get("bf16") else None)
         if on_gpu and training.get("compile_predictions"):
-            compile_layers(model, dynamic=_prediction_shapes(training))
+            compile_layers(model, dynamic=True)
         self.model = model
         self.num_labels = model.config.num_labels
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        probabilities = np.zeros((len(texts), self.num_labels))
+        probabilities = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         if not texts:
             return probabilities
         chunk = self.CHUNK_BATCHES * self.batch_size
@@ -449,7 +450,7 @@ class Predictor:
 
     def _batches(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
         """The texts tokenised, longest first, as padded batches (pinned on GPU); and that order."""
-        input_ids = TokenisedTexts(self.tokenizer, texts, self.settings.max_length).encodings["input_ids"]
+        input_ids = self.tokenizer(texts, truncation=True, max_length=self.settings.max_length)["input_ids"]
         order = np.argsort(-np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids)), kind="stable")
         on_gpu = self.device.type == "cuda"
         batches = []
@@ -462,17 +463,6 @@ class Predictor:
             )
             batches.append({key: value.pin_memory() if on_gpu else value for key, value in batch.items()})
         return order, batches
-
-
-def _prediction_shapes(training: dict[str, Any]) -> bool | None:
-    """``dynamic`` for the compiled prediction layers: ``training.prediction_shapes`` ``dynamic``
-    (one graph for any batch and length) or ``automatic`` (torch.compile's automatic dynamic shapes:
-    a static graph for the first shape seen, the longest texts' full batches, and a dynamic one for
-    the rest)."""
-    shapes = training.get("prediction_shapes", "dynamic")
-    if shapes not in ("dynamic", "automatic"):
-        raise ValueError(f"training.prediction_shapes must be 'dynamic' or 'automatic', not {shapes!r}")
-    return True if shapes == "dynamic" else None
 
 
 def _metrics_function(class_months: list[int]):
