@@ -57,7 +57,8 @@ def dependency_closure(roots: dict[str, set[str]]) -> dict[str, str]:
 
 
 def main(image_packages: str) -> None:
-    in_image = {normalised(name.strip(" .")) for name in image_packages.split(",") if name.strip()} - KEEP_EVEN_IF_IN_IMAGE
+    listed = {normalised(name.strip(" .")) for name in image_packages.split(",") if name.strip()}
+    in_image = listed - KEEP_EVEN_IF_IN_IMAGE
     for name, version in sorted(dependency_closure(ROOTS).items()):
         if name not in in_image and name != "torch" and not name.startswith("nvidia-"):
             print(f"{name}=={version}")

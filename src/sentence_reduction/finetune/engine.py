@@ -108,8 +108,8 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
     """Class probabilities of the whole held-out fold and of the test texts, once training is done.
 
     One process: the inference path of `predict_probabilities` (bf16 weights, the layers compiled
-    when asked, batches of similar length), the same one the predict pipeline takes. Several processes: the Trainer's
-    sharded prediction, which gathers every rank's share back in order.
+    when asked, batches of similar length), the same one the predict pipeline takes. Several
+    processes: the Trainer's sharded prediction, which gathers every rank's share back in order.
     """
     settings = ModelSettings.from_params(job.model)
     if trainer.args.world_size > 1:
