@@ -103,6 +103,7 @@ class PhaseClock:
         self.spans: dict[str, list[float]] = {}
         self.step_starts: list[float] = []
         self.pauses: list[tuple[float, float]] = []  # evaluations and checkpoints inside train()
+        self.open: list[str] = []  # the phases under way, innermost last
 
     @staticmethod
     def now() -> float:
@@ -115,19 +116,25 @@ class PhaseClock:
     @contextmanager
     def phase(self, name: str, pauses_training: bool = False):
         start = self.now()
+        self.open.append(name)
         try:
             yield
         finally:
+            self.open.pop()
             end = self.now()
             self.spans.setdefault(name, []).append(end - start)
             if pauses_training:
                 self.pauses.append((start, end))
 
-    def wrap(self, owner, method: str, name: str, pauses_training: bool = False) -> None:
+    def wrap(self, owner, method: str, name: str, pauses_training: bool = False, not_inside: str = "") -> None:
+        """Time every call of ``owner.method`` as phase ``name``, except calls made inside phase
+        ``not_inside`` (a checkpoint writes the model with the same method as the final write)."""
         original = getattr(owner, method)
         clock = self
 
         def timed(*args, **kwargs):
+            if not_inside and not_inside in clock.open:
+                return original(*args, **kwargs)
             with clock.phase(name, pauses_training):
                 return original(*args, **kwargs)
 
@@ -150,7 +157,7 @@ def instrument(clock: PhaseClock) -> None:
     clock.wrap(engine.FoldTrainer, "train", "train")
     clock.wrap(Trainer, "evaluate", "in_training_evaluation", pauses_training=True)
     clock.wrap(Trainer, "_save_checkpoint", "checkpoint", pauses_training=True)
-    clock.wrap(Trainer, "save_model", "model_write")
+    clock.wrap(Trainer, "save_model", "model_write", not_inside="checkpoint")
     clock.wrap(engine, "_final_predictions", "final_predictions")
     clock.wrap(engine.Predictor, "__call__", "prediction_call")  # held-out, then test texts
     clock.wrap(engine, "load_result", "result_reload")

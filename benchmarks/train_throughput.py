@@ -46,6 +46,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -429,6 +430,59 @@ def profile_summary(profiler, steps: int, wall_s: float) -> dict:
     }
 
 
+class CardMonitor:
+    """The card's SM clock, power and temperature, sampled through NVML every 50 ms while running.
+
+    The optimised step keeps the tensor cores busier than the baseline does, and a card that reaches
+    its power limit lowers its clocks: these readings say whether two timings ran at the same clocks.
+    Empty where NVML (nvidia-ml-py) or a GPU is missing.
+    """
+
+    def __init__(self, index: int):
+        self.samples: list[tuple[float, float, float]] = []
+        self.reasons = 0
+        self.stop = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:  # no NVML here (the CPU smoke test): no readings
+            self.nvml = None
+
+    def start(self) -> None:
+        import threading
+
+        if self.nvml is None:
+            return
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        nvml, handle = self.nvml, self.handle
+        while not self.stop.wait(0.05):
+            self.samples.append((nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+                                 nvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
+                                 nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+            self.reasons |= nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+
+    def finish(self) -> dict:
+        if self.stop is None:
+            return {}
+        self.stop.set()
+        self.thread.join()
+        if not self.samples:
+            return {}
+        clocks, watts, temperatures = zip(*self.samples)
+        return {
+            "sm_clock_mhz_mean": round(statistics.mean(clocks)), "sm_clock_mhz_min": min(clocks),
+            "power_w_mean": round(statistics.mean(watts)), "power_w_max": round(max(watts)),
+            "power_limit_w": round(self.nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1e3),
+            "temperature_c_max": max(temperatures), "clock_event_reasons": hex(self.reasons),
+        }
+
+
 def train_worker(name: str, args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
@@ -455,6 +509,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         def __init__(self):
             self.marks: dict[int, float] = {}
             self.host_step_ends: list[float] = []
+            self.card = CardMonitor(torch.cuda.current_device() if on_gpu else 0)
 
         def on_train_begin(self, args_, state, control, **kwargs):
             self.train_begin = time.perf_counter()
@@ -465,6 +520,10 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
                 if on_gpu:
                     torch.cuda.synchronize()
                 self.marks[step] = time.perf_counter()
+            if step == warmup:
+                self.card.start()  # the card's readings over the timed window
+            elif step == warmup + steps:
+                self.card_record = self.card.finish()
             if step <= warmup + steps:
                 self.host_step_ends.append(time.perf_counter())
             if args.profile_steps:
@@ -583,6 +642,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "train_sampling_strategy": getattr(args_used, "train_sampling_strategy", None),
         "param_dtype": str(next(trainer.model.parameters()).dtype),
         "rank": rank,
+        **getattr(timer, "card_record", {}),
         **memory,
         **device_description(),
     }
@@ -715,23 +775,24 @@ def print_table(out: str) -> None:
     if not path.is_file():
         return
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
-    print("\n| config | card | samples/s | TFLOP/s per GPU | share of peak | peak GiB | first step s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| config | card | samples/s | TFLOP/s per GPU | share of peak | peak GiB | first step s | SM MHz, W |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         if row.get("config") == "matmul":
             print(f"| matmul bf16 8192^3 (GPU {row['gpu_index']}) | {row.get('device_name')} | | "
-                  f"{row['tflops_median']} (max {row['tflops_max']}) | 1 | | |")
+                  f"{row['tflops_median']} (max {row['tflops_max']}) | 1 | | | |")
         elif "samples_per_s" in row:
             print(f"| {row['config']} | {row.get('device')} | {row['samples_per_s']} | {row['tflops_per_gpu']} | "
-                  f"{row.get('share_of_peak')} | {row.get('peak_allocated_gib')} | {row.get('first_step_s', '')} |")
+                  f"{row.get('share_of_peak')} | {row.get('peak_allocated_gib')} | {row.get('first_step_s', '')} | "
+                  f"{row.get('sm_clock_mhz_mean', '')} {row.get('power_w_mean', '')} |")
         elif row.get("config") in ("attention", "gemm"):
-            print(f"| {row['config']}: {row['case']} | | | {row.get('tflops', row.get('failed'))} | | | |")
+            print(f"| {row['config']}: {row['case']} | | | {row.get('tflops', row.get('failed'))} | | | | |")
         elif row.get("config", "").endswith("+profile"):
             print(f"| {row['config']} | ms/step: wall {row['wall_ms_per_step']}, kernels "
                   f"{row['kernel_ms_per_step']}, {row['category_ms_per_step']}; "
-                  f"syncs {row.get('syncs_in_one_step')} at {row.get('sync_places')} | | | | | |")
+                  f"syncs {row.get('syncs_in_one_step')} at {row.get('sync_places')} | | | | | | |")
         elif row.get("failed") or row.get("skipped"):
-            print(f"| {row.get('config')} | {row.get('failed') or row.get('skipped')} | | | | | |")
+            print(f"| {row.get('config')} | {row.get('failed') or row.get('skipped')} | | | | | | |")
 
 
 def main(argv: list[str] | None = None) -> None:
