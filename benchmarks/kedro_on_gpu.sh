@@ -10,7 +10,8 @@ project=/tmp/kedro_on_gpu; rm -rf "$project"; mkdir -p "$project"
 cp -r pyproject.toml conf src "$project"/ && cd "$project" || exit 1
 for layer in 01_raw 02_intermediate 03_primary 04_feature 05_model_input 06_models 07_model_output 08_reporting; do
   mkdir -p "data/$layer"; done
-python3 -m sentence_reduction.sample_data --output data/01_raw/gpu --n-train "$rows" --n-test $((rows / 4)) --seed 611
+export PYTHONPATH="$project/src${PYTHONPATH:+:$PYTHONPATH}"  # the package, as `pip install -e .` would give it
+python3 -m sentence_reduction.sample_data --output data/01_raw/gpu --n-train "$rows" --n-test $((rows / 4)) --seed 611 || exit 1
 printf 'folds:\n  strategy: stratified_kfold\n  n_splits: 2\n  holdout_fraction: 0.01\n  seed: 42\n' > conf/erlangshen/parameters_gpu_check.yml
 export KEDRO_ENV=erlangshen KEDRO_DISABLE_TELEMETRY=true
 params="raw_data_dir=data/01_raw/gpu,model.config_path=${CONFIG:-$OLDPWD/benchmarks/erlangshen_config.json},model.vocabulary_path=$vocabulary,training.arguments.num_train_epochs=1,training.arguments.logging_steps=5,training.checkpoint_every_minutes=${MINUTES:-0.25}"
