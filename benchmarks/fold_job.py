@@ -33,7 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import CONFIG_JSON, TINY_MODEL, deep_merge, device_description, emit, project_parameters  # noqa: E402
+from train_throughput import (  # noqa: E402
+    CONFIG_JSON,
+    CONFIGS,
+    TINY_MODEL,
+    deep_merge,
+    device_description,
+    emit,
+    project_parameters,
+)
 
 # The competition job (reference README): 50,001 training rows in 5 folds, 25,001 test rows, 4 epochs.
 COMPETITION = {"folds": 5, "train_rows": 40_001, "eval_rows": 10_000, "test_rows": 25_001, "epochs": 4}
@@ -50,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int, default=20, help="in-training evaluation cadence")
     parser.add_argument("--checkpoint-step", type=int, default=40,
                         help="one checkpoint at this step, to time it (the recipe saves by wall time)")
+    parser.add_argument("--config", default="fast_nods", choices=sorted(CONFIGS),
+                        help="changes to the erlangshen parameters, as train_throughput.py's configuration of that name")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the real shape family (CPU smoke)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/fold_job.jsonl"))
     return parser.parse_args(argv)
@@ -76,10 +86,14 @@ def fold_job(args: argparse.Namespace, fold: int):
     from sentence_reduction.finetune.text import read_vocabulary
 
     params = project_parameters()
-    model = dict(params["model"], config_path=str(CONFIG_JSON), vocabulary_path=args.vocabulary)
+    changes = CONFIGS[args.config]
+    model = deep_merge(params["model"], changes.get("model", {}))
+    model.update(config_path=str(CONFIG_JSON), vocabulary_path=args.vocabulary)
     if args.tiny:
         model["config_overrides"] = dict(TINY_MODEL)
-    training = deep_merge(params["training"], {"arguments": {
+    training = deep_merge(params["training"], changes.get("training", {}))
+    training["gpu_arguments"] = {**(training.get("gpu_arguments") or {}), **changes.get("gpu", {})}
+    training = deep_merge(training, {"arguments": {
         "num_train_epochs": args.epochs, "eval_steps": args.eval_steps, "save_strategy": "steps",
         "save_steps": args.checkpoint_step, "report_to": "none", "disable_tqdm": True,
     }})
@@ -239,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             start = clock.now()
             run_fold(job, Path(work) / job.name)
             record = summarise(clock, job, clock.now() - start, counters["stats"]["unique_graphs"] - graphs_before)
-            record.update(device, benchmark="fold_job", date=time.strftime("%Y-%m-%d"),
+            record.update(device, benchmark="fold_job", config=args.config, date=time.strftime("%Y-%m-%d"),
                           rows={"train": args.train_rows, "eval": args.eval_rows, "test": args.test_rows})
             emit(record, args.out)
             results.append(record)

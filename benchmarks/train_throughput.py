@@ -97,6 +97,8 @@ CONFIGS: dict[str, dict] = {
     # does not support the context manager protocol"), hence the variable.
     "fast_multikernel": {"training": {"inductor_config": {"triton.multi_kernel": 1}},
                          "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}},
+    # bf16 weights with fp32 master weights and moments in one compiled update (finetune/master_weights.py)
+    "fast_master": {"training": {"bf16_master_weights": True}},
     # hidden dropout's masks drawn by ATen's Bernoulli kernel in a custom op (finetune/dropout.py)
     "fast_atenmask": {"model": {"dropout_masks_from_aten": True}},
     # every dropout as ATen's own kernel (four random numbers per Philox call), unfused from the

@@ -216,6 +216,30 @@ def test_clipping_inside_fused_adamw_is_the_trainers_clip(tmp_path):
     assert not torch.allclose(parameters_of(inside), parameters_of(unclipped), atol=1e-5)
 
 
+def test_bf16_master_weights_train_bf16_weights_from_fp32_masters_with_the_trainers_clip(tmp_path):
+    """`training.bf16_master_weights`: the Trainer's optimizer is `MasterWeightAdamW`, the model's
+    weights are bf16 roundings of its fp32 masters, and the clip happens inside its update."""
+    from sentence_reduction.finetune.master_weights import MasterWeightAdamW
+
+    trainer = short_training(tmp_path, "master", bf16_master_weights=True, arguments={"max_grad_norm": 0.05})
+    optimizer = trainer.optimizer.optimizer  # inside accelerate's wrapper
+    assert isinstance(optimizer, MasterWeightAdamW)
+    assert {parameter.dtype for parameter in trainer.model.parameters()} == {torch.bfloat16}
+    for parameter in trainer.model.parameters():
+        state = optimizer.state[parameter]
+        assert state["master"].dtype == torch.float32 and float(state["step"]) == 6
+        assert torch.equal(parameter.detach(), state["master"].to(torch.bfloat16))
+    norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+    assert len(norms) == 6 and min(norms) > 0.05  # every step was clipped
+
+
+def test_bf16_master_weights_refuse_an_optimizer_other_than_adamw(tmp_path):
+    training = {**TINY_TRAINING, "bf16_master_weights": True,
+                "arguments": {**TINY_TRAINING["arguments"], "optim": "adafactor"}}
+    with pytest.raises(ValueError, match="bf16_master_weights.*adamw_torch.*not optim adafactor"):
+        build_trainer(tiny_job(training=training), tmp_path / "adafactor")
+
+
 def test_inductor_settings_hold_while_the_fold_trains(tmp_path):
     import torch._inductor.config as inductor_config
 

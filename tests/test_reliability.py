@@ -411,6 +411,30 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(uninterrupted_tiny
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+def test_a_fold_with_bf16_master_weights_resumes_to_the_uninterrupted_result(
+    uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
+):
+    """`training.bf16_master_weights`: bf16 weights, fp32 master weights and moments in the optimizer's
+    state. Killed in the middle of the second epoch, the fold resumes from the checkpoint's fp32 state
+    to the result of an uninterrupted run, and writes its model in bf16."""
+    job = _tiny_job()
+    job.training = {**job.training, "bf16_master_weights": True}
+    uninterrupted = run_fold(job, tmp_path / "uninterrupted" / "fold_0")
+    work_dir = tmp_path / "fold_0"
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 6)
+        with pytest.raises(_Killed):
+            run_fold(job, work_dir)
+    optimizer_state = torch.load(work_dir / "checkpoints" / "checkpoint-6" / "optimizer.pt")
+    assert {value.dtype for state in optimizer_state["state"].values() for value in state.values()} == {torch.float32}
+    with caplog.at_level(logging.INFO, logger=engine.__name__):
+        resumed = run_fold(job, work_dir)
+    assert "checkpoint-6" in caplog.text
+    _assert_same_result(resumed, uninterrupted)
+    assert {tensor.dtype for tensor in load_file(resumed.model.folder / "model.safetensors").values()} == {torch.bfloat16}
+    assert not np.array_equal(resumed.eval_probabilities, uninterrupted_tiny_fold.eval_probabilities)
+
+
 # 2. Reproducibility ----------------------------------------------------------------------------------
 
 

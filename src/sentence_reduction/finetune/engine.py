@@ -28,6 +28,7 @@ from transformers import (
     MegatronBertForSequenceClassification,
     Trainer,
     TrainerCallback,
+    TrainingArguments,
     set_seed,
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -36,6 +37,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from sentence_reduction.finetune.arguments import compiles_layers, effective_arguments, training_arguments
 from sentence_reduction.finetune.job import FoldJob, FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings, launch
+from sentence_reduction.finetune.master_weights import MasterWeightAdamW
 from sentence_reduction.finetune.model import (
     ModelSettings,
     apply_runtime_settings,
@@ -213,8 +215,9 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 class FoldTrainer(Trainer):
     """The Trainer, with length-grouped batches for training only, in an order resumable mid-epoch,
-    gradient clipping inside torch's fused AdamW, inductor settings while it compiles, and inputs
-    that keep one compiled graph for training and one for evaluation.
+    gradient clipping inside the optimizer's update (torch's fused AdamW, or `MasterWeightAdamW`),
+    inductor settings while it compiles, and inputs that keep one compiled graph for training and
+    one for evaluation.
 
     transformers applies ``train_sampling_strategy: group_by_length`` to evaluation and prediction too,
     which returns predictions in a shuffled order: probabilities must stay in the dataset's order.
@@ -266,6 +269,9 @@ class FoldTrainer(Trainer):
             return super().predict(*args, **kwargs)
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
+        master_weights = getattr(self.optimizer, "optimizer", self.optimizer)
+        if isinstance(master_weights, MasterWeightAdamW):
+            return master_weights.clip_gradients(self.args.max_grad_norm)
         optimizer = self._fused_adam_to_clip_in()
         if optimizer is None:
             return super()._clip_grad_norm(model)
@@ -349,10 +355,39 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         inductor_config=job.training.get("inductor_config"),
         dynamic_sequence_length=arguments.torch_compile and not unpadded,
         compiled=arguments.torch_compile or regional,
+        optimizer_cls_and_kwargs=master_weight_optimizer(
+            job.training, arguments, compiled=on_gpu and (arguments.torch_compile or regional)
+        ),
     )
     if job.training.get("checkpoint_every_minutes"):
         trainer.add_callback(CheckpointEveryMinutes(float(job.training["checkpoint_every_minutes"])))
     return trainer
+
+
+def master_weight_optimizer(
+    training: dict[str, Any], arguments: TrainingArguments, compiled: bool
+) -> tuple[type[MasterWeightAdamW], dict[str, Any]] | None:
+    """`MasterWeightAdamW` and its arguments from the recipe's AdamW when ``training.bf16_master_weights``
+    asks for it, else None (the Trainer's own optimizer).
+
+    Under DeepSpeed (several processes) the weights already train this way, in DeepSpeed's bf16
+    optimizer, so the parameter changes nothing there.
+    """
+    if not training.get("bf16_master_weights") or arguments.deepspeed or arguments.fsdp:
+        return None
+    optim = str(getattr(arguments.optim, "value", arguments.optim))
+    if arguments.fp16 or optim not in ("adamw_torch", "adamw_torch_fused"):
+        raise ValueError(
+            "training.bf16_master_weights trains bf16 weights with AdamW: it needs optim adamw_torch or "
+            f"adamw_torch_fused and no fp16, not optim {optim}" + (" with fp16" if arguments.fp16 else "")
+        )
+    return MasterWeightAdamW, {
+        "lr": arguments.learning_rate,
+        "betas": (arguments.adam_beta1, arguments.adam_beta2),
+        "eps": arguments.adam_epsilon,
+        "weight_decay": arguments.weight_decay,
+        "compiled": compiled,
+    }
 
 
 def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:
@@ -419,7 +454,8 @@ class Predictor:
         self.batch_size = int(arguments.get("per_device_eval_batch_size", 8))
         self.inductor_config = training.get("inductor_config") or {}
         model = apply_runtime_settings(model, settings).eval()
-        model.to(self.device, dtype=torch.bfloat16 if on_gpu and arguments.get("bf16") else None)
+        # fp32 elsewhere: a model trained with bf16 weights (`bf16_master_weights`) is saved in bf16.
+        model.to(self.device, dtype=torch.bfloat16 if on_gpu and arguments.get("bf16") else torch.float32)
         if on_gpu and training.get("compile_predictions"):
             compile_layers(model, dynamic=True)
         self.model = model
