@@ -77,10 +77,13 @@ CONFIGS: dict[str, dict] = {
     "fast": {"training": {"deepspeed_single_process": True}},
     # the same without compilation (SDPA alone)
     "sdpa": {"training": {"deepspeed_single_process": True}, "gpu": {"torch_compile": False}},
-    # The project's one-GPU path as it is: no DeepSpeed (bf16 autocast over fp32 weights, fused
-    # AdamW, clipping inside it), SDPA with no mask for unpadded batches, a bf16 residual stream,
-    # torch.compile with programmatic dependent launch, and no host-device synchronisation in the step.
+    # The project's one-GPU path as it is: no DeepSpeed (bf16 weights from fp32 master weights in one
+    # compiled AdamW update, clipping inside it), SDPA with no mask for unpadded batches, a bf16
+    # residual stream, hidden dropout's masks from ATen, each layer compiled with programmatic
+    # dependent launch, and no host-device synchronisation in the step.
     "fast_nods": {},
+    # the same with bf16 autocast over fp32 weights and torch's fused AdamW (the default until 2026-12-02)
+    "fast_autocast": {"training": {"bf16_master_weights": False}},
     # the same with the whole model compiled by the Trainer (before 2026-12-02) instead of each layer
     "fast_whole": {"training": {"regional_compilation": False}},
     # the one-GPU path of 2026-11-27: a mask on every batch, an fp32 residual stream, and the
@@ -97,8 +100,6 @@ CONFIGS: dict[str, dict] = {
     # does not support the context manager protocol"), hence the variable.
     "fast_multikernel": {"training": {"inductor_config": {"triton.multi_kernel": 1}},
                          "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}},
-    # bf16 weights with fp32 master weights and moments in one compiled update (finetune/master_weights.py)
-    "fast_master": {"training": {"bf16_master_weights": True}},
     # hidden dropout's masks drawn by ATen's Bernoulli kernel in a custom op (finetune/dropout.py)
     "fast_atenmask": {"model": {"dropout_masks_from_aten": True}},
     # every dropout as ATen's own kernel (four random numbers per Philox call), unfused from the

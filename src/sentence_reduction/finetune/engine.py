@@ -143,7 +143,7 @@ def in_training_evaluation_rows(labels: list[int], fraction: float, min_rows: in
 class CheckpointEveryMinutes(TrainerCallback):
     """A checkpoint once ``minutes`` of training have passed since the last one (or the start).
 
-    A checkpoint of the 1.3B model (fp32 weights and AdamW state, about 15 GB) stalls the steps for
+    A checkpoint of the 1.3B model (weights and AdamW state, 15-17.5 GB) stalls the steps for
     15-20 s; by wall time its cost stays a fixed share of the job, whatever the fold's size. Checked
     at logging steps (when the loss is read anyway): rank 0 decides for every rank, since all of
     them must take part in the save.
