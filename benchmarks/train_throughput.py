@@ -632,6 +632,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "residual_in_autocast_dtype": job.model.get("residual_in_autocast_dtype"),
         "dropout_masks_from_aten": job.model.get("dropout_masks_from_aten"),
         "clip_in_fused_optimizer": trainer._fused_adam_to_clip_in() is not None,
+        "bf16_master_weights": bool(job.training.get("bf16_master_weights")),
         "inductor_config": job.training.get("inductor_config") or {},
         "torch_compile": bool(args_used.torch_compile),
         "regional_compilation": compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
