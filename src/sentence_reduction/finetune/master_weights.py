@@ -9,13 +9,14 @@ the fp32 master weight, the bf16 gradient and the two fp32 moments and writes th
 and the bf16 weight: 28 bytes. The numerics are those of DeepSpeed's bf16 mode (the winning
 solution's): bf16 weights and gradients, fp32 master weights and optimizer state.
 
-torch's fused AdamW cannot mix dtypes, so on GPU the update is compiled by inductor into one kernel
-(the same graph for every parameter, layer and fold of a run); on CPU it runs eagerly.
+torch's fused AdamW cannot mix dtypes, so the update is written here in torch operations; compiled
+(``compiled=True``, as the engine asks on GPU), inductor makes one kernel of it per parameter, from
+two graphs (2-D and 1-D parameters) that every layer and every later fold of the run reuse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -116,7 +117,7 @@ class MasterWeightAdamW(torch.optim.Optimizer):
         return total
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
