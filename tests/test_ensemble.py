@@ -7,6 +7,7 @@ import pytest
 from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_baseline
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine
 from sentence_reduction.pipelines.train.fine_tuning import probability_table
+from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate
 
 N_CASES, N_CLASSES = 200, 4
 CLASS_TABLE = pd.DataFrame({"class_id": range(N_CLASSES), "months": [0, 3, 6, 12]})
@@ -17,7 +18,8 @@ AUTO = {"decoding": "auto"}
 def _cases(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     class_ids = rng.integers(0, N_CLASSES, N_CASES)
-    model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(N_CASES)], "class_id": class_ids})
+    model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(N_CASES)], "class_id": class_ids,
+                                "label": CLASS_TABLE["months"].to_numpy()[class_ids]})
     folds = pd.DataFrame({"id": model_input["id"], "fold": np.arange(N_CASES) % 4})
     return model_input, folds, class_ids
 
@@ -61,6 +63,23 @@ def test_complementary_candidates_are_blended():
     )
     assert choice["weights"]["left"] > 0 and choice["weights"]["right"] > 0
     assert metrics["ext_acc"] > 0.9  # each alone is right on half the cases and guesses on the rest
+
+
+def test_out_of_fold_scores_compare_the_decoded_months_with_the_cases_own_months():
+    """Where a class holds several months (bins, a capped last class), a candidate that always finds
+    the class still misses the months its class does not decode to: ExtAcc and FinalScore say so,
+    and the ensemble's estimate too."""
+    model_input, folds, class_ids = _cases()
+    # The last class stands for 12 months; half its cases lasted 40.
+    longer = (class_ids == 3) & (np.arange(N_CASES) % 2 == 0)
+    model_input["label"] = np.where(longer, 40, model_input["label"])
+    perfect = _table(model_input, _knowing(class_ids, np.ones(N_CASES, bool), seed=8))
+    metrics = evaluate_candidate(perfect, model_input, CLASS_TABLE, {"decoding": "argmax"})
+    assert metrics["accuracy"] == 1.0
+    assert metrics["ext_acc"] == pytest.approx(1 - longer.mean())
+    assert metrics["final_score"] < 1.0
+    _, estimate, _, _ = choose_ensemble(model_input, folds, CLASS_TABLE, ENSEMBLE, AUTO, perfect=perfect)
+    assert estimate["ext_acc"] == pytest.approx(1 - longer.mean())
 
 
 def test_candidates_over_different_cases_are_refused():

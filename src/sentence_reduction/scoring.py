@@ -28,14 +28,28 @@ def expected_gain_matrix(class_months: Sequence[int]) -> np.ndarray:
 
 
 def classification_metrics(
-    probabilities: np.ndarray, class_ids: np.ndarray, class_months: Sequence[int], rule: str = "argmax"
+    probabilities: np.ndarray,
+    class_ids: np.ndarray,
+    class_months: Sequence[int],
+    rule: str = "argmax",
+    true_months: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Loss, accuracy, weighted precision/recall/F1 and the competition's Score/ExtAcc/FinalScore."""
-    return prediction_metrics(probabilities, decode(probabilities, class_months, rule), class_ids, class_months)
+    """Loss, accuracy, weighted precision/recall/F1 and the competition's Score/ExtAcc/FinalScore.
+
+    The competition's scores compare the predicted months with ``true_months``, the cases' own
+    durations, when given; else with each true class's month, which is the same where every class is
+    one month (the competition's labels) but flatters bins and a capped last class.
+    """
+    predicted = decode(probabilities, class_months, rule)
+    return prediction_metrics(probabilities, predicted, class_ids, class_months, true_months)
 
 
 def prediction_metrics(
-    probabilities: np.ndarray, predicted: np.ndarray, class_ids: np.ndarray, class_months: Sequence[int]
+    probabilities: np.ndarray,
+    predicted: np.ndarray,
+    class_ids: np.ndarray,
+    class_months: Sequence[int],
+    true_months: np.ndarray | None = None,
 ) -> dict[str, float]:
     """`classification_metrics` of predictions already decoded (by rules that may differ by row)."""
     class_ids = np.asarray(class_ids)
@@ -49,7 +63,7 @@ def prediction_metrics(
         "precision_weighted": float(precision),
         "recall_weighted": float(recall),
         "f1_weighted": float(f1),
-        **competition_scores(months[predicted], months[class_ids]),
+        **competition_scores(months[predicted], months[class_ids] if true_months is None else np.asarray(true_months)),
     }
 
 

@@ -40,13 +40,13 @@ def choose_ensemble(
     """The combination of the candidates (``name=out-of-fold table``) of highest out-of-fold FinalScore;
     its metrics estimated by nested folds; the confusion matrix and per-class report of that estimate."""
     names = list(oof_probabilities)
-    stacked, class_ids = _stack(oof_probabilities, model_input)
+    stacked, class_ids, true_months = _stack(oof_probabilities, model_input)
     folds = case_folds(model_input.loc[model_input["id"].isin(oof_probabilities[names[0]]["id"])], fold_assignments)
     months = class_table["months"].tolist()
     options = _options(len(names), ensemble, evaluation)
 
     min_gain = ensemble["min_gain"]
-    best = _best(options, stacked, class_ids, months, min_gain)
+    best = _best(options, stacked, true_months, months, min_gain)
     nested_probabilities = np.zeros((len(class_ids), len(months)))
     nested_predicted = np.zeros(len(class_ids), dtype=int)
     chosen_by_fold = []
@@ -55,13 +55,13 @@ def choose_ensemble(
         held_out = folds == fold
         # One fold alone leaves nothing to choose on: the choice is then scored on its own cases.
         chosen_on = ~held_out if len(held_out_folds) > 1 else held_out
-        option = _best(options, stacked[:, chosen_on], class_ids[chosen_on], months, min_gain)
+        option = _best(options, stacked[:, chosen_on], true_months[chosen_on], months, min_gain)
         nested_probabilities[held_out] = combine(stacked[:, held_out], *option[:2])
         nested_predicted[held_out] = decode(nested_probabilities[held_out], months, option[2])
         chosen_by_fold.append(_describe(option, names))
 
     choice = _describe(best, names)
-    in_sample = classification_metrics(combine(stacked, *best[:2]), class_ids, months, best[2])
+    in_sample = classification_metrics(combine(stacked, *best[:2]), class_ids, months, best[2], true_months)
     metrics = {
         "estimate": (
             f"nested: each of the {len(held_out_folds)} folds' cases predicted by the combination chosen on the "
@@ -69,9 +69,9 @@ def choose_ensemble(
             else "in-sample: one fold, so the combination is scored on the cases it was chosen on (optimistic)"
         ),
         "cases": int(len(class_ids)),
-        **prediction_metrics(nested_probabilities, nested_predicted, class_ids, months),
+        **prediction_metrics(nested_probabilities, nested_predicted, class_ids, months, true_months),
         "in_sample": in_sample,
-        "majority_class": _majority_class_metrics(model_input, class_ids, months),
+        "majority_class": _majority_class_metrics(model_input, class_ids, months, true_months),
         "chosen_by_fold": chosen_by_fold,
     }
     logger.info(
@@ -114,13 +114,15 @@ def combine(stacked: np.ndarray, weights: np.ndarray, combination: str) -> np.nd
     raise ValueError(f"ensemble combination must be one of {COMBINATIONS}, not {combination!r}")
 
 
-def _stack(oof_probabilities: dict[str, pd.DataFrame], model_input: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _stack(
+    oof_probabilities: dict[str, pd.DataFrame], model_input: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids = {name: set(table["id"]) for name, table in oof_probabilities.items()}
     first = next(iter(ids.values()))
     if any(other != first for other in ids.values()):
         raise ValueError(f"the candidates' out-of-fold probabilities cover different cases: {sorted(ids)}")
     arrays = [labelled_probabilities(table, model_input) for table in oof_probabilities.values()]
-    return np.stack([probabilities for probabilities, _ in arrays]), arrays[0][1]
+    return np.stack([probabilities for probabilities, _, _ in arrays]), arrays[0][1], arrays[0][2]
 
 
 def _options(n_candidates: int, ensemble: dict[str, Any], evaluation: dict[str, Any]) -> list[tuple]:
@@ -143,15 +145,15 @@ def _options(n_candidates: int, ensemble: dict[str, Any], evaluation: dict[str, 
 
 
 def _best(
-    options: list[tuple], stacked: np.ndarray, class_ids: np.ndarray, months: list[int], min_gain: float
+    options: list[tuple], stacked: np.ndarray, true_months: np.ndarray, months: list[int], min_gain: float
 ) -> tuple:
-    """The option of highest FinalScore (the first, so the simplest, of equals); a blend only when it
-    beats the best single candidate by ``min_gain``."""
+    """The option of highest FinalScore against the cases' own months (the first, so the simplest, of
+    equals); a blend only when it beats the best single candidate by ``min_gain``."""
 
     def final_score(option: tuple) -> float:
         weights, combination, rule = option
         predicted = decode(combine(stacked, weights, combination), months, rule)
-        return competition_scores(month_of_class[predicted], month_of_class[class_ids])["final_score"]
+        return competition_scores(month_of_class[predicted], true_months)["final_score"]
 
     month_of_class = np.asarray(months)
 
@@ -170,11 +172,13 @@ def _describe(option: tuple, names: list[str]) -> dict[str, Any]:
     }
 
 
-def _majority_class_metrics(model_input: pd.DataFrame, class_ids: np.ndarray, months: list[int]) -> dict[str, float]:
+def _majority_class_metrics(
+    model_input: pd.DataFrame, class_ids: np.ndarray, months: list[int], true_months: np.ndarray
+) -> dict[str, float]:
     majority = int(model_input["class_id"].mode().iloc[0])
     constant = np.zeros((len(class_ids), len(months)))
     constant[:, majority] = 1.0
-    return classification_metrics(constant, class_ids, months)
+    return classification_metrics(constant, class_ids, months, true_months=true_months)
 
 
 def _confusion_figure(class_ids: np.ndarray, predicted: np.ndarray, months: list[int]) -> plt.Figure:

@@ -71,20 +71,25 @@ def average_test_probabilities(*test_tables: pd.DataFrame) -> pd.DataFrame:
     return probability_table(first["id"], mean)
 
 
-def labelled_probabilities(oof_table: pd.DataFrame, model_input: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """An out-of-fold table's probabilities and true class ids, rows in ``model_input``'s order."""
-    labelled = model_input[["id", "class_id"]].merge(oof_table, on="id", validate="one_to_one")
-    return labelled.filter(regex=r"^prob_").to_numpy(), labelled["class_id"].to_numpy()
+def labelled_probabilities(
+    oof_table: pd.DataFrame, model_input: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An out-of-fold table's probabilities, true class ids and true months, rows in ``model_input``'s order."""
+    labelled = model_input[["id", "class_id", "label"]].merge(oof_table, on="id", validate="one_to_one")
+    return labelled.filter(regex=r"^prob_").to_numpy(), labelled["class_id"].to_numpy(), labelled["label"].to_numpy()
 
 
 def evaluate_candidate(
     oof_probabilities: pd.DataFrame, model_input: pd.DataFrame, class_table: pd.DataFrame, evaluation: dict[str, Any]
 ) -> dict[str, Any]:
     """A candidate's metrics over every held-out case, under both decoding rules, headed by the rule
-    ``evaluation.decoding`` names (``auto``: whichever scores higher)."""
-    probabilities, class_ids = labelled_probabilities(oof_probabilities, model_input)
+    ``evaluation.decoding`` names (``auto``: whichever scores higher). Score, ExtAcc and FinalScore
+    compare the decoded months with the cases' own months."""
+    probabilities, class_ids, true_months = labelled_probabilities(oof_probabilities, model_input)
     months = class_table["months"].tolist()
-    by_rule = {rule: classification_metrics(probabilities, class_ids, months, rule) for rule in DECODING_RULES}
+    by_rule = {
+        rule: classification_metrics(probabilities, class_ids, months, rule, true_months) for rule in DECODING_RULES
+    }
     rule = evaluation["decoding"]
     if rule == "auto":
         rule = max(DECODING_RULES, key=lambda name: by_rule[name]["final_score"])
