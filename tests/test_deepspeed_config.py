@@ -136,7 +136,7 @@ def test_each_fold_trains_with_the_runs_deepspeed_config(tmp_path, monkeypatch):
         return FoldResult(SavedModel(tmp_path), np.full((1, 2), 0.5), np.full((1, 2), 0.5), {})
 
     monkeypatch.setattr(fine_tuning, "run_fold", run_fold)
-    model_input = pd.DataFrame({"id": ["a", "b"], "fact": ["罪犯甲", "罪犯乙"], "class_id": [0, 1]})
+    model_input = pd.DataFrame({"id": ["a", "b"], "fact": ["罪犯甲", "罪犯乙"], "class_id": [0, 1], "label": [0, 1]})
     fold_assignments = pd.DataFrame({"id": ["a", "b"], "fold": [0, 1]})
     test_cases = pd.DataFrame({"id": ["t"], "fact": ["罪犯丙"]})
     class_table = pd.DataFrame({"months": [0, 1]})
