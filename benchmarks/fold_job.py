@@ -37,6 +37,7 @@ from train_throughput import (  # noqa: E402
     CONFIG_JSON,
     CONFIGS,
     TINY_MODEL,
+    configured_parameters,
     deep_merge,
     device_description,
     emit,
@@ -85,14 +86,10 @@ def fold_job(args: argparse.Namespace, fold: int):
     from sentence_reduction.finetune.job import FoldJob
     from sentence_reduction.finetune.text import read_vocabulary
 
-    params = project_parameters()
-    changes = CONFIGS[args.config]
-    model = deep_merge(params["model"], changes.get("model", {}))
+    model, training = configured_parameters(args.config)
     model.update(config_path=str(CONFIG_JSON), vocabulary_path=args.vocabulary)
     if args.tiny:
         model["config_overrides"] = dict(TINY_MODEL)
-    training = deep_merge(params["training"], changes.get("training", {}))
-    training["gpu_arguments"] = {**(training.get("gpu_arguments") or {}), **changes.get("gpu", {})}
     training = deep_merge(training, {"arguments": {
         "num_train_epochs": args.epochs, "eval_steps": args.eval_steps, "save_strategy": "steps",
         "save_steps": args.checkpoint_step, "report_to": "none", "disable_tqdm": True,

@@ -187,20 +187,25 @@ def synthetic_texts(count: int, characters: int, seed: int) -> list[str]:
     return ["".join(rng.choices(ALPHABET, k=characters)) for _ in range(count)]
 
 
+def configured_parameters(name: str) -> tuple[dict, dict]:
+    """The `model` and `training` parameters of the erlangshen environment with configuration
+    ``name``'s changes applied (its `gpu` changes into `training.gpu_arguments`)."""
+    spec = CONFIGS[name]
+    params = project_parameters()
+    model = deep_merge(params["model"], spec.get("model", {}))
+    training = deep_merge(params["training"], spec.get("training", {}))
+    training["gpu_arguments"] = {**(training.get("gpu_arguments") or {}), **spec.get("gpu", {})}
+    return model, training
+
+
 def make_job(name: str, args: argparse.Namespace, world_size: int):
     from sentence_reduction.finetune.job import FoldJob
     from sentence_reduction.finetune.text import build_character_vocabulary
 
-    spec = CONFIGS[name]
-    params = project_parameters()
-    model = deep_merge(params["model"], spec.get("model", {}))
+    model, training = configured_parameters(name)
     model.update(config_path=str(CONFIG_JSON), max_length=args.max_length, vocabulary_min_frequency=1)
     if args.tiny:
         model["config_overrides"] = dict(model.get("config_overrides") or {}, **TINY_MODEL)
-    training = deep_merge(params["training"], spec.get("training", {}))
-    gpu = dict(training.get("gpu_arguments") or {})
-    gpu.update(spec.get("gpu", {}))
-    training["gpu_arguments"] = gpu
     total_steps = args.warmup + args.steps + (args.profile_steps + 1 if args.profile_steps else 0)
     training["arguments"].update(
         max_steps=total_steps,

@@ -269,7 +269,7 @@ class FoldTrainer(Trainer):
             return super().predict(*args, **kwargs)
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
-        master_weights = getattr(self.optimizer, "optimizer", self.optimizer)
+        master_weights = self._unwrapped_optimizer()
         if isinstance(master_weights, MasterWeightAdamW):
             return master_weights.clip_gradients(self.args.max_grad_norm)
         optimizer = self._fused_adam_to_clip_in()
@@ -281,9 +281,12 @@ class FoldTrainer(Trainer):
         optimizer.grad_scale = torch.clamp((norm + 1e-6) / self.args.max_grad_norm, min=1.0)
         return norm
 
+    def _unwrapped_optimizer(self) -> torch.optim.Optimizer | None:
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+
     def _fused_adam_to_clip_in(self) -> torch.optim.Adam | None:
         """The optimizer, when clipping inside it was asked for and is the Trainer's clip exactly."""
-        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+        optimizer = self._unwrapped_optimizer()
         if (
             not self.clip_in_fused_optimizer
             or self.is_deepspeed_enabled
