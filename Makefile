@@ -1,28 +1,36 @@
 # Two set-up commands, each complete on a fresh machine and safe to repeat:
 #   make run    installs what it needs, then runs `kedro run --pipelines=train` on the embedded sample
-#   make test   installs what it needs, then runs the whole test suite
+#   make test   installs what it needs, then lints and runs the whole test suite
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export KEDRO_DISABLE_TELEMETRY := true
 export DS_BUILD_OPS := 0
 
-.PHONY: install run test viz mlflow-ui
+.PHONY: install run test lint viz mlflow-ui
 
 install: $(VENV)/.installed
 
-# torch first, pinned: its CPU build is on local disk here, and an unpinned torch pulls a CUDA build.
+# torch first, on its own: the default is the CPU build (an unpinned torch from PyPI is a CUDA build of
+# several GB). On a GPU machine, take a CUDA build from PyTorch's index, e.g.
+#   make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+TORCH ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 run: install
 	$(VENV)/bin/kedro run --pipelines=train
 
-test: install
+test: lint
 	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 viz: install
 	$(VENV)/bin/kedro viz run --host 127.0.0.1 --no-browser

@@ -20,7 +20,6 @@ this card, and appends one JSON line per fold to `--out`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -50,17 +49,27 @@ COMPETITION = {"folds": 5, "train_rows": 40_001, "eval_rows": 10_000, "test_rows
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocabulary", default=str(ROOT.parent / "shared/reference/erlangshen-megatronbert-1.3b/vocab.txt"))
+    parser.add_argument(
+        "--vocabulary", default=str(ROOT.parent / "shared/reference/erlangshen-megatronbert-1.3b/vocab.txt")
+    )
     parser.add_argument("--folds", type=int, default=2, help="folds run one after another in this process")
     parser.add_argument("--train-rows", type=int, default=2560)
     parser.add_argument("--eval-rows", type=int, default=800, help="the held-out fold")
     parser.add_argument("--test-rows", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--eval-steps", type=int, default=20, help="in-training evaluation cadence")
-    parser.add_argument("--checkpoint-step", type=int, default=40,
-                        help="one checkpoint at this step, to time it (the recipe saves by wall time)")
-    parser.add_argument("--config", default="fast_nods", choices=sorted(CONFIGS),
-                        help="changes to the erlangshen parameters, as train_throughput.py's configuration of that name")
+    parser.add_argument(
+        "--checkpoint-step",
+        type=int,
+        default=40,
+        help="one checkpoint at this step, to time it (the recipe saves by wall time)",
+    )
+    parser.add_argument(
+        "--config",
+        default="fast_nods",
+        choices=sorted(CONFIGS),
+        help="changes to the erlangshen parameters, as train_throughput.py's configuration of that name",
+    )
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the real shape family (CPU smoke)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/fold_job.jsonl"))
     return parser.parse_args(argv)
@@ -90,17 +99,33 @@ def fold_job(args: argparse.Namespace, fold: int):
     model.update(config_path=str(CONFIG_JSON), vocabulary_path=args.vocabulary)
     if args.tiny:
         model["config_overrides"] = dict(TINY_MODEL)
-    training = deep_merge(training, {"arguments": {
-        "num_train_epochs": args.epochs, "eval_steps": args.eval_steps, "save_strategy": "steps",
-        "save_steps": args.checkpoint_step, "report_to": "none", "disable_tqdm": True,
-    }})
+    training = deep_merge(
+        training,
+        {
+            "arguments": {
+                "num_train_epochs": args.epochs,
+                "eval_steps": args.eval_steps,
+                "save_strategy": "steps",
+                "save_steps": args.checkpoint_step,
+                "report_to": "none",
+                "disable_tqdm": True,
+            }
+        },
+    )
     if args.tiny:
         training["arguments"].update(dataloader_num_workers=0, per_device_train_batch_size=8)
     train_texts, train_labels, eval_texts, eval_labels, test_texts = rulings(args)
     return FoldJob(
-        name=f"fold_{fold}", train_texts=train_texts, train_labels=train_labels, eval_texts=eval_texts,
-        eval_labels=eval_labels, predict_texts=test_texts, vocabulary=read_vocabulary(args.vocabulary),
-        class_months=list(range(34)), model=model, training=training,
+        name=f"fold_{fold}",
+        train_texts=train_texts,
+        train_labels=train_labels,
+        eval_texts=eval_texts,
+        eval_labels=eval_labels,
+        predict_texts=test_texts,
+        vocabulary=read_vocabulary(args.vocabulary),
+        class_months=list(range(34)),
+        model=model,
+        training=training,
     )
 
 
@@ -183,7 +208,7 @@ def instrument(clock: PhaseClock) -> None:
 
 def summarise(clock: PhaseClock, job, fold_wall: float, graphs: int) -> dict:
     intervals = clock.step_intervals()
-    steady = statistics.median(intervals[len(intervals) // 4:]) if intervals else float("nan")
+    steady = statistics.median(intervals[len(intervals) // 4 :]) if intervals else float("nan")
     steps = len(clock.step_starts)
     # A step that took more than twice a steady one compiled (or recompiled): its excess is compilation.
     compile_s = sum(interval - steady for interval in intervals if interval > 2 * steady)
@@ -192,18 +217,25 @@ def summarise(clock: PhaseClock, job, fold_wall: float, graphs: int) -> dict:
     evaluations = clock.spans.get("in_training_evaluation", [])
     checkpoints = clock.spans.get("checkpoint", [])
     return {
-        "fold": job.name, "steps": steps, "steady_step_s": steady, "steps_only_s": steps * steady,
-        "compile_s": compile_s, "train_wall_s": train_wall,
+        "fold": job.name,
+        "steps": steps,
+        "steady_step_s": steady,
+        "steps_only_s": steps * steady,
+        "compile_s": compile_s,
+        "train_wall_s": train_wall,
         "training_efficiency": steps * steady / train_wall,
-        "evaluations": len(evaluations), "evaluation_s_each": statistics.mean(evaluations) if evaluations else 0.0,
-        "checkpoints": len(checkpoints), "checkpoint_s_each": statistics.mean(checkpoints) if checkpoints else 0.0,
+        "evaluations": len(evaluations),
+        "evaluation_s_each": statistics.mean(evaluations) if evaluations else 0.0,
+        "checkpoints": len(checkpoints),
+        "checkpoint_s_each": statistics.mean(checkpoints) if checkpoints else 0.0,
         "model_write_s": sum(clock.spans.get("model_write", [])),
         "final_predictions_s": sum(clock.spans["final_predictions"]),
         "prediction_samples_per_s": predicted_rows / sum(clock.spans["final_predictions"]),
         # the test texts, predicted second: any compilation happened on the held-out ones
         "test_prediction_samples_per_s": len(job.predict_texts) / clock.spans["prediction_call"][-1],
         "result_reload_s": sum(clock.spans.get("result_reload", [])),
-        "fold_wall_s": fold_wall, "compiled_graphs": graphs,
+        "fold_wall_s": fold_wall,
+        "compiled_graphs": graphs,
         "train_samples_per_s": job.training["arguments"]["per_device_train_batch_size"] / steady,
     }
 
@@ -225,10 +257,17 @@ def extrapolate(first: dict, later: dict, eval_steps: int, checkpoint_minutes: f
     cold, warm = fold(first), fold(later)
     job_s = cold["wall_s"] + (COMPETITION["folds"] - 1) * warm["wall_s"]
     return {
-        "steps_per_fold": steps, "steps_s": steps_s, "evaluations_s": evaluations_s, "checkpoints_s": checkpoints_s,
-        "predictions_s": predict_s, "write_and_reload_s": write_s,
-        "efficiency_first_fold": cold["efficiency"], "efficiency_later_folds": warm["efficiency"],
-        "fold_wall_s_first": cold["wall_s"], "fold_wall_s_later": warm["wall_s"], "job_hours": job_s / 3600,
+        "steps_per_fold": steps,
+        "steps_s": steps_s,
+        "evaluations_s": evaluations_s,
+        "checkpoints_s": checkpoints_s,
+        "predictions_s": predict_s,
+        "write_and_reload_s": write_s,
+        "efficiency_first_fold": cold["efficiency"],
+        "efficiency_later_folds": warm["efficiency"],
+        "fold_wall_s_first": cold["wall_s"],
+        "fold_wall_s_later": warm["wall_s"],
+        "job_hours": job_s / 3600,
     }
 
 
@@ -250,13 +289,20 @@ def main(argv: list[str] | None = None) -> None:
             start = clock.now()
             run_fold(job, Path(work) / job.name)
             record = summarise(clock, job, clock.now() - start, counters["stats"]["unique_graphs"] - graphs_before)
-            record.update(device, benchmark="fold_job", config=args.config, date=time.strftime("%Y-%m-%d"),
-                          rows={"train": args.train_rows, "eval": args.eval_rows, "test": args.test_rows})
+            record.update(
+                device,
+                benchmark="fold_job",
+                config=args.config,
+                date=time.strftime("%Y-%m-%d"),
+                rows={"train": args.train_rows, "eval": args.eval_rows, "test": args.test_rows},
+            )
             emit(record, args.out)
             results.append(record)
     recipe = project_parameters()["training"]  # the recipe's cadences, not this run's
     projection = extrapolate(
-        results[0], results[-1], eval_steps=int(recipe["arguments"]["eval_steps"]),
+        results[0],
+        results[-1],
+        eval_steps=int(recipe["arguments"]["eval_steps"]),
         checkpoint_minutes=float(recipe.get("checkpoint_every_minutes") or 30),
         batch=int(recipe["arguments"]["per_device_train_batch_size"]),
     )
@@ -265,14 +311,34 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_table(results: list[dict], projection: dict) -> None:
-    keys = ["steps", "steady_step_s", "compile_s", "train_wall_s", "training_efficiency", "evaluations",
-            "evaluation_s_each", "checkpoints", "checkpoint_s_each", "model_write_s", "final_predictions_s",
-            "prediction_samples_per_s", "result_reload_s", "fold_wall_s", "compiled_graphs"]
+    keys = [
+        "steps",
+        "steady_step_s",
+        "compile_s",
+        "train_wall_s",
+        "training_efficiency",
+        "evaluations",
+        "evaluation_s_each",
+        "checkpoints",
+        "checkpoint_s_each",
+        "model_write_s",
+        "final_predictions_s",
+        "prediction_samples_per_s",
+        "result_reload_s",
+        "fold_wall_s",
+        "compiled_graphs",
+    ]
     print(f"{'':28}" + "".join(f"{record['fold']:>12}" for record in results))
     for key in keys:
-        print(f"{key:28}" + "".join(f"{record[key]:12.3f}" if isinstance(record[key], float) else f"{record[key]:12}"
-                                    for record in results))
-    print("competition job on this card (5 folds x 4 epochs, 40,001 train / 10,000 held-out / 25,001 test rows a fold):")
+        print(
+            f"{key:28}"
+            + "".join(
+                f"{record[key]:12.3f}" if isinstance(record[key], float) else f"{record[key]:12}" for record in results
+            )
+        )
+    print(
+        "competition job on this card (5 folds x 4 epochs, 40,001 train / 10,000 held-out / 25,001 test rows a fold):"
+    )
     for key, value in projection.items():
         print(f"  {key:28}{value:12.3f}")
 

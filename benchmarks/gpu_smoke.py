@@ -33,17 +33,30 @@ DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
 
 def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_process_deepspeed: bool) -> FoldJob:
     generator = random.Random(0)
-    texts = ["".join(chr(0x4E00 + generator.randrange(2000)) for _ in range(generator.randrange(60, 200)))
-             for _ in range(384)]
+    texts = [
+        "".join(chr(0x4E00 + generator.randrange(2000)) for _ in range(generator.randrange(60, 200)))
+        for _ in range(384)
+    ]
     labels = [len(text) % 34 for text in texts]
     gpu_arguments = {"bf16": True, "tf32": True, "optim": "adamw_torch_fused", "torch_compile": False}
     if deepspeed:
         gpu_arguments["deepspeed"] = deepspeed
     training = {
-        "arguments": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
-                      "learning_rate": 1e-4, "eval_strategy": "steps", "eval_steps": 8, "save_strategy": "steps",
-                      "save_steps": 8, "logging_steps": 4, "seed": 1, "report_to": "none", "disable_tqdm": True,
-                      "train_sampling_strategy": "group_by_length"},
+        "arguments": {
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 16,
+            "per_device_eval_batch_size": 32,
+            "learning_rate": 1e-4,
+            "eval_strategy": "steps",
+            "eval_steps": 8,
+            "save_strategy": "steps",
+            "save_steps": 8,
+            "logging_steps": 4,
+            "seed": 1,
+            "report_to": "none",
+            "disable_tqdm": True,
+            "train_sampling_strategy": "group_by_length",
+        },
         "gpu_arguments": gpu_arguments,
         "deepspeed_single_process": single_process_deepspeed,
         "launcher": launcher,
@@ -54,13 +67,19 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
         gpu_arguments["deepspeed"] = resolved
     return FoldJob(
         name=name,
-        train_texts=texts[:256], train_labels=labels[:256],
-        eval_texts=texts[256:352], eval_labels=labels[256:352],
+        train_texts=texts[:256],
+        train_labels=labels[:256],
+        eval_texts=texts[256:352],
+        eval_labels=labels[256:352],
         predict_texts=texts[352:],
         vocabulary=build_character_vocabulary(texts),
         class_months=list(range(34)),
-        model={"config_path": str(ROOT / "benchmarks" / "erlangshen_config.json"),
-               "config_overrides": {"num_hidden_layers": 2}, "max_length": 128, "fused_attention": True},
+        model={
+            "config_path": str(ROOT / "benchmarks" / "erlangshen_config.json"),
+            "config_overrides": {"num_hidden_layers": 2},
+            "max_length": 128,
+            "fused_attention": True,
+        },
         training=training,
     )
 
@@ -73,8 +92,9 @@ def main() -> None:
     cases = {
         "single": synthetic_job("single", {}, str(DEEPSPEED / "zero1.json"), False),
         "single_zero1": synthetic_job("single_zero1", {}, str(DEEPSPEED / "zero1.json"), True),
-        "two_zero2": synthetic_job("two_zero2", {"nproc_per_node": 2, "master_port": 29533},
-                                   str(DEEPSPEED / "zero2.json"), False),
+        "two_zero2": synthetic_job(
+            "two_zero2", {"nproc_per_node": 2, "master_port": 29533}, str(DEEPSPEED / "zero2.json"), False
+        ),
     }
     for name in options.cases.split(","):
         job = cases[name]

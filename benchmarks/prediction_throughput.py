@@ -41,7 +41,6 @@ from train_throughput import (  # noqa: E402
     synthetic_texts,
 )
 
-
 MODES = {  # name: compile_predictions, what the benchmark compiles itself (the "whole" model, or the
     # layers with "automatic" shapes), model instances, batches in a chunk (None: Predictor's own)
     "eager": (False, None, 1, None),
@@ -54,7 +53,9 @@ MODES = {  # name: compile_predictions, what the benchmark compiles itself (the 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocabulary", default=str(ROOT.parent / "shared/reference/erlangshen-megatronbert-1.3b/vocab.txt"))
+    parser.add_argument(
+        "--vocabulary", default=str(ROOT.parent / "shared/reference/erlangshen-megatronbert-1.3b/vocab.txt")
+    )
     parser.add_argument("--texts", type=int, default=2048, help="texts of each kind a measurement predicts")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the real shape family (CPU smoke)")
     parser.add_argument("--modes", default="eager,layers_dynamic,layers_automatic", help=f"of {', '.join(MODES)}")
@@ -81,7 +82,9 @@ def profile(predictor, texts: list[str]) -> None:
     """Prints where the GPU's time goes on ``texts``: the kernels by device time, and the idle share."""
     import torch
 
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as trace:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    ) as trace:
         wall = timed(predictor, texts)
     events = trace.key_averages()
     kernel_ms = sum(event.self_device_time_total for event in events) / 1e3
@@ -124,9 +127,15 @@ def main(argv: list[str] | None = None) -> None:
             elif compile_here == "automatic":
                 compile_layers(model, dynamic=None)
             first_s = timed(predictor, kinds["rulings"][:256])  # compiles, when compiled
-            record = {"benchmark": "prediction_throughput", "mode": mode, "model_instance": instance,
-                      "first_call_256_rulings_s": round(first_s, 2), "eval_batch": predictor.batch_size,
-                      "param_dtype": str(next(model.parameters()).dtype), **device}
+            record = {
+                "benchmark": "prediction_throughput",
+                "mode": mode,
+                "model_instance": instance,
+                "first_call_256_rulings_s": round(first_s, 2),
+                "eval_batch": predictor.batch_size,
+                "param_dtype": str(next(model.parameters()).dtype),
+                **device,
+            }
             for kind, texts in kinds.items():
                 seconds = timed(predictor, texts)
                 start = time.perf_counter()

@@ -41,10 +41,10 @@ import argparse
 import contextlib
 import copy
 import gzip
-import shutil
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -70,8 +70,14 @@ CONFIGS: dict[str, dict] = {
     "baseline": {
         "model": {"fused_attention": False},
         "training": {"deepspeed_single_process": True},
-        "gpu": {"bf16": True, "tf32": False, "optim": "adamw_torch", "torch_compile": False,
-                "deepspeed": str(DEEPSPEED / "zero1.json"), **SYNCHRONISING},
+        "gpu": {
+            "bf16": True,
+            "tf32": False,
+            "optim": "adamw_torch",
+            "torch_compile": False,
+            "deepspeed": str(DEEPSPEED / "zero1.json"),
+            **SYNCHRONISING,
+        },
     },
     # conf/erlangshen with DeepSpeed ZeRO-1 kept on one GPU: SDPA, torch.compile, fused AdamW, bf16, tf32.
     "fast": {"training": {"deepspeed_single_process": True}},
@@ -88,8 +94,7 @@ CONFIGS: dict[str, dict] = {
     "fast_whole": {"training": {"regional_compilation": False}},
     # the one-GPU path of 2026-11-27: a mask on every batch, an fp32 residual stream, and the
     # Trainer's per-step synchronisations (NaN/inf loss filter, blocking batch copy)
-    "fast_prev": {"model": {"unpadded_without_mask": False, "residual_in_autocast_dtype": False},
-                  "gpu": SYNCHRONISING},
+    "fast_prev": {"model": {"unpadded_without_mask": False, "residual_in_autocast_dtype": False}, "gpu": SYNCHRONISING},
     # the project's path with one change each
     "fast_fp32res": {"model": {"residual_in_autocast_dtype": False}},
     "fast_sync": {"gpu": SYNCHRONISING},
@@ -98,8 +103,10 @@ CONFIGS: dict[str, dict] = {
     # inductor compiles a persistent and a looped variant of each reduction (layer norms) and keeps
     # the faster one. torch 2.11 fails to read or write its cache of picked kernels ("'NoneType' object
     # does not support the context manager protocol"), hence the variable.
-    "fast_multikernel": {"training": {"inductor_config": {"triton.multi_kernel": 1}},
-                         "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}},
+    "fast_multikernel": {
+        "training": {"inductor_config": {"triton.multi_kernel": 1}},
+        "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"},
+    },
     # hidden dropout's masks drawn by ATen's Bernoulli kernel in a custom op (finetune/dropout.py)
     "fast_atenmask": {"model": {"dropout_masks_from_aten": True}},
     # every dropout as ATen's own kernel (four random numbers per Philox call), unfused from the
@@ -119,8 +126,7 @@ CONFIGS: dict[str, dict] = {
     # inductor tunes the block sizes of its own (elementwise, layer norm) kernels
     "fast_cdtune": {"env": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}},
     # ZeRO-2 (the multi-GPU configuration), also on one GPU
-    "fast_zero2": {"training": {"deepspeed_single_process": True},
-                   "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
+    "fast_zero2": {"training": {"deepspeed_single_process": True}, "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
     # plain DDP (no DeepSpeed), for several GPUs
     "fast_ddp": {"gpu": {"deepspeed": None}},
 }
@@ -130,34 +136,58 @@ TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="matmul,baseline,fast",
-                        help="comma-separated: matmul, attention, " + ", ".join(CONFIGS) + "; NAME@N runs on N GPUs")
+    parser.add_argument(
+        "--configs",
+        default="matmul,baseline,fast",
+        help="comma-separated: matmul, attention, " + ", ".join(CONFIGS) + "; NAME@N runs on N GPUs",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, in this process
     parser.add_argument("--warmup", type=int, default=8, help="untimed optimizer steps (compilation happens here)")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     parser.add_argument("--batch", type=int, default=32, help="per-device train batch")
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--infer", type=int, default=0,
-                        help="after training, time engine.predict_probabilities on this many texts (0: skip)")
+    parser.add_argument(
+        "--infer",
+        type=int,
+        default=0,
+        help="after training, time engine.predict_probabilities on this many texts (0: skip)",
+    )
     parser.add_argument("--infer-batch", type=int, default=None, help="per-device eval batch (default: the conf's)")
     parser.add_argument("--out", default="benchmarks/results.jsonl", help="JSON lines appended here")
     parser.add_argument("--workdir", default="/tmp/throughput_work")
-    parser.add_argument("--deadline", type=float, default=0,
-                        help="seconds from the start after which no configuration starts and a running one is stopped")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=0,
+        help="seconds from the start after which no configuration starts and a running one is stopped",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU/GPU, to test this script")
-    parser.add_argument("--init-device", default="auto",
-                        help="device the random weights are drawn on (auto: cuda when present; only start-up speed)")
-    parser.add_argument("--peak-tflops", type=float, default=0,
-                        help="bf16 matmul TFLOP/s to divide by (default: the matmul record in --out)")
-    parser.add_argument("--profile-steps", type=int, default=0,
-                        help="after the timed steps, profile this many steps (kernel time by category), "
-                             "then report the host-device synchronisations of one more step")
-    parser.add_argument("--trace", default="",
-                        help="comma-separated configurations whose profile is also written as a Chrome trace")
+    parser.add_argument(
+        "--init-device",
+        default="auto",
+        help="device the random weights are drawn on (auto: cuda when present; only start-up speed)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0,
+        help="bf16 matmul TFLOP/s to divide by (default: the matmul record in --out)",
+    )
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="after the timed steps, profile this many steps (kernel time by category), "
+        "then report the host-device synchronisations of one more step",
+    )
+    parser.add_argument(
+        "--trace", default="", help="comma-separated configurations whose profile is also written as a Chrome trace"
+    )
     return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------- parameters and data
+
 
 def deep_merge(base: dict, over: dict) -> dict:
     merged = copy.deepcopy(base)
@@ -258,6 +288,7 @@ def flops_per_sample(model, seq_len: int) -> dict:
 
 # ---------------------------------------------------------------- workers
 
+
 def emit(record: dict, out: str) -> None:
     line = json.dumps(record, sort_keys=True)
     print("RESULT " + line, flush=True)
@@ -289,8 +320,13 @@ def matmul_worker(args: argparse.Namespace) -> None:
     for index in range(torch.cuda.device_count()):
         device = torch.device("cuda", index)
         with torch.cuda.device(device):
-            inputs = [(torch.randn(n, n, device=device, dtype=torch.bfloat16),
-                       torch.randn(n, n, device=device, dtype=torch.bfloat16)) for _ in range(3)]
+            inputs = [
+                (
+                    torch.randn(n, n, device=device, dtype=torch.bfloat16),
+                    torch.randn(n, n, device=device, dtype=torch.bfloat16),
+                )
+                for _ in range(3)
+            ]
             out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
             # Short warm-up (cuBLAS handle, clocks up): two seconds of back-to-back products were seen
             # to read 18% lower (power-limited) than the model's own GEMMs ran in training.
@@ -307,9 +343,18 @@ def matmul_worker(args: argparse.Namespace) -> None:
                 rates.append(2 * n**3 * 12 / (start.elapsed_time(end) / 1e3) / 1e12)
             rates.sort()
             assert torch.isfinite(out.float().sum()).item()
-            emit({"config": "matmul", "gpu_index": index, "n": n, "tflops_median": round(rates[len(rates) // 2], 1),
-                  "tflops_max": round(rates[-1], 1), **device_description(),
-                  "device_name": torch.cuda.get_device_name(index)}, args.out)
+            emit(
+                {
+                    "config": "matmul",
+                    "gpu_index": index,
+                    "n": n,
+                    "tflops_median": round(rates[len(rates) // 2], 1),
+                    "tflops_max": round(rates[-1], 1),
+                    **device_description(),
+                    "device_name": torch.cuda.get_device_name(index),
+                },
+                args.out,
+            )
             del inputs, out
             torch.cuda.empty_cache()
 
@@ -320,8 +365,11 @@ def peak_from_results(args: argparse.Namespace) -> float:
         return args.peak_tflops
     path = Path(args.out)
     if path.is_file():
-        rates = [json.loads(line).get("tflops_max") for line in path.read_text().splitlines()
-                 if line.startswith("{") and '"matmul"' in line]
+        rates = [
+            json.loads(line).get("tflops_max")
+            for line in path.read_text().splitlines()
+            if line.startswith("{") and '"matmul"' in line
+        ]
         rates = [rate for rate in rates if rate]
         if rates:
             return min(rates)  # the slowest visible GPU
@@ -359,15 +407,21 @@ def attention_worker(args: argparse.Namespace) -> None:
     query, key, value = (make((batch, heads, seq, head)) for _ in range(3))
     grad = torch.randn(batch, heads, seq, head, device="cuda", dtype=torch.bfloat16)
     masks = {"none": None, "additive": torch.zeros(batch, 1, seq, seq, device="cuda", dtype=torch.bfloat16)}
-    backends = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    backends = {
+        "default": None,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }
     forward_flop = 4 * batch * heads * seq * seq * head
     for dropout in (0.1, 0.0):
         for mask_name, mask in masks.items():
             for backend_name, backend in backends.items():
-                def step():
+
+                def step(mask=mask, dropout=dropout):
                     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
                     out.backward(grad)
+
                 record = {"config": "attention", "case": f"sdpa {backend_name} mask={mask_name} dropout={dropout}"}
                 try:
                     with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
@@ -470,9 +524,13 @@ class CardMonitor:
     def _sample(self) -> None:
         nvml, handle = self.nvml, self.handle
         while not self.stop.wait(0.05):
-            self.samples.append((nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
-                                 nvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
-                                 nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+            self.samples.append(
+                (
+                    nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+                    nvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
+                    nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+                )
+            )
             self.reasons |= nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
 
     def finish(self) -> dict:
@@ -484,10 +542,13 @@ class CardMonitor:
             return {}
         clocks, watts, temperatures = zip(*self.samples)
         return {
-            "sm_clock_mhz_mean": round(statistics.mean(clocks)), "sm_clock_mhz_min": min(clocks),
-            "power_w_mean": round(statistics.mean(watts)), "power_w_max": round(max(watts)),
+            "sm_clock_mhz_mean": round(statistics.mean(clocks)),
+            "sm_clock_mhz_min": min(clocks),
+            "power_w_mean": round(statistics.mean(watts)),
+            "power_w_max": round(max(watts)),
             "power_limit_w": round(self.nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1e3),
-            "temperature_c_max": max(temperatures), "clock_event_reasons": hex(self.reasons),
+            "temperature_c_max": max(temperatures),
+            "clock_event_reasons": hex(self.reasons),
         }
 
 
@@ -578,8 +639,9 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
             if "synchroniz" in str(message):
                 try:
                     frames = traceback.extract_stack()[:-1][-4:]
-                    self.sync_stacks.append(" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                                                       for f in reversed(frames)))
+                    self.sync_stacks.append(
+                        " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+                    )
                 except Exception:  # never break the step being checked
                     self.sync_stacks.append(f"{Path(filename).name}:{lineno}")
 
@@ -604,7 +666,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     samples = args.batch * world_size * steps
     samples_per_s = samples / elapsed
     tflops_per_gpu = samples_per_s * flops["train_flop_per_sample"] / world_size / 1e12
-    host_steps = [b - a for a, b in zip(timer.host_step_ends[warmup:], timer.host_step_ends[warmup + 1:])]
+    host_steps = [b - a for a, b in zip(timer.host_step_ends[warmup:], timer.host_step_ends[warmup + 1 :])]
     memory = {}
     if on_gpu:
         memory = {
@@ -698,8 +760,9 @@ def infer(name, job, trainer, flops, peak, args) -> None:
     if getattr(model, "_compiled_call_impl", None) is not None:  # DeepSpeed compiles in place
         model._compiled_call_impl = None
     model.eval()
-    engine.predict_probabilities(model, job.vocabulary, job.predict_texts[: min(256, len(job.predict_texts))],
-                                 job.model, job.training)  # warm-up
+    engine.predict_probabilities(
+        model, job.vocabulary, job.predict_texts[: min(256, len(job.predict_texts))], job.model, job.training
+    )  # warm-up
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -732,20 +795,42 @@ def infer(name, job, trainer, flops, peak, args) -> None:
 
 # ---------------------------------------------------------------- driver
 
+
 def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
     start = time.perf_counter()
     try:
         smi = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version,clocks.max.sm,power.limit",
-             "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout.strip()
-        emit({"config": "nvidia-smi", "gpus": smi.splitlines(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}, args.out)
+            [
+                "nvidia-smi",
+                "--query-gpu=index,name,memory.total,driver_version,clocks.max.sm,power.limit",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        emit(
+            {
+                "config": "nvidia-smi",
+                "gpus": smi.splitlines(),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            },
+            args.out,
+        )
     except (OSError, subprocess.SubprocessError):
         pass
-    passthrough = [f"--warmup={args.warmup}", f"--steps={args.steps}", f"--batch={args.batch}",
-                   f"--max-length={args.max_length}", f"--infer={args.infer}", f"--out={args.out}",
-                   f"--workdir={args.workdir}", f"--init-device={args.init_device}",
-                   f"--peak-tflops={args.peak_tflops}"]
+    passthrough = [
+        f"--warmup={args.warmup}",
+        f"--steps={args.steps}",
+        f"--batch={args.batch}",
+        f"--max-length={args.max_length}",
+        f"--infer={args.infer}",
+        f"--out={args.out}",
+        f"--workdir={args.workdir}",
+        f"--init-device={args.init_device}",
+        f"--peak-tflops={args.peak_tflops}",
+    ]
     passthrough += [f"--profile-steps={args.profile_steps}", f"--trace={args.trace}"]
     passthrough += [f"--infer-batch={args.infer_batch}"] if args.infer_batch else []
     passthrough += ["--tiny"] if args.tiny else []
@@ -760,8 +845,14 @@ def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
         worker = [str(Path(__file__).resolve()), "--worker", name, *passthrough]
         environment = {**os.environ, **CONFIGS.get(name, {}).get("env", {})}
         if gpus and int(gpus) > 1:
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                       f"--nproc_per_node={int(gpus)}", *worker]
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={int(gpus)}",
+                *worker,
+            ]
         else:
             command = [sys.executable, *worker]
         print(f"=== {spec}: {' '.join(command)}", flush=True)
@@ -788,18 +879,24 @@ def print_table(out: str) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         if row.get("config") == "matmul":
-            print(f"| matmul bf16 8192^3 (GPU {row['gpu_index']}) | {row.get('device_name')} | | "
-                  f"{row['tflops_median']} (max {row['tflops_max']}) | 1 | | | |")
+            print(
+                f"| matmul bf16 8192^3 (GPU {row['gpu_index']}) | {row.get('device_name')} | | "
+                f"{row['tflops_median']} (max {row['tflops_max']}) | 1 | | | |"
+            )
         elif "samples_per_s" in row:
-            print(f"| {row['config']} | {row.get('device')} | {row['samples_per_s']} | {row['tflops_per_gpu']} | "
-                  f"{row.get('share_of_peak')} | {row.get('peak_allocated_gib')} | {row.get('first_step_s', '')} | "
-                  f"{row.get('sm_clock_mhz_mean', '')} {row.get('power_w_mean', '')} |")
+            print(
+                f"| {row['config']} | {row.get('device')} | {row['samples_per_s']} | {row['tflops_per_gpu']} | "
+                f"{row.get('share_of_peak')} | {row.get('peak_allocated_gib')} | {row.get('first_step_s', '')} | "
+                f"{row.get('sm_clock_mhz_mean', '')} {row.get('power_w_mean', '')} |"
+            )
         elif row.get("config") in ("attention", "gemm"):
             print(f"| {row['config']}: {row['case']} | | | {row.get('tflops', row.get('failed'))} | | | | |")
         elif row.get("config", "").endswith("+profile"):
-            print(f"| {row['config']} | ms/step: wall {row['wall_ms_per_step']}, kernels "
-                  f"{row['kernel_ms_per_step']}, {row['category_ms_per_step']}; "
-                  f"syncs {row.get('syncs_in_one_step')} at {row.get('sync_places')} | | | | | | |")
+            print(
+                f"| {row['config']} | ms/step: wall {row['wall_ms_per_step']}, kernels "
+                f"{row['kernel_ms_per_step']}, {row['category_ms_per_step']}; "
+                f"syncs {row.get('syncs_in_one_step')} at {row.get('sync_places')} | | | | | | |"
+            )
         elif row.get("failed") or row.get("skipped"):
             print(f"| {row.get('config')} | {row.get('failed') or row.get('skipped')} | | | | | | |")
 

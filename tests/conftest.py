@@ -30,7 +30,9 @@ baseline:
   max_features: 5000
 """
 # Fast settings for end-to-end runs: the tiny model, one epoch.
-FAST_PARAMETERS = TINY_MODEL_PARAMETERS + """
+FAST_PARAMETERS = (
+    TINY_MODEL_PARAMETERS
+    + """
 training:
   arguments:
     num_train_epochs: 1
@@ -38,6 +40,7 @@ training:
     save_steps: 10
     logging_steps: 5
 """
+)
 
 
 def kedro_environment() -> dict[str, str]:
@@ -82,17 +85,19 @@ def run_kedro(project: Path, *arguments: str, timeout: int = 900) -> subprocess.
     """`kedro <arguments>` in ``project``, output captured."""
     kedro = Path(sys.executable).with_name("kedro")
     return subprocess.run(
-        [str(kedro), *arguments], cwd=project, env=kedro_environment(), capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [str(kedro), *arguments],
+        cwd=project,
+        env=kedro_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def written_outputs(project: Path) -> list[Path]:
     """Every file the pipeline wrote under data/ (not the raw inputs)."""
-    return [
-        path for path in (project / "data").rglob("*")
-        if path.is_file() and "01_raw" not in path.parts
-    ]
+    return [path for path in (project / "data").rglob("*") if path.is_file() and "01_raw" not in path.parts]
 
 
 def free_port() -> int:

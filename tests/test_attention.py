@@ -259,7 +259,9 @@ def test_fused_forward_compiles_without_graph_breaks() -> None:
     attention = self_attentions(model)[0]
     hidden = torch.randn(len(LENGTHS), SEQ_LEN, 64)
     valid = make_batch()["attention_mask"].bool()
-    mask = torch.zeros(len(LENGTHS), 1, SEQ_LEN, SEQ_LEN).masked_fill(~valid[:, None, None, :], torch.finfo(torch.float32).min)
+    mask = torch.zeros(len(LENGTHS), 1, SEQ_LEN, SEQ_LEN).masked_fill(
+        ~valid[:, None, None, :], torch.finfo(torch.float32).min
+    )
 
     torch._dynamo.reset()
     compiled = torch.compile(attention, fullgraph=True, backend="eager")  # fullgraph: a break raises
@@ -329,7 +331,9 @@ def test_base_model_without_mask_matches_eager_and_returns_tuples() -> None:
     input_ids = make_unpadded_input_ids()
     token_type_ids = (torch.arange(SEQ_LEN) >= SEQ_LEN // 2).long().expand(len(LENGTHS), -1)
     with torch.no_grad():
-        reference = eager.bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), token_type_ids=token_type_ids)
+        reference = eager.bert(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), token_type_ids=token_type_ids
+        )
         out = fused.bert(input_ids=input_ids, token_type_ids=token_type_ids)
         no_types = fused.bert(input_ids=input_ids)
         as_tuple = fused.bert(input_ids=input_ids, token_type_ids=token_type_ids, return_dict=False)
@@ -426,8 +430,9 @@ def test_padding_collator_omits_the_mask_only_of_unpadded_batches() -> None:
 @pytest.mark.parametrize("omit_full_mask", [False, True])
 def test_padded_batch_pads_as_the_collator_does(multiple_of, omit_full_mask) -> None:
     """Prediction's fast padding gives the collator's ids and mask (and the mask only when needed)."""
-    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, padded_batch
     from transformers import DataCollatorWithPadding
+
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, padded_batch
 
     texts_of = {"same": ["今天天气很好", "我们去公园吧"], "different": ["今天天气很好", "好", "我们去"]}
     tokenizer = build_tokenizer(build_character_vocabulary(texts_of["same"] + texts_of["different"]))

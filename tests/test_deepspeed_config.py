@@ -93,7 +93,10 @@ def test_an_optimizer_section_gets_the_training_arguments():
         gpu_arguments={**recipe()["gpu_arguments"], "deepspeed": ZERO2_WITH_OPTIMIZER}, launcher={"nproc_per_node": 2}
     )
     assert resolved_deepspeed_config(training, on_gpu=True)["optimizer"]["params"] == {
-        "lr": 1.0e-3, "betas": [0.9, 0.98], "eps": 1.0e-8, "weight_decay": 0.1
+        "lr": 1.0e-3,
+        "betas": [0.9, 0.98],
+        "eps": 1.0e-8,
+        "weight_decay": 0.1,
     }
 
 

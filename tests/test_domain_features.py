@@ -51,8 +51,10 @@ def test_real_phrasing_after_normalisation():
 def test_word_segmented_copy_without_stop_words_parses_the_same():
     # jieba-style: a space between words, 的/了/对/个 removed.
     segmented = (
-        "罪犯 某 男 非 累犯 现在 广西 贵港 监狱 服刑 以 被告人 某 犯 抢劫 、 盗窃罪 判处 有期徒刑 二十年 剥夺 政治权利 四年 "
-        "并处 罚金 人民币 210000 元 经 玉林市 中级 人民法院 判决 判处 有期徒刑 十五年 剥夺 政治权利 一年 执行 机关 认为 "
+        "罪犯 某 男 非 累犯 现在 广西 贵港 监狱 服刑 以 被告人 某 犯 抢劫 、 盗窃罪 "
+        "判处 有期徒刑 二十年 剥夺 政治权利 四年 "
+        "并处 罚金 人民币 210000 元 经 玉林市 中级 人民法院 判决 "
+        "判处 有期徒刑 十五年 剥夺 政治权利 一年 执行 机关 认为 "
         "确有 悔改 表现 建议 该犯 减刑 一年 六 月 经 审理 查明 获得 记功 1 次 获得 表扬 6 次 累计 奖励分 85.33 分 "
         "另 查明 该犯 至今 未 缴纳 原判 罚金 190000 元"
     )
@@ -79,7 +81,7 @@ def test_word_segmented_copy_without_stop_words_parses_the_same():
 )
 def test_recommended_reduction_forms(snippet, months):
     value = ruling_features(snippet)["recommended_months"]
-    assert (math.isnan(value) if months is None else value == months), value
+    assert math.isnan(value) if months is None else value == months, value
 
 
 def test_life_death_reprieve_previous_reduction_and_recidivism():
@@ -121,7 +123,8 @@ def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
 
 
 @pytest.mark.parametrize(
-    ("text", "value"), [("六", 6), ("十", 10), ("十三", 13), ("二十", 20), ("二十五", 25), ("一百零五", 105), ("两", 2), ("85.33", 85.33)]
+    ("text", "value"),
+    [("六", 6), ("十", 10), ("十三", 13), ("二十", 20), ("二十五", 25), ("一百零五", 105), ("两", 2), ("85.33", 85.33)],
 )
 def test_chinese_numbers(text, value):
     assert chinese_number(text) == pytest.approx(value)

@@ -69,8 +69,15 @@ def test_compiled_draws_the_same_mask_as_eager() -> None:
 
 
 def test_model_switch_keeps_weights_and_evaluation_outputs() -> None:
-    config = MegatronBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, hidden_dropout_prob=0.1, num_labels=3)
+    config = MegatronBertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.1,
+        num_labels=3,
+    )
     torch.manual_seed(0)
     model = MegatronBertForSequenceClassification(config).eval()
     switched = copy.deepcopy(model)

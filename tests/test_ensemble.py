@@ -6,8 +6,7 @@ import pytest
 
 from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_baseline
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine
-from sentence_reduction.pipelines.train.fine_tuning import probability_table
-from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate
+from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, probability_table
 
 N_CASES, N_CLASSES = 200, 4
 CLASS_TABLE = pd.DataFrame({"class_id": range(N_CLASSES), "months": [0, 3, 6, 12]})
@@ -18,8 +17,13 @@ AUTO = {"decoding": "auto"}
 def _cases(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     class_ids = rng.integers(0, N_CLASSES, N_CASES)
-    model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(N_CASES)], "class_id": class_ids,
-                                "label": CLASS_TABLE["months"].to_numpy()[class_ids]})
+    model_input = pd.DataFrame(
+        {
+            "id": [f"id_{i}" for i in range(N_CASES)],
+            "class_id": class_ids,
+            "label": CLASS_TABLE["months"].to_numpy()[class_ids],
+        }
+    )
     folds = pd.DataFrame({"id": model_input["id"], "fold": np.arange(N_CASES) % 4})
     return model_input, folds, class_ids
 
@@ -43,8 +47,13 @@ def test_a_strong_candidate_is_chosen_alone_over_a_noise_candidate():
     strong = _knowing(class_ids, np.random.default_rng(2).random(N_CASES) < 0.8, seed=3)
     noise = _knowing(class_ids, np.zeros(N_CASES, bool), seed=4)
     choice, metrics, _, report = choose_ensemble(
-        model_input, folds, CLASS_TABLE, ENSEMBLE, AUTO,
-        noise=_table(model_input, noise), strong=_table(model_input, strong),
+        model_input,
+        folds,
+        CLASS_TABLE,
+        ENSEMBLE,
+        AUTO,
+        noise=_table(model_input, noise),
+        strong=_table(model_input, strong),
     )
     assert choice["weights"] == {"noise": 0.0, "strong": 1.0}
     assert metrics["estimate"].startswith("nested") and len(metrics["chosen_by_fold"]) == 4
@@ -59,7 +68,13 @@ def test_complementary_candidates_are_blended():
     first_half = np.arange(N_CASES) < N_CASES // 2
     left, right = _knowing(class_ids, first_half, seed=5), _knowing(class_ids, ~first_half, seed=6)
     choice, metrics, _, _ = choose_ensemble(
-        model_input, folds, CLASS_TABLE, ENSEMBLE, AUTO, left=_table(model_input, left), right=_table(model_input, right)
+        model_input,
+        folds,
+        CLASS_TABLE,
+        ENSEMBLE,
+        AUTO,
+        left=_table(model_input, left),
+        right=_table(model_input, right),
     )
     assert choice["weights"]["left"] > 0 and choice["weights"]["right"] > 0
     assert metrics["ext_acc"] > 0.9  # each alone is right on half the cases and guesses on the rest

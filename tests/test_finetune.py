@@ -31,8 +31,14 @@ from .conftest import REFERENCE_MODEL, free_port
 RULINGS = [
     f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
     for crime, years, praise, points in [
-        ("盗窃", "三", 2, 85.5), ("诈骗", "十", 6, 120), ("抢劫", "八", 1, 40), ("贩卖毒品", "十五", 4, 99),
-        ("故意伤害", "五", 3, 70), ("受贿", "七", 5, 110), ("交通肇事", "二", 0, 12), ("盗窃", "六", 7, 150),
+        ("盗窃", "三", 2, 85.5),
+        ("诈骗", "十", 6, 120),
+        ("抢劫", "八", 1, 40),
+        ("贩卖毒品", "十五", 4, 99),
+        ("故意伤害", "五", 3, 70),
+        ("受贿", "七", 5, 110),
+        ("交通肇事", "二", 0, 12),
+        ("盗窃", "六", 7, 150),
     ]
 ]
 TINY_MODEL = {
@@ -95,7 +101,9 @@ def test_real_erlangshen_config_and_vocabulary(tmp_path):
     output = model(**encoded, labels=labels)
     assert output.logits.shape == (2, 34)
     output.loss.backward()
-    assert model.classifier.weight.grad is not None and model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert (
+        model.classifier.weight.grad is not None and model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    )
 
     model.eval()
     with torch.no_grad():
@@ -131,7 +139,11 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert {"loss", "accuracy", "f1_weighted", "score", "ext_acc", "final_score"} <= set(result.metrics)
     assert finished_fingerprint(tmp_path / "fold_0") == job.fingerprint()
     assert sorted(path.name for path in (tmp_path / "fold_0" / "result").iterdir()) == [
-        "eval_probabilities.npy", "fingerprint", "metrics.json", "model", "predict_probabilities.npy"
+        "eval_probabilities.npy",
+        "fingerprint",
+        "metrics.json",
+        "model",
+        "predict_probabilities.npy",
     ]  # the DeepSpeed config is the run's (`deepspeed_config`), not each fold's
     assert not (tmp_path / "fold_0" / "checkpoints").exists()  # spent checkpoints are removed
     assert (tmp_path / "fold_0" / "result" / "model" / "model.safetensors").is_file()
@@ -178,16 +190,24 @@ def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
 
 
 def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
-    broken = {**TINY_TRAINING, "launcher": two_processes(),
-              "arguments": {**TINY_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"}}
+    broken = {
+        **TINY_TRAINING,
+        "launcher": two_processes(),
+        "arguments": {**TINY_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"},
+    }
     with pytest.raises(FoldTrainingError, match=r"fold_0: rank \d failed: ValueError: .*no_such_schedule"):
         run_fold(tiny_job(training=broken), tmp_path / "fold_0")
 
 
 def short_training(tmp_path, name: str, **training) -> FoldTrainer:
     """A tiny job's trainer after 6 optimizer steps with torch's fused AdamW, logging every step."""
-    arguments = {**TINY_TRAINING["arguments"], "optim": "adamw_torch_fused", "max_steps": 6,
-                 "eval_strategy": "no", "save_strategy": "no"}
+    arguments = {
+        **TINY_TRAINING["arguments"],
+        "optim": "adamw_torch_fused",
+        "max_steps": 6,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+    }
     arguments.update(training.pop("arguments", {}))
     trainer = build_trainer(tiny_job(training={**TINY_TRAINING, "arguments": arguments, **training}), tmp_path / name)
     trainer.train()
@@ -201,8 +221,9 @@ def parameters_of(trainer: FoldTrainer) -> torch.Tensor:
 def test_clipping_inside_fused_adamw_is_the_trainers_clip(tmp_path):
     """Clipping as the fused AdamW's gradient scale updates the weights as the Trainer's clip does."""
     inside = short_training(tmp_path, "inside", clip_in_fused_optimizer=True, arguments={"max_grad_norm": 0.05})
-    trainers_clip = short_training(tmp_path, "trainer", clip_in_fused_optimizer=False,
-                                   arguments={"max_grad_norm": 0.05})
+    trainers_clip = short_training(
+        tmp_path, "trainer", clip_in_fused_optimizer=False, arguments={"max_grad_norm": 0.05}
+    )
     unclipped = short_training(tmp_path, "unclipped", arguments={"max_grad_norm": 0})
 
     optimizer = inside._fused_adam_to_clip_in()
@@ -234,8 +255,11 @@ def test_bf16_master_weights_train_bf16_weights_from_fp32_masters_with_the_train
 
 
 def test_bf16_master_weights_refuse_an_optimizer_other_than_adamw(tmp_path):
-    training = {**TINY_TRAINING, "bf16_master_weights": True,
-                "arguments": {**TINY_TRAINING["arguments"], "optim": "adafactor"}}
+    training = {
+        **TINY_TRAINING,
+        "bf16_master_weights": True,
+        "arguments": {**TINY_TRAINING["arguments"], "optim": "adafactor"},
+    }
     with pytest.raises(ValueError, match="bf16_master_weights.*adamw_torch.*not optim adafactor"):
         build_trainer(tiny_job(training=training), tmp_path / "adafactor")
 
@@ -256,7 +280,9 @@ def test_inductor_settings_hold_while_the_fold_trains(tmp_path):
     trainer.train()
     assert seen == [1, 1] and inductor_config.triton.multi_kernel == 0
 
-    misspelt = tiny_job(training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multikernel": 1}})
+    misspelt = tiny_job(
+        training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multikernel": 1}}
+    )
     with pytest.raises(AttributeError, match="triton.multikernel does not exist"):
         build_trainer(misspelt, tmp_path / "misspelt").train()
 
@@ -289,8 +315,13 @@ def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path,
     differs). Regional compilation also compiles evaluation's forward: its one graph more."""
     torch._dynamo.reset()
     texts = [("罪犯某因盗窃罪判处有期徒刑三年" * 5)[: 6 + 2 * index] for index in range(24)]
-    arguments = {**TINY_TRAINING["arguments"], "torch_compile": True, "num_train_epochs": 1,
-                 "per_device_train_batch_size": 3, "save_strategy": "no"}
+    arguments = {
+        **TINY_TRAINING["arguments"],
+        "torch_compile": True,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 3,
+        "save_strategy": "no",
+    }
     training = {**TINY_TRAINING, "arguments": arguments, "regional_compilation": regional}
     job = tiny_job(train_texts=texts[:16], eval_texts=texts[16:], training=training)
     trainer = build_trainer(job, tmp_path / "checkpoints")

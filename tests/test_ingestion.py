@@ -41,15 +41,31 @@ BAD_INPUTS = [
     ("header only", "id,fact,label\n", GOOD_TEST, "train.csv", None, None, "no rows"),
     ("empty text", f"id,fact,label\nid_0,{RULING},3\nid_1,  ,4\n", GOOD_TEST, "train.csv", 2, "fact", "empty text"),
     ("decimal label", f"id,fact,label\nid_0,{RULING},3.5\n", GOOD_TEST, "train.csv", 1, "label", "whole number"),
-    ("word label", f"id,fact,label\nid_0,{RULING},3\nid_1,{RULING},六\n", GOOD_TEST, "train.csv", 2, "label", "whole number"),
+    (
+        "word label",
+        f"id,fact,label\nid_0,{RULING},3\nid_1,{RULING},六\n",
+        GOOD_TEST,
+        "train.csv",
+        2,
+        "label",
+        "whole number",
+    ),
     ("missing label", f"id,fact,label\nid_0,{RULING},\n", GOOD_TEST, "train.csv", 1, "label", "whole number"),
     ("negative label", f"id,fact,label\nid_0,{RULING},-2\n", GOOD_TEST, "train.csv", 1, "label", "outside"),
     ("absurd label", f"id,fact,label\nid_0,{RULING},100000\n", GOOD_TEST, "train.csv", 1, "label", "outside"),
-    ("duplicate id", f"id,fact,label\nid_0,{RULING},3\nid_0,{RULING},4\n", GOOD_TEST, "train.csv", 2, "id", "duplicate"),
+    (
+        "duplicate id",
+        f"id,fact,label\nid_0,{RULING},3\nid_0,{RULING},4\n",
+        GOOD_TEST,
+        "train.csv",
+        2,
+        "id",
+        "duplicate",
+    ),
     ("empty id", f"id,fact,label\n,{RULING},3\n", GOOD_TEST, "train.csv", 1, "id", "empty id"),
     ("test id in train", GOOD_TRAIN, f"id,fact\nid_9,{RULING}\nid_1,{RULING}\n", "testA.csv", 2, "id", "also appears"),
     ("duplicate test id", GOOD_TRAIN, f"id,fact\nid_7,{RULING}\nid_7,{RULING}\n", "testA.csv", 2, "id", "duplicate"),
-    ("empty test text", GOOD_TRAIN, "id,fact\nid_7,\"\"\n", "testA.csv", 1, "fact", "empty text"),
+    ("empty test text", GOOD_TRAIN, 'id,fact\nid_7,""\n', "testA.csv", 1, "fact", "empty text"),
     ("test without text column", GOOD_TRAIN, "id,content\nid_7,文本\n", "testA.csv", 0, "fact", "missing column"),
     ("GBK-encoded train", GOOD_TRAIN.encode("gbk"), GOOD_TEST, "train.csv", 1, None, "GBK"),
     ("UTF-16 test", GOOD_TRAIN, GOOD_TEST.encode("utf-16"), "testA.csv", None, None, "UTF-16"),
@@ -58,8 +74,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "train", "test", "file", "row", "field", "words"), BAD_INPUTS,
-                         ids=[case[0] for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("case", "train", "test", "file", "row", "field", "words"), BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS]
+)
 def test_bad_input_is_one_line_naming_file_row_and_field(tmp_path, case, train, test, file, row, field, words):
     with pytest.raises(Exception) as caught:
         _load(tmp_path, train, test)
@@ -85,11 +102,7 @@ def test_clean_files_become_id_fact_label(tmp_path):
 
 def test_bom_crlf_and_quoted_newlines_and_commas_are_read(tmp_path):
     text_with_newline = f"{RULING}\r\n本院认为，可予减刑，特此裁定。"
-    train = (
-        "\ufeffid,fact,label\r\n"
-        f'id_0,"{text_with_newline}",6\r\n'
-        f'id_1,"引号""内""的,逗号{RULING}",7\r\n'
-    )
+    train = f'\ufeffid,fact,label\r\nid_0,"{text_with_newline}",6\r\nid_1,"引号""内""的,逗号{RULING}",7\r\n'
     cases, _ = _load(tmp_path, train=train.encode("utf-8"))
     assert cases["id"].tolist() == ["id_0", "id_1"]
     assert "本院认为，可予减刑" in cases["fact"][0] and "\n" in cases["fact"][0]
@@ -127,7 +140,9 @@ NORMALISATION = {"fold_full_width": True, "collapse_whitespace": True, "mask_cri
 
 
 def test_normalisation_folds_full_width_collapses_space_and_masks_the_name():
-    cases = pd.DataFrame({"id": ["a"], "fact": ["罪犯陈中盛，男，ＡＢＣ１２３  \u3000 陈中盛获得表扬６次。罪犯陈中盛确有悔改表现"]})
+    cases = pd.DataFrame(
+        {"id": ["a"], "fact": ["罪犯陈中盛，男，ＡＢＣ１２３  \u3000 陈中盛获得表扬６次。罪犯陈中盛确有悔改表现"]}
+    )
     fact = normalise_rulings(cases, NORMALISATION)["fact"][0]
     assert "陈中盛" not in fact and fact.count("某") == 3
     assert "ABC123" in fact and "表扬6次" in fact

@@ -69,8 +69,9 @@ def test_master_weights_follow_torch_adamw_and_the_weights_are_their_bf16_roundi
         assert master.dtype == torch.float32 and parameter.dtype == torch.bfloat16
         torch.testing.assert_close(master, expected.detach(), rtol=1e-6, atol=1e-7)
         assert torch.equal(parameter.detach(), master.to(torch.bfloat16))
-    torch.testing.assert_close(torch.stack(norms) if norms else None,
-                               torch.stack(reference_norms) if reference_norms else None)
+    torch.testing.assert_close(
+        torch.stack(norms) if norms else None, torch.stack(reference_norms) if reference_norms else None
+    )
     if max_norm is not None:
         assert min(float(norm) for norm in norms) > max_norm  # the clip acted at every step
 
@@ -129,8 +130,15 @@ def test_a_state_of_other_groups_is_refused():
         optimizer.load_state_dict(other.state_dict())
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="the Triton kernel needs a GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU")
+        ),
+    ],
+)
 def test_the_compiled_update_follows_torch_adamw_with_one_graph_per_rank(device):
     """Compiled as on GPU (inductor's C++ kernels on the CPU, a Triton kernel on a GPU): the same
     weights as torch's AdamW, and no new graph for another shape of the same rank, another learning

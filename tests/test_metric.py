@@ -11,14 +11,14 @@ from sentence_reduction.metric import case_scores, competition_scores, score_mat
 @pytest.mark.parametrize(
     ("predicted", "truth", "expected"),
     [
-        (9, 9, 1.0),    # exact
-        (11, 9, 1.0),   # |ln12 - ln10| = 0.182
-        (6, 4, 0.8),    # |ln7 - ln5| = 0.336
-        (4, 2, 0.6),    # |ln5 - ln3| = 0.511
-        (1, 0, 0.4),    # ln2 = 0.693
-        (3, 1, 0.4),    # ln4 - ln2 = 0.693
-        (12, 4, 0.2),   # ln13 - ln5 = 0.956
-        (2, 0, 0.0),    # ln3 = 1.099
+        (9, 9, 1.0),  # exact
+        (11, 9, 1.0),  # |ln12 - ln10| = 0.182
+        (6, 4, 0.8),  # |ln7 - ln5| = 0.336
+        (4, 2, 0.6),  # |ln5 - ln3| = 0.511
+        (1, 0, 0.4),  # ln2 = 0.693
+        (3, 1, 0.4),  # ln4 - ln2 = 0.693
+        (12, 4, 0.2),  # ln13 - ln5 = 0.956
+        (2, 0, 0.0),  # ln3 = 1.099
         (0, 33, 0.0),
     ],
 )
@@ -26,8 +26,9 @@ def test_case_score_bands(predicted, truth, expected):
     assert case_scores([predicted], [truth])[0] == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("edge", "inside", "outside"), [(0.2, 1.0, 0.8), (0.4, 0.8, 0.6), (0.6, 0.6, 0.4),
-                                                         (0.8, 0.4, 0.2), (1.0, 0.2, 0.0)])
+@pytest.mark.parametrize(
+    ("edge", "inside", "outside"), [(0.2, 1.0, 0.8), (0.4, 0.8, 0.6), (0.6, 0.6, 0.4), (0.8, 0.4, 0.2), (1.0, 0.2, 0.0)]
+)
 def test_band_edges_are_closed_on_the_right(edge, inside, outside):
     truth = 4.0
     at_edge = math.exp(edge) * (truth + 1) - 1

@@ -30,7 +30,8 @@ def errors(notebook: nbformat.NotebookNode) -> list[str]:
     """Error outputs, and tracebacks shown as display data (Kedro's rich logging renders them so)."""
     found = [f"{output.ename}: {output.evalue}" for output in outputs(notebook) if output.output_type == "error"]
     found += [
-        output.data["text/plain"][:2000] for output in outputs(notebook)
+        output.data["text/plain"][:2000]
+        for output in outputs(notebook)
         if "Traceback" in output.get("data", {}).get("text/plain", "")
     ]
     return found
@@ -51,11 +52,15 @@ def this_interpreter_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     first whatever other "python3" kernels the machine has registered."""
     spec = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (tests)",
-        "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python (tests)",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("KEDRO_ENV", raising=False)
@@ -68,7 +73,9 @@ def test_notebook_runs_on_the_sample_and_shows_both_plots(project_copy: Path, th
     notebook = nbformat.read(project_copy / "notebooks" / NOTEBOOK.name, as_version=4)
 
     NotebookClient(
-        notebook, kernel_name=this_interpreter_kernel, timeout=600,
+        notebook,
+        kernel_name=this_interpreter_kernel,
+        timeout=600,
         resources={"metadata": {"path": str(project_copy / "notebooks")}},
     ).execute()  # raises CellExecutionError on the first failing cell
 

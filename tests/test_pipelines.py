@@ -31,7 +31,10 @@ DATA_PARAMETERS = {
     "params:columns": {"id": "id", "text": "fact", "label": "label"},
     "params:validation": {"max_label_months": 600, "max_text_chars": 20000},
     "params:text_normalisation": {
-        "fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"
+        "fold_full_width": True,
+        "collapse_whitespace": True,
+        "mask_criminal_name": True,
+        "name_mask": "某",
     },
     "params:label_encoding": {"scheme": "direct", "n_classes": 34, "bin_edges": None, "bin_months": None},
     "params:folds": {"strategy": "stratified_kfold", "n_splits": 2, "holdout_fraction": 0.01, "seed": 1},
@@ -42,8 +45,11 @@ def _memory_catalog() -> DataCatalog:
     facts = [f"罪犯王{name}，男，获得表扬{i}次。王{name}确有悔改表现。" for i, name in enumerate("一二三四五六")]
     return DataCatalog(
         {
-            "train_raw": MemoryDataset(pd.DataFrame({"id": [f"id_{i}" for i in range(6)], "fact": facts,
-                                                     "label": ["3", "3", "3", "40", "40", "40"]})),
+            "train_raw": MemoryDataset(
+                pd.DataFrame(
+                    {"id": [f"id_{i}" for i in range(6)], "fact": facts, "label": ["3", "3", "3", "40", "40", "40"]}
+                )
+            ),
             "test_raw": MemoryDataset(pd.DataFrame({"id": ["id_9"], "fact": [facts[0]]})),
             **{name: MemoryDataset(value) for name, value in DATA_PARAMETERS.items()},
         }
@@ -88,7 +94,9 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     sample = project_copy / "data" / "01_raw" / "sample"
     train = (sample / "train.csv").read_text(encoding="utf-8").splitlines()
     header, first, second = train[0], train[1], train[2]
-    (bad / "train.csv").write_text("\n".join([header, first, second.rsplit(",", 1)[0] + ",-3"]) + "\n", encoding="utf-8")
+    (bad / "train.csv").write_text(
+        "\n".join([header, first, second.rsplit(",", 1)[0] + ",-3"]) + "\n", encoding="utf-8"
+    )
     (bad / "testA.csv").write_bytes((sample / "testA.csv").read_bytes())
     if raw_data_dir_set_in == "--params":
         completed = run_kedro(project_copy, "run", "--pipelines=train", "--params", f"raw_data_dir={bad}")
@@ -115,8 +123,9 @@ def test_deepspeed_cpu_detection_notice_is_dropped_and_its_other_warnings_shown(
     )
     environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DS_BUILD_OPS": "0"}
     environment.pop("DS_ACCELERATOR", None)
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-                               timeout=300, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300, check=True
+    )
     output = completed.stdout + completed.stderr
     assert "ZeRO stage 3 needs a model wrapped in zero.Init" in output
     assert "Setting accelerator to CPU" not in output
@@ -129,7 +138,11 @@ def test_fold_branches_are_wired_without_dotted_names_outside_their_namespace(mo
         warnings.simplefilter("always")
         train, predict = create_train_pipeline(3), create_predict_pipeline(3)
     assert not [warning for warning in caught if "contain '.'" in str(warning.message)]
-    assert {node.namespace for node in train.nodes if node.name.endswith("train_fold")} == {"fold_0", "fold_1", "fold_2"}
+    assert {node.namespace for node in train.nodes if node.name.endswith("train_fold")} == {
+        "fold_0",
+        "fold_1",
+        "fold_2",
+    }
     assert {"fold_0.model", "fold_2.model"} <= predict.inputs()
 
 
@@ -192,14 +205,30 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     assert set(children) == {"fold_0", "fold_1"} and len(runs) == 3
     assert parent.data.metrics["oof_final_score"] == pytest.approx(metrics["final_score"])
     assert parent.data.metrics["ensemble_final_score"] == pytest.approx(ensemble_metrics["final_score"])
-    assert {"baseline_final_score", "features_final_score", "ensemble_score", "ensemble_ext_acc",
-            "ensemble_majority_class_final_score"} <= set(parent.data.metrics)
+    assert {
+        "baseline_final_score",
+        "features_final_score",
+        "ensemble_score",
+        "ensemble_ext_acc",
+        "ensemble_majority_class_final_score",
+    } <= set(parent.data.metrics)
     assert parent.data.params["folds.n_splits"] == "2"
-    artifacts = {item.path for folder in ("reports", "submission", "model_input", "ensemble")
-                 for item in client.list_artifacts(parent.info.run_id, folder)}
-    assert {"reports/confusion_matrix.png", "reports/class_report.csv", "reports/oof_metrics.json",
-            "reports/candidate_comparison.png", "reports/ensemble_metrics.json", "reports/features_metrics.json",
-            "submission/submission.csv", "model_input/class_table.csv", "ensemble/ensemble.json"} <= artifacts
+    artifacts = {
+        item.path
+        for folder in ("reports", "submission", "model_input", "ensemble")
+        for item in client.list_artifacts(parent.info.run_id, folder)
+    }
+    assert {
+        "reports/confusion_matrix.png",
+        "reports/class_report.csv",
+        "reports/oof_metrics.json",
+        "reports/candidate_comparison.png",
+        "reports/ensemble_metrics.json",
+        "reports/features_metrics.json",
+        "submission/submission.csv",
+        "model_input/class_table.csv",
+        "ensemble/ensemble.json",
+    } <= artifacts
     # the folds trained without DeepSpeed (the CPU): the run's DeepSpeed config is empty, and not logged
     assert "deepspeed_config.json" not in {item.path for item in client.list_artifacts(parent.info.run_id)}
     for name, run in children.items():
@@ -245,16 +274,35 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
 
 def _mlflow_environment(project: Path) -> dict[str, str]:
     # The venv's bin first on PATH: `mlflow models serve` starts `uvicorn` by name.
-    return dict(kedro_environment(), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
-                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return dict(
+        kedro_environment(),
+        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
 
 
 def _check_mlflow_models_predict(project: Path, model_uri: str, rulings: pd.DataFrame, expected: list[dict]) -> None:
     rulings.to_csv(project / "rulings.csv", index=False)
     completed = subprocess.run(
-        [str(Path(sys.executable).with_name("mlflow")), "models", "predict", "-m", model_uri, "-i", "rulings.csv",
-         "--content-type", "csv", "--env-manager", "local"],
-        cwd=project, env=_mlflow_environment(project), capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "models",
+            "predict",
+            "-m",
+            model_uri,
+            "-i",
+            "rulings.csv",
+            "--content-type",
+            "csv",
+            "--env-manager",
+            "local",
+        ],
+        cwd=project,
+        env=_mlflow_environment(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"predictions": expected}
@@ -262,7 +310,8 @@ def _check_mlflow_models_predict(project: Path, model_uri: str, rulings: pd.Data
 
 def _post(port: int, payload: dict) -> tuple[int, dict]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -276,15 +325,31 @@ def _check_served_model(project: Path, model_uri: str, rulings: pd.DataFrame, ex
     port, log = free_port(), project / "serve.log"
     with log.open("w") as output:
         server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model_uri,
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=project, env=_mlflow_environment(project), stdout=output, stderr=subprocess.STDOUT,
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=project,
+            env=_mlflow_environment(project),
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the server runs uvicorn in a child
         )
     try:
         deadline = time.time() + 180
         while True:
-            assert server.poll() is None and time.time() < deadline, f"the server did not start: {log.read_text()[-3000:]}"
+            assert server.poll() is None and time.time() < deadline, (
+                f"the server did not start: {log.read_text()[-3000:]}"
+            )
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
                     break
@@ -293,7 +358,9 @@ def _check_served_model(project: Path, model_uri: str, rulings: pd.DataFrame, ex
         status, answer = _post(port, {"dataframe_split": {"columns": ["id", "fact"], "data": rulings.values.tolist()}})
         assert status == 200 and answer == {"predictions": expected}
         assert all(isinstance(row["label"], int) for row in answer["predictions"])
-        status, answer = _post(port, {"dataframe_records": [{"id": "a", "fact": rulings["fact"][0]}, {"id": "b", "fact": " "}]})
+        status, answer = _post(
+            port, {"dataframe_records": [{"id": "a", "fact": rulings["fact"][0]}, {"id": "b", "fact": " "}]}
+        )
         assert status == 400
         assert answer["message"].splitlines()[-1].endswith("<input>, row 2, field 'fact': empty text (id 'b')")
     finally:
@@ -308,7 +375,10 @@ def _start_viz(project: Path, log: Path) -> tuple[subprocess.Popen, int]:
     with log.open("a") as output:
         server = subprocess.Popen(
             [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
-            cwd=project, env=kedro_environment(), stdout=output, stderr=subprocess.STDOUT,
+            cwd=project,
+            env=kedro_environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: viz spawns children
         )
     return server, port
@@ -348,7 +418,10 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
 
 def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
     completed = run_kedro(
-        fast_project, "run", "--pipeline=train", "--params",
+        fast_project,
+        "run",
+        "--pipeline=train",
+        "--params",
         f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()},serving.log_model=false",
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

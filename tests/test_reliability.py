@@ -57,7 +57,9 @@ SCIKIT_LEARN_MODELS = ["baseline_models.pkl", "feature_models.pkl"]
 # Two folds of a tiny model, two epochs of 16 steps each (500 training cases, batches of 32), evaluated
 # and checkpointed every 6 steps: fold_1 has a checkpoint in the middle of its second epoch (step 18)
 # to be killed after, and the whole run takes about a minute on one CPU thread.
-RESUME_PARAMETERS = TINY_MODEL_PARAMETERS + """
+RESUME_PARAMETERS = (
+    TINY_MODEL_PARAMETERS
+    + """
 training:
   arguments:
     num_train_epochs: 2
@@ -67,6 +69,7 @@ training:
     logging_steps: 3
     disable_tqdm: true
 """
+)
 RUN_TIMEOUT = 900
 
 
@@ -81,7 +84,11 @@ def _start_kedro(project: Path, log: Path, *arguments: str) -> subprocess.Popen:
     kedro = Path(sys.executable).with_name("kedro")
     with log.open("wb") as output:
         return subprocess.Popen(
-            [str(kedro), *arguments], cwd=project, env=_environment(), stdout=output, stderr=subprocess.STDOUT,
+            [str(kedro), *arguments],
+            cwd=project,
+            env=_environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -240,7 +247,8 @@ def test_a_killed_run_resumes_without_retraining_the_finished_fold(resume_runs):
     killed = [run for run in parents if run.info.status == "KILLED"]
     assert len(parents) == 2 and len(finished) == 1 and len(killed) == 1
     assert {name: run.info.status for name, run in _children(all_runs, killed[0]).items()} == {
-        "fold_0": "FINISHED", "fold_1": "KILLED"
+        "fold_0": "FINISHED",
+        "fold_1": "KILLED",
     }
     assert "RUNNING" not in {run.info.status for run in all_runs}
     children = _children(all_runs, finished[0])
@@ -297,8 +305,14 @@ class _Killed(Exception):
 RULINGS = [
     f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
     for crime, years, praise, points in [
-        ("盗窃", "三", 2, 85.5), ("诈骗", "十", 6, 120), ("抢劫", "八", 1, 40), ("贩卖毒品", "十五", 4, 99),
-        ("故意伤害", "五", 3, 70), ("受贿", "七", 5, 110), ("交通肇事", "二", 0, 12), ("盗窃", "六", 7, 150),
+        ("盗窃", "三", 2, 85.5),
+        ("诈骗", "十", 6, 120),
+        ("抢劫", "八", 1, 40),
+        ("贩卖毒品", "十五", 4, 99),
+        ("故意伤害", "五", 3, 70),
+        ("受贿", "七", 5, 110),
+        ("交通肇事", "二", 0, 12),
+        ("盗窃", "六", 7, 150),
     ]
 ]
 
@@ -317,17 +331,32 @@ def _tiny_job() -> FoldJob:
         vocabulary=build_character_vocabulary(texts),
         class_months=[0, 1, 2, 3],
         model={
-            "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "intermediate_size": 64, "hidden_dropout_prob": 0.1},
+            "config": {
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "hidden_dropout_prob": 0.1,
+            },
             "max_length": 48,
             "fused_attention": True,
         },
         training={
             "arguments": {
-                "num_train_epochs": 2, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
-                "learning_rate": 1e-3, "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps",
-                "save_steps": 2, "save_total_limit": 1, "logging_steps": 1, "seed": 7, "report_to": "none",
-                "disable_tqdm": True, "train_sampling_strategy": "group_by_length",
+                "num_train_epochs": 2,
+                "per_device_train_batch_size": 4,
+                "per_device_eval_batch_size": 8,
+                "learning_rate": 1e-3,
+                "eval_strategy": "steps",
+                "eval_steps": 2,
+                "save_strategy": "steps",
+                "save_steps": 2,
+                "save_total_limit": 1,
+                "logging_steps": 1,
+                "seed": 7,
+                "report_to": "none",
+                "disable_tqdm": True,
+                "train_sampling_strategy": "group_by_length",
             }
         },
     )
@@ -378,8 +407,11 @@ def test_a_fold_checkpointed_by_wall_time_resumes_to_the_uninterrupted_result(
 ):
     """`checkpoint_every_minutes` instead of a step cadence (here: due at every logging step)."""
     job = _tiny_job()
-    job.training = {**job.training, "checkpoint_every_minutes": 1e-9,
-                    "arguments": {**job.training["arguments"], "save_strategy": "no"}}
+    job.training = {
+        **job.training,
+        "checkpoint_every_minutes": 1e-9,
+        "arguments": {**job.training["arguments"], "save_strategy": "no"},
+    }
     work_dir = tmp_path / "fold_0"
     with monkeypatch.context() as patch:
         _crash_after(patch, 5)
@@ -431,7 +463,9 @@ def test_a_fold_with_bf16_master_weights_resumes_to_the_uninterrupted_result(
         resumed = run_fold(job, work_dir)
     assert "checkpoint-6" in caplog.text
     _assert_same_result(resumed, uninterrupted)
-    assert {tensor.dtype for tensor in load_file(resumed.model.folder / "model.safetensors").values()} == {torch.bfloat16}
+    assert {tensor.dtype for tensor in load_file(resumed.model.folder / "model.safetensors").values()} == {
+        torch.bfloat16
+    }
     assert not np.array_equal(resumed.eval_probabilities, uninterrupted_tiny_fold.eval_probabilities)
 
 
@@ -494,8 +528,15 @@ def test_models_are_written_as_safetensors_and_nothing_pickled(resume_runs):
 
 def _tiny_model(seed: int = 0) -> MegatronBertForSequenceClassification:
     torch.manual_seed(seed)
-    config = MegatronBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=32, num_labels=3)
+    config = MegatronBertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
     return MegatronBertForSequenceClassification(config).eval()
 
 
@@ -577,12 +618,24 @@ def _figure(value: float):
 
 
 ATOMIC_DATASETS = {
-    "csv": (AtomicCSVDataset, "table.csv", lambda: pd.DataFrame({"id": ["a", "b"], "label": [1, 2]}),
-            lambda: pd.DataFrame({"id": ["c" * 5000, "d"], "label": [3, 4]})),
-    "parquet": (AtomicParquetDataset, "table.parquet", lambda: pd.DataFrame({"x": [1.0, 2.0]}),
-                lambda: pd.DataFrame({"x": np.arange(50_000, dtype=float)})),
-    "json": (AtomicJSONDataset, "metrics.json", lambda: {"final_score": 0.5},
-             lambda: {"final_score": 0.75, "notes": "x" * 5000}),
+    "csv": (
+        AtomicCSVDataset,
+        "table.csv",
+        lambda: pd.DataFrame({"id": ["a", "b"], "label": [1, 2]}),
+        lambda: pd.DataFrame({"id": ["c" * 5000, "d"], "label": [3, 4]}),
+    ),
+    "parquet": (
+        AtomicParquetDataset,
+        "table.parquet",
+        lambda: pd.DataFrame({"x": [1.0, 2.0]}),
+        lambda: pd.DataFrame({"x": np.arange(50_000, dtype=float)}),
+    ),
+    "json": (
+        AtomicJSONDataset,
+        "metrics.json",
+        lambda: {"final_score": 0.5},
+        lambda: {"final_score": 0.75, "notes": "x" * 5000},
+    ),
     "text": (AtomicTextDataset, "vocab.txt", lambda: "[PAD]\n[UNK]\n", lambda: "[PAD]\n" + "字\n" * 5000),
     "matplotlib": (AtomicMatplotlibDataset, "figure.png", lambda: _figure(1.0), lambda: _figure(2.0)),
 }
@@ -688,13 +741,17 @@ def test_a_model_save_that_fails_midway_keeps_the_previous_model_and_leaves_noth
 
 # 4. Failure is visible -------------------------------------------------------------------------------
 
+
 # Position embeddings for 64 tokens, texts cut at 128: the first batch (the longest) fails in the
 # model's forward pass, inside the Trainer, after its MLflow callback has logged into the fold's run.
 @pytest.mark.slow
 def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlflow_failed(tmp_path):
-    project = copy_project(tmp_path / "project", RESUME_PARAMETERS.replace(
-        "    intermediate_size: 64\n", "    intermediate_size: 64\n    max_position_embeddings: 64\n"
-    ))
+    project = copy_project(
+        tmp_path / "project",
+        RESUME_PARAMETERS.replace(
+            "    intermediate_size: 64\n", "    intermediate_size: 64\n    max_position_embeddings: 64\n"
+        ),
+    )
     log = tmp_path / "failing.log"
     run = _start_kedro(project, log, "run", "--pipeline=train", "--params", "model.max_length=128")
     assert _wait(run, log) != 0
@@ -704,7 +761,7 @@ def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlf
     failed = [index for index, line in enumerate(lines) if "failed with error" in line]
     assert failed, output[-4000:]
     assert "fold_0" in lines[failed[0]], lines[failed[0]]  # the failed node's outputs name the fold
-    cause = next(line for line in lines[failed[0] + 1:] if line.strip()).strip()
+    cause = next(line for line in lines[failed[0] + 1 :] if line.strip()).strip()
     assert "(128)" in cause and "(64)" in cause, cause  # 128 positions asked, 64 embedded
     assert f"RuntimeError: {cause}" in output  # the traceback ends with the same cause
     assert "fold_1.train_fold" not in output.split("failed with error", 1)[0]  # fold_0 failed first

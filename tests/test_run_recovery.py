@@ -33,9 +33,17 @@ def test_runs_of_a_dead_process_are_killed_with_their_folds_and_a_live_process_r
     untagged = _run(client, experiment_id, "train", {})  # nothing says whose it is: left as it is
 
     assert close_runs_of_dead_processes(client, experiment_id) == sorted([dead_parent, dead_fold])
-    status = {run_id: client.get_run(run_id).info.status
-              for run_id in (dead_parent, dead_fold, finished_fold, live_parent, live_fold, untagged)}
-    assert status == {dead_parent: "KILLED", dead_fold: "KILLED", finished_fold: "FINISHED",
-                      live_parent: "RUNNING", live_fold: "RUNNING", untagged: "RUNNING"}
+    status = {
+        run_id: client.get_run(run_id).info.status
+        for run_id in (dead_parent, dead_fold, finished_fold, live_parent, live_fold, untagged)
+    }
+    assert status == {
+        dead_parent: "KILLED",
+        dead_fold: "KILLED",
+        finished_fold: "FINISHED",
+        live_parent: "RUNNING",
+        live_fold: "RUNNING",
+        untagged: "RUNNING",
+    }
     assert client.get_run(dead_parent).info.end_time is not None
     assert close_runs_of_dead_processes(client, experiment_id) == []

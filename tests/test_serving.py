@@ -18,8 +18,15 @@ def test_rulings_parsed_by_mlflow_become_text_with_empty_fields_empty():
 
 
 def test_the_model_carries_every_input_of_the_inference_pipeline_but_the_rulings_and_parameters():
-    inference = Pipeline([
-        Node(lambda raw, columns: raw, ["test_raw", "params:columns"], "cases", name="validate"),
-        Node(lambda cases, model, rule: cases, ["cases", "fold_model", "decoding_rule"], "predictions", name="predict"),
-    ])
+    inference = Pipeline(
+        [
+            Node(lambda raw, columns: raw, ["test_raw", "params:columns"], "cases", name="validate"),
+            Node(
+                lambda cases, model, rule: cases,
+                ["cases", "fold_model", "decoding_rule"],
+                "predictions",
+                name="predict",
+            ),
+        ]
+    )
     assert model_artifacts(inference) == {"fold_model", "decoding_rule"}

@@ -25,9 +25,12 @@ warnings.filterwarnings(
 # by design (sentence_reduction/serving.py), so a user can do nothing about it.
 _UNINFORMATIVE_LOG_RECORDS = {
     "py.warnings": re.compile(
-        r"mlflow[/\\]pyfunc[/\\]utils[/\\]data_validation\.py:\d+: UserWarning: \W*\[\d+mAdd type hints to the `predict`"
+        r"mlflow[/\\]pyfunc[/\\]utils[/\\]data_validation\.py:\d+: "
+        r"UserWarning: \W*\[\d+mAdd type hints to the `predict`"
     ),
-    "mlflow.pyfunc": re.compile(r"Passing a Python object as `python_model` causes it to be serialized using CloudPickle"),
+    "mlflow.pyfunc": re.compile(
+        r"Passing a Python object as `python_model` causes it to be serialized using CloudPickle"
+    ),
     # DeepSpeed, imported by transformers on a machine without a GPU, where the project trains on the CPU
     # on purpose: "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."
     "DeepSpeed": re.compile(r"^Setting accelerator to CPU\. If you have GPU or other accelerator, we were unable"),

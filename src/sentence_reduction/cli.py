@@ -25,4 +25,3 @@ def run(context: click.Context, **options: Any) -> Any:
         if input_error is None:
             raise
         raise click.ClickException(str(input_error)) from None
-

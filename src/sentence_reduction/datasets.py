@@ -7,9 +7,6 @@ run killed mid-save leaves the previous file or none, never a truncated one.
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.pickle import PickleDataset
 from kedro_datasets.text import TextDataset
 
+from sentence_reduction.atomic import staging_path, written_atomically
 from sentence_reduction.finetune.job import SavedModel
 from sentence_reduction.input_errors import InputDataError
 
@@ -90,11 +88,12 @@ def _decodes_as_gb18030(raw: bytes) -> bool:
 
 
 class _AtomicSave:
-    """Mixin for fsspec-based kedro-datasets: write to a hidden temporary path, then rename."""
+    """Mixin for fsspec-based kedro-datasets: write to a hidden temporary path, then rename. Through
+    fsspec rather than `atomic.written_atomically`, so a catalog entry on any file system keeps it."""
 
     def save(self, data: Any) -> None:
         final_path = self._get_save_path()
-        temporary_path = final_path.with_name(f".{final_path.name}.{uuid.uuid4().hex}.tmp")
+        temporary_path = staging_path(final_path)
         self._get_save_path = lambda: temporary_path  # the parent's save writes where we point it
         try:
             super().save(data)
@@ -148,18 +147,8 @@ class SequenceClassifierDataset(AbstractDataset[SavedModel, SavedModel]):
         return SavedModel(self._filepath)
 
     def save(self, data: SavedModel) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        staging = self._filepath.with_name(f".{self._filepath.name}.{uuid.uuid4().hex}.tmp")
-        retired = staging.with_suffix(".old")
-        try:
+        with written_atomically(self._filepath) as staging:
             data.link_into(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if self._filepath.exists():
-            os.replace(self._filepath, retired)
-        os.replace(staging, self._filepath)
-        shutil.rmtree(retired, ignore_errors=True)
 
     def _exists(self) -> bool:
         return SavedModel(self._filepath).exists()

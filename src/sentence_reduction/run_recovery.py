@@ -60,7 +60,9 @@ def close_runs_of_dead_processes(client: MlflowClient, experiment_id: str) -> li
         if run.info.run_id in dead:
             logger.info(
                 "MLflow run '%s' (%s) was left RUNNING by process %s, which is gone: marked KILLED",
-                run.info.run_name, run.info.run_id, run.data.tags[PID_TAG],
+                run.info.run_name,
+                run.info.run_id,
+                run.data.tags[PID_TAG],
             )
         if run.info.run_id in dead | nested:
             client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))

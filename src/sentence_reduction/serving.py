@@ -89,7 +89,9 @@ class InferenceModelHooks:
         )
         logger.info(
             "Logged the %s pipeline as the MLflow model %s, registered as '%s' version %s",
-            INFERENCE_PIPELINE, model_info.model_uri, self._serving["registered_model_name"],
+            INFERENCE_PIPELINE,
+            model_info.model_uri,
+            self._serving["registered_model_name"],
             model_info.registered_model_version,
         )
 
@@ -126,8 +128,11 @@ def _requirements() -> list[str]:
     """The project's dependencies (pyproject.toml) and the torch it runs with (installed apart, see the
     Makefile; without a local build tag such as +cpu). MLflow's own inference of them misses what the
     pickled pipeline imports, and names this package, which is on no index: it goes with the model as code."""
-    dependencies = [requirement for requirement in importlib.metadata.requires("sentence_reduction") or []
-                    if "extra ==" not in requirement]
+    dependencies = [
+        requirement
+        for requirement in importlib.metadata.requires("sentence_reduction") or []
+        if "extra ==" not in requirement
+    ]
     return [f"torch=={importlib.metadata.version('torch').split('+')[0]}", *dependencies]
 
 

@@ -90,7 +90,7 @@ def resolved_deepspeed_config(training: dict[str, Any], on_gpu: bool) -> dict[st
     if config.mismatches:
         source = f" {arguments.deepspeed}" if isinstance(arguments.deepspeed, str) else ""
         raise ValueError(
-            f"DeepSpeed config{source} contradicts the training arguments (set these to \"auto\"): "
+            f'DeepSpeed config{source} contradicts the training arguments (set these to "auto"): '
             + "; ".join(mismatch.removeprefix("- ") for mismatch in config.mismatches)
         )
     return config.config

@@ -34,6 +34,7 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from sentence_reduction.atomic import replace_with
 from sentence_reduction.finetune.arguments import compiles_layers, effective_arguments, training_arguments
 from sentence_reduction.finetune.job import FoldJob, FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings, launch
@@ -102,7 +103,7 @@ def fine_tune(job: FoldJob, work_dir: Path) -> None:
         np.save(staging / "predict_probabilities.npy", predict_probabilities)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (staging / "fingerprint").write_text((work_dir / "fingerprint").read_text())
-        os.replace(staging, result_dir)
+        replace_with(staging, result_dir)
         shutil.rmtree(arguments.output_dir, ignore_errors=True)  # the checkpoints are spent
 
 
@@ -334,7 +335,10 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         job.eval_labels, evaluation.get("fraction", 1.0), evaluation.get("min_rows", 0), arguments.seed
     )
     eval_dataset = TokenisedTexts(
-        tokenizer, [job.eval_texts[row] for row in sample], settings.max_length, [job.eval_labels[row] for row in sample]
+        tokenizer,
+        [job.eval_texts[row] for row in sample],
+        settings.max_length,
+        [job.eval_labels[row] for row in sample],
     )
     # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
     # arguments on every batch, so a whole-model graph is not specialised on the mask's presence.

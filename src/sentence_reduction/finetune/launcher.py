@@ -69,13 +69,16 @@ class LauncherSettings:
             return command + ["--master_addr", self.master_addr, "--master_port", str(self.master_port), *worker]
         if self.program == "torchrun":
             return [
-                sys.executable, "-m", "torch.distributed.run",
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
                 f"--nproc_per_node={self.nproc_per_node}",
                 f"--nnodes={self.nnodes}",
                 f"--node_rank={self.node_rank}",
                 f"--master_addr={self.master_addr}",
                 f"--master_port={self.master_port}",
-                "-m", *worker,
+                "-m",
+                *worker,
             ]
         raise ValueError(f"training.launcher.program must be 'torchrun' or 'deepspeed', not {self.program!r}")
 

@@ -134,8 +134,18 @@ class MasterWeightAdamW(torch.optim.Optimizer):
                 # The weight as a plain tensor on the parameter's storage: torch.compile keeps the shapes
                 # of nn.Parameter inputs static, which would compile a graph per parameter shape.
                 self.update(
-                    state["master"], parameter.grad, state["exp_avg"], state["exp_avg_sq"], parameter.detach(),
-                    state["step"], learning_rate, scale, beta1, beta2, group["eps"], group["weight_decay"],
+                    state["master"],
+                    parameter.grad,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    parameter.detach(),
+                    state["step"],
+                    learning_rate,
+                    scale,
+                    beta1,
+                    beta2,
+                    group["eps"],
+                    group["weight_decay"],
                 )
         self.grad_scale = None
         return loss

@@ -28,14 +28,20 @@ def assign_folds(model_input: pd.DataFrame, folds: dict[str, Any]) -> pd.DataFra
         for fold, (_, held_out) in enumerate(splitter.split(placeholder, strata)):
             assignment[held_out] = fold
     elif folds["strategy"] == "holdout":
-        splitter = StratifiedShuffleSplit(
-            n_splits=1, test_size=folds["holdout_fraction"], random_state=folds["seed"]
-        )
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=folds["holdout_fraction"], random_state=folds["seed"])
         _, held_out = next(splitter.split(placeholder, strata))
         assignment[held_out] = 0
     else:
         raise ValueError(f"folds.strategy must be 'stratified_kfold' or 'holdout', not {folds['strategy']!r}")
     return pd.DataFrame({"id": model_input["id"].to_numpy(), "fold": assignment})
+
+
+def case_folds(model_input: pd.DataFrame, fold_assignments: pd.DataFrame) -> np.ndarray:
+    """The fold that holds out each case of ``model_input``, in its order."""
+    folds = model_input[["id"]].merge(fold_assignments, on="id", how="left", validate="one_to_one")["fold"]
+    if folds.isna().any():
+        raise ValueError("fold_assignments does not cover every case: rerun the data pipeline")
+    return folds.to_numpy(dtype=int)
 
 
 def fold_count(folds: dict[str, Any]) -> int:

@@ -31,15 +31,11 @@ def validate_rulings(
     if len(shared_ids):
         first = shared_ids[0]
         row = int(test_cases.index[test_cases["id"] == first][0]) + 1
-        raise InputDataError(
-            _source(test_raw), f"id {first!r} also appears in the training file", row, columns["id"]
-        )
+        raise InputDataError(_source(test_raw), f"id {first!r} also appears in the training file", row, columns["id"])
     return train_cases, test_cases
 
 
-def validate_test_rulings(
-    test_raw: pd.DataFrame, columns: dict[str, Any], validation: dict[str, Any]
-) -> pd.DataFrame:
+def validate_test_rulings(test_raw: pd.DataFrame, columns: dict[str, Any], validation: dict[str, Any]) -> pd.DataFrame:
     """Check a test file and return it as ``id, fact``; a label column there is dropped with a warning."""
     if columns["label"] in test_raw.columns:
         logger.warning(
@@ -101,28 +97,33 @@ def _check_texts(cases: pd.DataFrame, source: str, field: str, validation: dict[
     too_long = texts.str.len() > validation["max_text_chars"]
     if too_long.any():
         logger.warning(
-            "%s: %d text(s) longer than %d characters (first: row %d); the tokenizer keeps the first "
-            "max_length tokens",
-            source, int(too_long.sum()), validation["max_text_chars"], _row(too_long),
+            "%s: %d text(s) longer than %d characters (first: row %d); the tokenizer keeps the first max_length tokens",
+            source,
+            int(too_long.sum()),
+            validation["max_text_chars"],
+            _row(too_long),
         )
     no_han = ~texts.str.contains(_HAN)
     if no_han.any():
         logger.warning(
             "%s: %d text(s) contain no Chinese character (first: row %d, id %r)",
-            source, int(no_han.sum()), _row(no_han), cases["id"].iloc[_row(no_han) - 1],
+            source,
+            int(no_han.sum()),
+            _row(no_han),
+            cases["id"].iloc[_row(no_han) - 1],
         )
 
 
-def _parse_labels(
-    labels: pd.Series, ids: pd.Series, source: str, field: str, validation: dict[str, Any]
-) -> pd.Series:
+def _parse_labels(labels: pd.Series, ids: pd.Series, source: str, field: str, validation: dict[str, Any]) -> pd.Series:
     text = labels.str.strip()
     not_integer = ~text.str.match(_INTEGER)
     if not_integer.any():
         row = _row(not_integer)
         raise InputDataError(
-            source, f"label {labels.iloc[row - 1]!r} is not a whole number of months (id {ids.iloc[row - 1]!r})",
-            row, field,
+            source,
+            f"label {labels.iloc[row - 1]!r} is not a whole number of months (id {ids.iloc[row - 1]!r})",
+            row,
+            field,
         )
     months = text.astype("int64")
     out_of_range = (months < 0) | (months > validation["max_label_months"])
@@ -132,7 +133,8 @@ def _parse_labels(
             source,
             f"label {months.iloc[row - 1]} is outside 0..{validation['max_label_months']} months "
             f"(id {ids.iloc[row - 1]!r})",
-            row, field,
+            row,
+            field,
         )
     return months
 

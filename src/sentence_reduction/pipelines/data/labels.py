@@ -38,7 +38,9 @@ def build_class_table(train_cases: pd.DataFrame, encoding: dict[str, Any]) -> pd
     if beyond:
         logger.info(
             "%d training label(s) above %d months fall in the last class (decoded as %d months)",
-            beyond, table["min_months"].iloc[-1], table["months"].iloc[-1],
+            beyond,
+            table["min_months"].iloc[-1],
+            table["months"].iloc[-1],
         )
     return table
 
@@ -54,7 +56,11 @@ def encoding_for_labels(labels: pd.Series, n_classes: int) -> dict[str, Any]:
     edges, months = bins_for_labels(labels, n_classes)
     logger.info(
         "label encoding auto: %.1f %% of the training labels lie above %d months (up to %d): %d bins, edges %s",
-        100 * beyond, n_classes - 1, labels.max(), len(months), edges,
+        100 * beyond,
+        n_classes - 1,
+        labels.max(),
+        len(months),
+        edges,
     )
     return {"scheme": "bins", "bin_edges": edges, "bin_months": months}
 
@@ -96,9 +102,7 @@ def class_table(encoding: dict[str, Any]) -> pd.DataFrame:
         months = np.arange(n_classes)
         upper = months.astype(float)
         upper[-1] = np.inf
-        return pd.DataFrame(
-            {"class_id": months, "min_months": months, "max_months": upper, "months": months}
-        )
+        return pd.DataFrame({"class_id": months, "min_months": months, "max_months": upper, "months": months})
     if encoding["scheme"] == "bins":
         edges = [int(edge) for edge in encoding["bin_edges"]]
         representatives = [int(month) for month in encoding["bin_months"]]

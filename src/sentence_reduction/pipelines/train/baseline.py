@@ -10,8 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from threadpoolctl import threadpool_limits
 
-from sentence_reduction.pipelines.train.fine_tuning import probability_table
-from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities
+from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 
 def fit_baseline(
@@ -36,7 +35,9 @@ def fit_baseline(
         return fit_out_of_fold(make_classifier, model_input["fact"], model_input, fold_assignments, len(class_table))
 
 
-def predict_baseline(baseline_models: list[Pipeline], test_cases: pd.DataFrame, class_table: pd.DataFrame) -> pd.DataFrame:
+def predict_baseline(
+    baseline_models: list[Pipeline], test_cases: pd.DataFrame, class_table: pd.DataFrame
+) -> pd.DataFrame:
     """The test cases' class probabilities: the mean of the fold models'."""
     with threadpool_limits(limits=1, user_api="blas"):
         probabilities = mean_class_probabilities(baseline_models, test_cases["fact"], len(class_table))

@@ -20,8 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from sentence_reduction.pipelines.train.fine_tuning import probability_table
-from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities
+from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 _S = r"\s*"
 _NUMBER = r"(?:\d+(?:\.\d+)?|[零〇一二两三四五六七八九十百千]+)"
@@ -45,7 +44,11 @@ _DEATH_REPRIEVE = re.compile(rf"死刑{_S}[,，]?{_S}缓期|死缓")
 _POLITICAL_RIGHTS = re.compile(rf"剥夺{_S}政治权利{_S}{_TERM}")
 _FINE = re.compile(rf"罚金{_S}(?:人民币{_S})?(?P<amount>{_NUMBER}){_S}(?P<unit>万)?{_S}元")
 _POINTS = re.compile(rf"(?:奖励分|考核分|考核积分|积分|改造分){_CLAUSE}{{0,6}}?(?P<points>\d+(?:\.\d+)?){_S}分")
-_AWARDS = {"praise": r"表扬", "merit": r"记{_S}大?{_S}功".format(_S=_S), "material_reward": r"物质{_S}奖励".format(_S=_S)}
+_AWARDS = {
+    "praise": r"表扬",
+    "merit": rf"记{_S}大?{_S}功",
+    "material_reward": rf"物质{_S}奖励",
+}
 _RECIDIVISM = re.compile(r"累犯|毒品再犯")
 _DENIAL = re.compile(r"(?:非|不是|不属于?|不构成|不系|并非)$")
 _UNPAID = re.compile(
@@ -177,8 +180,8 @@ def _award_count(award: str, text: str) -> float:
     without a number ("获得表扬")."""
     total = 0.0
     for mention in re.finditer(award, text):
-        after = re.match(rf"{_S}({_NUMBER}){_S}次", text[mention.end():])
-        before = re.search(rf"({_NUMBER}){_S}次{_S}$", text[max(0, mention.start() - 8): mention.start()])
+        after = re.match(rf"{_S}({_NUMBER}){_S}次", text[mention.end() :])
+        before = re.search(rf"({_NUMBER}){_S}次{_S}$", text[max(0, mention.start() - 8) : mention.start()])
         count = after or before
         total += chinese_number(count.group(1)) if count else 1.0
     return total
@@ -192,7 +195,7 @@ def _reward_points(text: str) -> float:
 def _is_recidivist(text: str) -> bool:
     """累犯 that no 非/不/无 in front of it denies ("非累犯", "不是累犯", "不构成 累犯")."""
     for mention in _RECIDIVISM.finditer(text):
-        preceding = text[max(0, mention.start() - 8): mention.start()].replace(" ", "")
+        preceding = text[max(0, mention.start() - 8) : mention.start()].replace(" ", "")
         if not _DENIAL.search(preceding):
             return True
     return False
@@ -214,7 +217,9 @@ def fit_feature_model(
     def make_classifier() -> Pipeline:
         # The crime as a category: rare ones pooled, one unseen at prediction time treated as missing.
         crime = OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
+            handle_unknown="use_encoded_value",
+            unknown_value=np.nan,
+            encoded_missing_value=np.nan,
             min_frequency=feature_model["min_crime_cases"],
         )
         # A number the ruling does not give as -1, below every real value (a tree splits on it as on

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
-from sentence_reduction.pipelines.train.fine_tuning import probability_table
-from sentence_reduction.pipelines.train.out_of_fold import case_folds, labelled_probabilities
 from sentence_reduction.metric import competition_scores
+from sentence_reduction.pipelines.data.folds import case_folds
+from sentence_reduction.pipelines.train.out_of_fold import labelled_probabilities, probability_table
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics, decode, prediction_metrics
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def choose_ensemble(
     metrics = {
         "estimate": (
             f"nested: each of the {len(held_out_folds)} folds' cases predicted by the combination chosen on the "
-            "other folds' out-of-fold cases" if len(held_out_folds) > 1
+            "other folds' out-of-fold cases"
+            if len(held_out_folds) > 1
             else "in-sample: one fold, so the combination is scored on the cases it was chosen on (optimistic)"
         ),
         "cases": int(len(class_ids)),
@@ -76,7 +77,9 @@ def choose_ensemble(
     }
     logger.info(
         "ensemble %s: FinalScore %.4f out of fold (nested), %.4f on the cases it was chosen on",
-        choice, metrics["final_score"], in_sample["final_score"],
+        choice,
+        metrics["final_score"],
+        in_sample["final_score"],
     )
     return (
         choice,
@@ -184,8 +187,14 @@ def _majority_class_metrics(
 def _confusion_figure(class_ids: np.ndarray, predicted: np.ndarray, months: list[int]) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(11, 10))
     ConfusionMatrixDisplay.from_predictions(
-        class_ids, predicted, labels=np.arange(len(months)), display_labels=months, ax=axes,
-        colorbar=False, include_values=len(months) <= 20, cmap="Blues",
+        class_ids,
+        predicted,
+        labels=np.arange(len(months)),
+        display_labels=months,
+        ax=axes,
+        colorbar=False,
+        include_values=len(months) <= 20,
+        cmap="Blues",
     )
     axes.set_xlabel("predicted months")
     axes.set_ylabel("true months")
@@ -196,8 +205,12 @@ def _confusion_figure(class_ids: np.ndarray, predicted: np.ndarray, months: list
 
 def _class_report(class_ids: np.ndarray, predicted: np.ndarray, months: list[int]) -> pd.DataFrame:
     report = classification_report(
-        class_ids, predicted, labels=np.arange(len(months)), target_names=[str(month) for month in months],
-        output_dict=True, zero_division=0,
+        class_ids,
+        predicted,
+        labels=np.arange(len(months)),
+        target_names=[str(month) for month in months],
+        output_dict=True,
+        zero_division=0,
     )
     return pd.DataFrame(report).T.rename_axis("months").reset_index()
 
@@ -205,7 +218,11 @@ def _class_report(class_ids: np.ndarray, predicted: np.ndarray, months: list[int
 def plot_candidates(ensemble_metrics: dict[str, Any], **candidate_metrics: dict[str, Any]) -> plt.Figure:
     """FinalScore, Score and ExtAcc out of fold of each candidate, the ensemble (nested) and the majority
     class, side by side."""
-    rows = {**candidate_metrics, "ensemble (nested)": ensemble_metrics, "majority class": ensemble_metrics["majority_class"]}
+    rows = {
+        **candidate_metrics,
+        "ensemble (nested)": ensemble_metrics,
+        "majority class": ensemble_metrics["majority_class"],
+    }
     scores = ("final_score", "score", "ext_acc")
     table = pd.DataFrame({name: {score: values[score] for score in scores} for name, values in rows.items()}).T
     figure, axes = plt.subplots(figsize=(9, 5))

@@ -16,6 +16,8 @@ from sentence_reduction.finetune.engine import predict_probabilities, run_fold
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.model import ModelSettings
 from sentence_reduction.finetune.text import build_character_vocabulary, read_vocabulary
+from sentence_reduction.pipelines.data.folds import case_folds
+from sentence_reduction.pipelines.train.out_of_fold import probability_table
 from sentence_reduction.scoring import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ def train_fold(
     metrics = {
         **result.metrics,
         **classification_metrics(
-            result.eval_probabilities, evaluation["class_id"].to_numpy(), job.class_months,
+            result.eval_probabilities,
+            evaluation["class_id"].to_numpy(),
+            job.class_months,
             true_months=evaluation["label"].to_numpy(),
         ),
     }
@@ -101,14 +105,6 @@ def predict_fold(
     return probability_table(test_cases["id"], probabilities)
 
 
-def probability_table(ids: pd.Series, probabilities: np.ndarray) -> pd.DataFrame:
-    """``id, prob_0 .. prob_{n-1}``: one row of class probabilities per case."""
-    columns = [f"prob_{index}" for index in range(probabilities.shape[1])]
-    table = pd.DataFrame(probabilities, columns=columns)
-    table.insert(0, "id", ids.to_numpy())
-    return table
-
-
 def _with_deepspeed_config(training: dict[str, Any], deepspeed_config: dict[str, Any]) -> dict[str, Any]:
     """``training`` with the run's resolved DeepSpeed config in place of its json file: the fold trains
     with the config the run logged, and the fold's fingerprint holds the config's content, not a path."""
@@ -119,11 +115,9 @@ def _with_deepspeed_config(training: dict[str, Any], deepspeed_config: dict[str,
 
 
 def _held_out_mask(model_input: pd.DataFrame, fold_assignments: pd.DataFrame, fold: int) -> np.ndarray:
-    folds = model_input[["id"]].merge(fold_assignments, on="id", how="left", validate="one_to_one")["fold"]
-    if folds.isna().any():
-        raise ValueError("fold_assignments does not cover every case: rerun the data pipeline")
+    folds = case_folds(model_input, fold_assignments)
     if not (folds == fold).any():
         raise ValueError(
             f"fold {fold} holds out no case: folds.n_splits shapes the pipeline, set it in conf/, not --params"
         )
-    return (folds == fold).to_numpy()
+    return folds == fold

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT
-from sentence_reduction.pipelines.train.fine_tuning import probability_table
+from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, case_folds
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics
 
 
@@ -36,6 +35,14 @@ def fit_out_of_fold(
     return models, pd.concat(tables, ignore_index=True)
 
 
+def probability_table(ids: pd.Series, probabilities: np.ndarray) -> pd.DataFrame:
+    """``id, prob_0 .. prob_{n-1}``: one row of class probabilities per case."""
+    columns = [f"prob_{index}" for index in range(probabilities.shape[1])]
+    table = pd.DataFrame(probabilities, columns=columns)
+    table.insert(0, "id", ids.to_numpy())
+    return table
+
+
 def mean_class_probabilities(models: list[Any], inputs: pd.Series | pd.DataFrame, n_classes: int) -> np.ndarray:
     """The fold models' mean class probabilities: how a candidate's folds predict a test set."""
     return np.mean([class_probabilities(model, inputs, n_classes) for model in models], axis=0)
@@ -46,11 +53,6 @@ def class_probabilities(classifier: Any, inputs: pd.Series | pd.DataFrame, n_cla
     probabilities = np.zeros((len(inputs), n_classes))
     probabilities[:, classifier.classes_] = classifier.predict_proba(inputs)
     return probabilities
-
-
-def case_folds(model_input: pd.DataFrame, fold_assignments: pd.DataFrame) -> np.ndarray:
-    """The fold that holds out each case of ``model_input``, in its order."""
-    return model_input[["id"]].merge(fold_assignments, on="id", validate="one_to_one")["fold"].to_numpy()
 
 
 def stack_fold_probabilities(*fold_tables: pd.DataFrame) -> pd.DataFrame:

@@ -105,7 +105,13 @@ def _candidates(n_folds: int) -> Pipeline:
             ),
             Node(
                 fit_feature_model,
-                inputs=["domain_features", "model_input_table", "fold_assignments", "class_table", "params:feature_model"],
+                inputs=[
+                    "domain_features",
+                    "model_input_table",
+                    "fold_assignments",
+                    "class_table",
+                    "params:feature_model",
+                ],
                 outputs=["feature_models", "features_oof_probabilities"],
                 name="fit_feature_model",
                 tags=_TRAINING,
@@ -236,7 +242,11 @@ def _training_branch(fold: int) -> Pipeline:
         ],
         namespace=f"fold_{fold}",
         inputs={
-            "model_input_table", "fold_assignments", "normalised_test_cases", "vocabulary", "class_table",
+            "model_input_table",
+            "fold_assignments",
+            "normalised_test_cases",
+            "vocabulary",
+            "class_table",
             "deepspeed_config",
         },
         outputs={

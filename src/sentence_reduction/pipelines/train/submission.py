@@ -19,4 +19,6 @@ def write_submission(
         raise ValueError("test probabilities do not follow the test file's ids: rerun the pipeline")
     months = class_table["months"].tolist()
     class_ids = decode(test_probabilities.drop(columns="id").to_numpy(), months, ensemble["decoding"])
-    return pd.DataFrame({"id": test_cases["id"].to_numpy(), "label": class_to_months(class_ids, class_table).astype(int)})
+    return pd.DataFrame(
+        {"id": test_cases["id"].to_numpy(), "label": class_to_months(class_ids, class_table).astype(int)}
+    )
