@@ -1,11 +1,11 @@
 """Training and inference throughput of the project's own fine-tuning path on GPU.
 
-Runs `sentence_reduction.finetune.engine.build_trainer` + `Trainer.train()` (the code path of
-`kedro run --pipeline=train --env erlangshen`) on synthetic data: texts of random CJK characters
+Runs `sentence_reduction.finetune.trainer.build_trainer` + `Trainer.train()` (the code path of
+`kedro run --pipelines=train --env erlangshen`) on synthetic data: texts of random CJK characters
 long enough to fill 512 tokens, a character vocabulary built from them with
 `text.build_character_vocabulary`, and Erlangshen-MegatronBert-1.3B built with random weights from
-its real config.json (`benchmarks/erlangshen_config.json`, via `model.config_path`). Random weights
-cost exactly what the pretrained ones do.
+its real config.json (`benchmarks/erlangshen_config.json`, via `model.config_path`), or another
+encoder of `ENCODERS` from its config. Random weights cost exactly what the pretrained ones do.
 
 Each configuration runs in its own process (fresh CUDA context, DeepSpeed and compile state, peak
 memory), one after another; a configuration name ending in `@N` runs under
@@ -14,14 +14,16 @@ to `--out`; a table is printed last.
 
     # one GPU: the bf16 matmul peak, the baseline, the project's path (with a kernel profile and
     # a Chrome trace), inference
-    python benchmarks/train_throughput.py --configs matmul,baseline,fast_nods --profile-steps 3 \
-        --trace fast_nods --infer 1024 --out results.jsonl
+    python benchmarks/train_throughput.py --configs matmul,winning_recipe,default --profile-steps 3 \
+        --trace default --infer 1024 --out results.jsonl
+    # a BERT-large-shaped encoder on the HF Trainer's default path and on the project's
+    python benchmarks/train_throughput.py --configs matmul,bert_large_hf_default,bert_large --infer 1024
     # the attention backends and projection GEMMs at the model's shapes
     python benchmarks/train_throughput.py --configs attention --out results.jsonl
     # 1 GPU vs 2 GPUs with ZeRO-2
-    python benchmarks/train_throughput.py --configs matmul,fast_zero2,fast_zero2@2
+    python benchmarks/train_throughput.py --configs matmul,default_zero2,default_zero2@2
     # CPU smoke test of the script itself (tiny model, few steps)
-    python benchmarks/train_throughput.py --tiny --configs baseline,fast_nods --warmup 1 --steps 2
+    python benchmarks/train_throughput.py --tiny --configs winning_recipe,default,bert_large --warmup 1 --steps 2
 
 FLOPs: a 512-token training sample costs 6 * N_nonembedding * 512 + 3 * (4 * 512^2 * hidden *
 layers) = 3.88 TFLOP for this model (N_nonembedding = 1.2129e9 counted from the built model;
@@ -61,13 +63,51 @@ CONFIG_JSON = ROOT / "benchmarks" / "erlangshen_config.json"
 DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
 
 # Each configuration: changes to the `model`, `training` and `training.gpu_arguments` parameters of
-# the `erlangshen` environment (conf/base merged with conf/erlangshen, as Kedro's soft merge does).
+# the `erlangshen` environment (conf/base merged with conf/erlangshen, as Kedro's soft merge does), and
+# the encoder it trains (`encoder`: Erlangshen-MegatronBert-1.3B unless named).
 # One process trains without DeepSpeed unless `training.deepspeed_single_process` asks for it.
+#
+#   configuration                  what it is
+#   winning_recipe                 the winning solution's path (eager attention, DeepSpeed ZeRO-1, no compilation)
+#   default                        the project's one-GPU path as conf/erlangshen sets it
+#   default_<change>               the project's path with that one change (or diagnostic)
+#   bert_large_hf_default          a BERT-large-shaped encoder on the HF Trainer's default path
+#   bert_large                     the same encoder on the project's path
+#   bert_large_<change>            the same with one part of the project's path taken out
 SYNCHRONISING = {"logging_nan_inf_filter": True, "accelerator_config": {"non_blocking": False}}
+# The Hugging Face Trainer as a user gets it: bf16 autocast over fp32 weights, the model's own attention
+# (transformers' SDPA for BERT), its fused AdamW and clip, no compilation, no DeepSpeed on one GPU, a mask
+# on every batch, and the Trainer's per-step synchronisations.
+HF_TRAINER_DEFAULT = {
+    "model": {"unpadded_without_mask": False, "dropout_masks_from_aten": False},
+    "training": {
+        "regional_compilation": False,
+        "bf16_master_weights": False,
+        "clip_in_fused_optimizer": False,
+        "compile_predictions": False,
+    },
+    "gpu": {"torch_compile": False, "optim": "adamw_torch_fused", "tf32": None, **SYNCHRONISING},
+    "predict_with_trainer": True,
+}
+# chinese-roberta-wwm-ext-large's shape (a BERT: 24 layers, hidden 1024, 16 heads), random weights.
+ENCODERS = {
+    "bert_large": {
+        "architecture": "bert",
+        "config": {
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "intermediate_size": 4096,
+            "max_position_embeddings": 512,
+            "type_vocab_size": 2,
+            "vocab_size": 21128,
+        },
+    },
+}
 CONFIGS: dict[str, dict] = {
     # The winning solution's path: transformers' eager attention, no compilation, DeepSpeed ZeRO-1,
     # bf16, the Trainer's AdamW as it defaulted before torch 2.8 (adamw_torch, foreach), no tf32.
-    "baseline": {
+    "winning_recipe": {
         "model": {"fused_attention": False},
         "training": {"deepspeed_single_process": True},
         "gpu": {
@@ -79,56 +119,65 @@ CONFIGS: dict[str, dict] = {
             **SYNCHRONISING,
         },
     },
-    # conf/erlangshen with DeepSpeed ZeRO-1 kept on one GPU: SDPA, torch.compile, fused AdamW, bf16, tf32.
-    "fast": {"training": {"deepspeed_single_process": True}},
-    # the same without compilation (SDPA alone)
-    "sdpa": {"training": {"deepspeed_single_process": True}, "gpu": {"torch_compile": False}},
     # The project's one-GPU path as it is: no DeepSpeed (bf16 weights from fp32 master weights in one
     # compiled AdamW update, clipping inside it), SDPA with no mask for unpadded batches, a bf16
     # residual stream, hidden dropout's masks from ATen, each layer compiled with programmatic
     # dependent launch, and no host-device synchronisation in the step.
-    "fast_nods": {},
-    # the same with bf16 autocast over fp32 weights and torch's fused AdamW (the default until 2026-12-02)
-    "fast_autocast": {"training": {"bf16_master_weights": False}},
-    # the same with the whole model compiled by the Trainer (before 2026-12-02) instead of each layer
-    "fast_whole": {"training": {"regional_compilation": False}},
-    # the one-GPU path of 2026-11-27: a mask on every batch, an fp32 residual stream, and the
-    # Trainer's per-step synchronisations (NaN/inf loss filter, blocking batch copy)
-    "fast_prev": {"model": {"unpadded_without_mask": False, "residual_in_autocast_dtype": False}, "gpu": SYNCHRONISING},
+    "default": {},
     # the project's path with one change each
-    "fast_fp32res": {"model": {"residual_in_autocast_dtype": False}},
-    "fast_sync": {"gpu": SYNCHRONISING},
-    "fast_trainerclip": {"training": {"clip_in_fused_optimizer": False}},  # clip_grad_norm_'s own pass
-    "fast_nopdl": {"training": {"inductor_config": {"triton.enable_pdl": False}}},
+    "default_deepspeed": {"training": {"deepspeed_single_process": True}},  # ZeRO-1 kept on one GPU
+    "default_deepspeed_uncompiled": {"training": {"deepspeed_single_process": True}, "gpu": {"torch_compile": False}},
+    "default_fp32_weights": {"training": {"bf16_master_weights": False}},  # bf16 autocast over fp32 weights
+    "default_whole_model_compiled": {"training": {"regional_compilation": False}},  # by the Trainer
+    "default_fp32_residual": {"model": {"residual_in_autocast_dtype": False}},
+    "default_synchronising": {"gpu": SYNCHRONISING},  # the Trainer's NaN/inf loss filter, blocking copies
+    "default_masked_fp32_residual_synchronising": {
+        "model": {"unpadded_without_mask": False, "residual_in_autocast_dtype": False},
+        "gpu": SYNCHRONISING,
+    },
+    "default_trainer_clip": {"training": {"clip_in_fused_optimizer": False}},  # clip_grad_norm_'s own pass
+    "default_no_pdl": {"training": {"inductor_config": {"triton.enable_pdl": False}}},
     # inductor compiles a persistent and a looped variant of each reduction (layer norms) and keeps
     # the faster one. torch 2.11 fails to read or write its cache of picked kernels ("'NoneType' object
     # does not support the context manager protocol"), hence the variable.
-    "fast_multikernel": {
+    "default_multi_kernel": {
         "training": {"inductor_config": {"triton.multi_kernel": 1}},
         "env": {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"},
     },
-    # hidden dropout's masks drawn by ATen's Bernoulli kernel in a custom op (finetune/dropout.py)
-    "fast_atenmask": {"model": {"dropout_masks_from_aten": True}},
+    # hidden dropout's masks drawn inside inductor's fused kernels instead of by ATen (finetune/dropout.py)
+    "default_inductor_dropout_masks": {"model": {"dropout_masks_from_aten": False}},
     # every dropout as ATen's own kernel (four random numbers per Philox call), unfused from the
     # residual add and layer norm around it: more memory traffic, fewer random-number instructions
-    "fast_fallbackrandom": {"training": {"inductor_config": {"fallback_random": True}}},
+    "default_fallback_random": {"training": {"inductor_config": {"fallback_random": True}}},
     # diagnostics, not training recipes: what dropout's random numbers cost (inductor's layer-norm
     # kernels draw the hidden dropout's, cuDNN's attention kernels the attention dropout's)
-    "fast_nohdrop": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0}}},
-    "fast_nodrop": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}},
+    "default_no_hidden_dropout": {"model": {"config_overrides": {"hidden_dropout_prob": 0.0}}},
+    "default_no_dropout": {
+        "model": {"config_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
+    },
     # CUDA graphs for the compiled forward and backward (torch.compile's reduce-overhead mode)
-    "fast_cudagraphs": {"gpu": {"torch_compile_mode": "reduce-overhead"}},
+    "default_cudagraphs": {"gpu": {"torch_compile_mode": "reduce-overhead"}},
     # inductor autotunes its GEMMs and fuses their epilogues. Fails with torch 2.11 + transformers
     # 5.24: TrainingArguments switches tf32 on through the new precision API whenever it compiles
     # in bf16, and inductor's GEMM templates then refuse ("mix of the legacy and new APIs to set
     # the matmul precision"), whatever `tf32` says.
-    "fast_autotune": {"gpu": {"torch_compile_mode": "max-autotune-no-cudagraphs", "tf32": None}},
+    "default_max_autotune": {"gpu": {"torch_compile_mode": "max-autotune-no-cudagraphs", "tf32": None}},
     # inductor tunes the block sizes of its own (elementwise, layer norm) kernels
-    "fast_cdtune": {"env": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}},
+    "default_coordinate_descent_tuning": {"env": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}},
     # ZeRO-2 (the multi-GPU configuration), also on one GPU
-    "fast_zero2": {"training": {"deepspeed_single_process": True}, "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")}},
+    "default_zero2": {
+        "training": {"deepspeed_single_process": True},
+        "gpu": {"deepspeed": str(DEEPSPEED / "zero2.json")},
+    },
     # plain DDP (no DeepSpeed), for several GPUs
-    "fast_ddp": {"gpu": {"deepspeed": None}},
+    "default_ddp": {"gpu": {"deepspeed": None}},
+    # A BERT-large-shaped encoder: the HF Trainer's default path, the project's path, and the project's
+    # path less one part each (transformers' SDPA, regional compilation, bf16 master weights).
+    "bert_large_hf_default": {"encoder": "bert_large", **HF_TRAINER_DEFAULT},
+    "bert_large": {"encoder": "bert_large"},
+    "bert_large_eager_attention": {"encoder": "bert_large", "model": {"fused_attention": False}},
+    "bert_large_uncompiled": {"encoder": "bert_large", "gpu": {"torch_compile": False}},
+    "bert_large_fp32_weights": {"encoder": "bert_large", "training": {"bf16_master_weights": False}},
 }
 
 TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
@@ -138,7 +187,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--configs",
-        default="matmul,baseline,fast",
+        default="matmul,winning_recipe,default",
         help="comma-separated: matmul, attention, " + ", ".join(CONFIGS) + "; NAME@N runs on N GPUs",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one configuration, in this process
@@ -150,7 +199,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--infer",
         type=int,
         default=0,
-        help="after training, time engine.predict_probabilities on this many texts (0: skip)",
+        help="after training, time the predictions on this many texts (0: skip)",
     )
     parser.add_argument("--infer-batch", type=int, default=None, help="per-device eval batch (default: the conf's)")
     parser.add_argument("--out", default="benchmarks/results.jsonl", help="JSON lines appended here")
@@ -200,12 +249,15 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def project_parameters() -> dict:
-    """conf/base/parameters_train.yml with conf/erlangshen/parameters_train.yml merged key by key."""
+    """conf/base/parameters_train.yml with conf/erlangshen/parameters_train.yml merged key by key, and
+    the `megatron_bert` candidate's model settings as `model`."""
     import yaml
 
     base = yaml.safe_load((ROOT / "conf/base/parameters_train.yml").read_text(encoding="utf-8"))
     env = yaml.safe_load((ROOT / "conf/erlangshen/parameters_train.yml").read_text(encoding="utf-8"))
-    return deep_merge(base, env)
+    params = deep_merge(base, env)
+    params["model"] = params["transformer_candidates"]["megatron_bert"]["model"]
+    return params
 
 
 ALPHABET = [chr(code) for code in range(0x4E00, 0x4E00 + 4096)]  # CJK: one token per character
@@ -233,7 +285,12 @@ def make_job(name: str, args: argparse.Namespace, world_size: int):
     from sentence_reduction.finetune.text import build_character_vocabulary
 
     model, training = configured_parameters(name)
-    model.update(config_path=str(CONFIG_JSON), max_length=args.max_length, vocabulary_min_frequency=1)
+    encoder = CONFIGS[name].get("encoder")
+    if encoder:
+        model.update(ENCODERS[encoder], config_path=None)
+    else:
+        model.update(config_path=str(CONFIG_JSON))
+    model.update(max_length=args.max_length, vocabulary_min_frequency=1)
     if args.tiny:
         model["config_overrides"] = dict(model.get("config_overrides") or {}, **TINY_MODEL)
     total_steps = args.warmup + args.steps + (args.profile_steps + 1 if args.profile_steps else 0)
@@ -556,7 +613,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from sentence_reduction.finetune import engine
+    from sentence_reduction.finetune import trainer as fold_trainer
     from sentence_reduction.finetune.arguments import compiles_layers
 
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
@@ -648,7 +705,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     init_device = args.init_device if args.init_device != "auto" else ("cuda" if on_gpu else "cpu")
     output_dir = Path(args.workdir) / name
     with torch.device(init_device):  # where the random initial weights are drawn; speeds start-up only
-        trainer = engine.build_trainer(job, output_dir)
+        trainer = fold_trainer.build_trainer(job, output_dir)
     timer = StepTimer()
     trainer.add_callback(timer)
     if on_gpu:
@@ -694,13 +751,15 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "warmup_s": round(timer.marks[warmup] - timer.train_begin, 1),
         "build_s": round(t_built - t_start, 1),
         "train_s": round(t_trained - t_built, 1),
-        "fused_attention": job.model["fused_attention"],
-        "unpadded_without_mask": job.model.get("unpadded_without_mask"),
-        "residual_in_autocast_dtype": job.model.get("residual_in_autocast_dtype"),
-        "dropout_masks_from_aten": job.model.get("dropout_masks_from_aten"),
+        "architecture": trainer.model.config.model_type,
+        "attention": trainer.model.config._attn_implementation,
+        "fused_attention": job.model.fused_attention,
+        "unpadded_without_mask": job.model.unpadded_without_mask,
+        "residual_in_autocast_dtype": job.model.residual_in_autocast_dtype,
+        "dropout_masks_from_aten": job.model.dropout_masks_from_aten,
         "clip_in_fused_optimizer": trainer._fused_adam_to_clip_in() is not None,
-        "bf16_master_weights": bool(job.training.get("bf16_master_weights")),
-        "inductor_config": job.training.get("inductor_config") or {},
+        "bf16_master_weights": job.training.bf16_master_weights,
+        "inductor_config": job.training.inductor_config,
         "torch_compile": bool(args_used.torch_compile),
         "regional_compilation": compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
         "torch_compile_mode": args_used.torch_compile_mode,
@@ -745,29 +804,32 @@ def write_trace(profiler, name: str, out: str) -> str:
 
 
 def infer(name, job, trainer, flops, peak, args) -> None:
-    """Test-set prediction as the predict pipeline does it: engine.predict_probabilities on the
-    trained model (eager module: a compiled module's compiled call is dropped first)."""
+    """Test-set prediction as the predict pipeline does it: `predictor.predict_probabilities` on the
+    trained model (eager module: a compiled module's compiled call is dropped first); or, for a
+    configuration with `predict_with_trainer`, the Trainer's own `predict` (the HF default path)."""
     import torch
 
-    from sentence_reduction.finetune import engine
-
-    # Before commit 196b22a, engine.predict_probabilities passed output_dir=os.devnull, which
-    # transformers 5.24's Trainer tries to create (FileExistsError: '/dev/null'); the measured runs
-    # pointed it at a scratch folder. Harmless now.
-    os.devnull = str(Path(args.workdir) / "predict")
+    from sentence_reduction.finetune.predictor import predict_probabilities
+    from sentence_reduction.finetune.text import TokenisedTexts
+    from sentence_reduction.scoring import softmax
 
     model = trainer.model
     if getattr(model, "_compiled_call_impl", None) is not None:  # DeepSpeed compiles in place
         model._compiled_call_impl = None
     model.eval()
-    engine.predict_probabilities(
-        model, job.vocabulary, job.predict_texts[: min(256, len(job.predict_texts))], job.model, job.training
-    )  # warm-up
+
+    def predict(texts):
+        if CONFIGS[name].get("predict_with_trainer"):
+            dataset = TokenisedTexts(trainer.processing_class, texts, job.model.max_length)
+            return softmax(trainer.predict(dataset).predictions)
+        return predict_probabilities(model, job.vocabulary, texts, job.model, job.training)
+
+    predict(job.predict_texts[: min(256, len(job.predict_texts))])  # warm-up
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    probabilities = engine.predict_probabilities(model, job.vocabulary, job.predict_texts, job.model, job.training)
+    probabilities = predict(job.predict_texts)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
@@ -778,12 +840,12 @@ def infer(name, job, trainer, flops, peak, args) -> None:
         "config": f"{name}+predict",
         "kind": "predict",
         "texts": len(job.predict_texts),
-        "eval_batch": job.training["arguments"].get("per_device_eval_batch_size"),
+        "eval_batch": job.training.arguments.get("per_device_eval_batch_size"),
         "samples_per_s": round(samples_per_s, 1),
         "tflops_per_gpu": round(tflops, 1),
         "share_of_peak": round(tflops / peak, 3) if peak else None,
         "tflop_per_sample": round(flops["infer_flop_per_sample"] / 1e12, 3),
-        "fused_attention": job.model["fused_attention"],
+        "fused_attention": job.model.fused_attention,
         "param_dtype": str(next(model.parameters()).dtype),
         "seconds": round(elapsed, 2),
         **device_description(),

@@ -16,7 +16,8 @@ from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 from sentence_reduction.finetune.arguments import effective_arguments, resolved_deepspeed_config
 from sentence_reduction.finetune.job import FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings
-from sentence_reduction.pipelines.train import create_train_pipeline, fine_tuning
+from sentence_reduction.pipelines.train import create_train_pipeline
+from sentence_reduction.pipelines.train import transformer as fine_tuning
 from sentence_reduction.tracking import FoldTrackingHooks
 
 from .conftest import PROJECT_ROOT

@@ -11,20 +11,19 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from sentence_reduction.finetune.engine import (
-    CheckpointEveryMinutes,
-    FoldTrainer,
-    Predictor,
-    build_trainer,
-    finished_fingerprint,
-    in_training_evaluation_rows,
-    predict_probabilities,
-    run_fold,
-)
+from sentence_reduction.finetune.engine import run_fold
+from sentence_reduction.finetune.fold_cache import finished_fingerprint
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.launcher import FoldTrainingError
 from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
+from sentence_reduction.finetune.predictor import Predictor, predict_probabilities
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
+from sentence_reduction.finetune.trainer import (
+    CheckpointEveryMinutes,
+    FoldTrainer,
+    build_trainer,
+    in_training_evaluation_rows,
+)
 
 from .conftest import REFERENCE_MODEL, free_port
 

@@ -2,6 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
+from sentence_reduction.config_environment import ConfigEnvironmentHooks
 from sentence_reduction.run_recovery import KilledRunRecoveryHooks
 from sentence_reduction.serving import InferenceModelHooks
 from sentence_reduction.tracking import FoldTrackingHooks
@@ -20,4 +21,4 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"globals": ["globals.yml", "parameters*", "parameters*/**", "**/parameters*"]},
 }
 
-HOOKS = (FoldTrackingHooks(), KilledRunRecoveryHooks(), InferenceModelHooks())
+HOOKS = (ConfigEnvironmentHooks(), FoldTrackingHooks(), KilledRunRecoveryHooks(), InferenceModelHooks())

@@ -1,10 +1,12 @@
-"""MLflow tracking of the folds: a nested run per fold under the run kedro-mlflow opens per `kedro run`.
+"""MLflow tracking of the folds: a nested run per transformer candidate and fold (named
+``<candidate>.fold_<n>``) under the run kedro-mlflow opens per `kedro run`.
 
 The fold's Trainer logs its arguments, model config and metric histories into the nested run through
 transformers' MLflow callback (rank 0 only when several processes train); this hook opens and closes
-that run around the fold's node, adds what the Trainer does not know (fold, seed, data hash, code
-version, the fold's held-out metrics), and logs the run-level results and the DeepSpeed config every
-fold trains with into the parent run.
+that run around the fold's node, adds what the Trainer does not know (candidate, fold, seed, data hash,
+code version, the fold's held-out metrics), and logs into the parent run every candidate's and the
+ensemble's out-of-fold metrics (each ``<name>_metrics`` output, as ``<name>_final_score`` ...) and the
+DeepSpeed config each candidate's folds train with.
 """
 
 from __future__ import annotations
@@ -21,17 +23,11 @@ from mlflow.entities import RunStatus
 
 from sentence_reduction import __version__
 
-FOLD_TRAINING_TAG = "fold_training"
+FOLD_TRAINING_TAG = "fold_training"  # the fold nodes' tag (pipelines/train/pipeline.py)
 _TIMINGS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
-# Node -> (its metrics output, the prefix of those metrics in the parent run): one per candidate, and
-# the ensemble's own out-of-fold estimate (ensemble_final_score ...).
-_PARENT_RESULTS = {
-    "evaluate_out_of_fold": ("oof_metrics", "oof"),
-    "evaluate_baseline": ("baseline_metrics", "baseline"),
-    "evaluate_feature_model": ("features_metrics", "features"),
-    "choose_ensemble": ("ensemble_metrics", "ensemble"),
-}
-_DEEPSPEED_CONFIG = "deepspeed_config"  # the run-level dataset (pipelines/train/pipeline.py)
+# A candidate's (or the ensemble's) out-of-fold metrics: the output <name>_metrics, logged as <name>_*.
+_METRICS_SUFFIX = "_metrics"
+_DEEPSPEED_CONFIG = ".deepspeed_config"  # each candidate's <candidate>.deepspeed_config
 
 
 class FoldTrackingHooks:
@@ -49,13 +45,15 @@ class FoldTrackingHooks:
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
         if FOLD_TRAINING_TAG not in node.tags or mlflow.active_run() is None:
             return
+        candidate, fold = node.namespace.rsplit(".", 1)
         run = mlflow.start_run(run_name=node.namespace, nested=True)
         self._fold_runs[node.name] = run
-        training = inputs.get("params:training", {})
+        training = inputs[f"{candidate}.training"]
         mlflow.log_params(
             {
-                "fold": node.namespace.removeprefix("fold_"),
-                "seed": training.get("arguments", {}).get("seed"),
+                "candidate": candidate,
+                "fold": fold.removeprefix("fold_"),
+                "seed": training["arguments"].get("seed"),
                 "data_sha256": _data_hash(inputs["model_input_table"]),
                 "code_version": _code_version(),
             }
@@ -66,18 +64,21 @@ class FoldTrackingHooks:
         run = self._fold_runs.pop(node.name, None)
         if run is not None:
             metrics = outputs[f"{node.namespace}.metrics"]
-            # The fold's held-out metrics, named like the parent's out-of-fold ones (oof_final_score...).
+            # The fold's held-out metrics (oof_final_score...).
             mlflow.log_metrics(
                 {f"oof_{name}": value for name, value in metrics.items() if _is_number(value) and name not in _TIMINGS}
             )
             if self._log_model_weights:  # gigabytes for the real model: only when asked
                 mlflow.log_artifacts(str(outputs[f"{node.namespace}.model"].folder), artifact_path="model")
             mlflow.end_run()
-        elif node.name in _PARENT_RESULTS and mlflow.active_run() is not None:
-            output, prefix = _PARENT_RESULTS[node.name]
-            mlflow.log_metrics(_flat_metrics(outputs[output], prefix))
-        elif outputs.get(_DEEPSPEED_CONFIG) and mlflow.active_run() is not None:  # empty without DeepSpeed
-            mlflow.log_dict(outputs[_DEEPSPEED_CONFIG], "deepspeed_config.json")
+            return
+        if mlflow.active_run() is None:
+            return
+        for name, value in outputs.items():
+            if name.endswith(_METRICS_SUFFIX) and "." not in name:
+                mlflow.log_metrics(_flat_metrics(value, name.removesuffix(_METRICS_SUFFIX)))
+            elif name.endswith(_DEEPSPEED_CONFIG) and value:  # empty without DeepSpeed
+                mlflow.log_dict(value, f"{name.removesuffix(_DEEPSPEED_CONFIG)}_deepspeed_config.json")
 
     @hook_impl
     def on_node_error(self, error: Exception, node: Node) -> None:

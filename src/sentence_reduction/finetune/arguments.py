@@ -1,4 +1,5 @@
-"""A fold's Trainer arguments from the `training` parameters, and the DeepSpeed config they train with.
+"""The `training` parameters (`TrainingSettings`), a fold's Trainer arguments from them, and the
+DeepSpeed config they train with.
 
 Whether a fold trains under DeepSpeed is decided once, by `trains_with_deepspeed`: in each fold's
 process (`training_arguments`, with the world size its launcher gave it) and once per run, before any
@@ -7,8 +8,11 @@ fold starts (`resolved_deepspeed_config`, with the world size the launcher setti
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,12 +29,73 @@ _ARGUMENT_DEFAULTS = {
 }
 
 
-def effective_arguments(training: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
+@dataclass
+class InTrainingEvaluation:
+    """Which held-out rows are evaluated during training (the metric histories in MLflow): a fixed
+    stratified sample of ``fraction`` of them, at least ``min_rows``. The whole fold is predicted at the end."""
+
+    fraction: float = 1.0
+    min_rows: int = 0
+
+
+@dataclass
+class TrainingSettings:
+    """How a fold trains (the `training` parameters; conf/base/parameters_train.yml says what each does).
+
+    ``arguments``: Hugging Face `TrainingArguments`, as named there; ``gpu_arguments`` are merged into
+    them when a GPU is present. The other fields are the project's own: where folds keep their work,
+    evaluation during training, checkpoints by wall time, compilation, DeepSpeed on one process, the
+    optimizer's clip and bf16 master weights, inductor settings, and the launcher of several processes.
+    """
+
+    arguments: dict[str, Any] = field(default_factory=dict)
+    gpu_arguments: dict[str, Any] = field(default_factory=dict)
+    work_dir: str = "data/06_models/work"
+    in_training_evaluation: InTrainingEvaluation = field(default_factory=InTrainingEvaluation)
+    checkpoint_every_minutes: float | None = None
+    regional_compilation: bool = False
+    compile_predictions: bool = False
+    deepspeed_single_process: bool = False
+    clip_in_fused_optimizer: bool = False
+    bf16_master_weights: bool = False
+    inductor_config: dict[str, Any] = field(default_factory=dict)
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrainingSettings:
+        """The settings from the `training` parameters (or from `dataclasses.asdict` of settings)."""
+        unknown = set(params) - {item.name for item in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"training: unknown parameter(s) {', '.join(sorted(unknown))}")
+        values = dict(params)
+        values["in_training_evaluation"] = InTrainingEvaluation(**(values.get("in_training_evaluation") or {}))
+        values["launcher"] = LauncherSettings.from_params(values.get("launcher") or {})
+        for name in ("arguments", "gpu_arguments", "inductor_config"):
+            values[name] = dict(values.get(name) or {})
+        return cls(**values)
+
+    def merged_with(self, overrides: dict[str, Any]) -> TrainingSettings:
+        """These settings with ``overrides`` (a part of the `training` parameters) merged in key by key,
+        as a candidate's own `training` is merged over the shared one."""
+        return TrainingSettings.from_params(_deep_merge(dataclasses.asdict(self), overrides or {}))
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def effective_arguments(training: TrainingSettings, on_gpu: bool) -> dict[str, Any]:
     """The `training.arguments` parameters, with `training.gpu_arguments` merged in on GPU."""
-    return {**training["arguments"], **((training.get("gpu_arguments") or {}) if on_gpu else {})}
+    return {**training.arguments, **(training.gpu_arguments if on_gpu else {})}
 
 
-def trains_with_deepspeed(training: dict[str, Any], on_gpu: bool, world_size: int) -> bool:
+def trains_with_deepspeed(training: TrainingSettings, on_gpu: bool, world_size: int) -> bool:
     """Whether a fold trained in ``world_size`` processes uses the `deepspeed` argument it is given.
 
     Only on GPU; and one process trains without it unless `training.deepspeed_single_process`:
@@ -39,23 +104,21 @@ def trains_with_deepspeed(training: dict[str, Any], on_gpu: bool, world_size: in
     """
     if not on_gpu or not effective_arguments(training, on_gpu).get("deepspeed"):
         return False
-    return world_size > 1 or bool(training.get("deepspeed_single_process", False))
+    return world_size > 1 or training.deepspeed_single_process
 
 
-def compiles_layers(training: dict[str, Any], on_gpu: bool) -> bool:
+def compiles_layers(training: TrainingSettings, on_gpu: bool) -> bool:
     """Whether ``torch_compile`` compiles each encoder layer (``training.regional_compilation``)
     rather than the whole model."""
-    return bool(effective_arguments(training, on_gpu).get("torch_compile")) and bool(
-        training.get("regional_compilation")
-    )
+    return bool(effective_arguments(training, on_gpu).get("torch_compile")) and training.regional_compilation
 
 
-def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
+def training_arguments(training: TrainingSettings, output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
     """`TrainingArguments` from the `training.arguments` parameters, with `training.gpu_arguments`
     merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
     values = effective_arguments(training, on_gpu)
     if compiles_layers(training, on_gpu):
-        values["torch_compile"] = False  # the engine compiles the layers itself (`engine.build_trainer`)
+        values["torch_compile"] = False  # the layers are compiled by `trainer.build_trainer` itself
     if not trains_with_deepspeed(training, on_gpu, world_size=int(os.environ.get("WORLD_SIZE", "1"))):
         values.pop("deepspeed", None)
     if not on_gpu:
@@ -64,7 +127,7 @@ def training_arguments(training: dict[str, Any], output_dir: Path, on_gpu: bool,
     return TrainingArguments(output_dir=str(output_dir), **values)
 
 
-def resolved_deepspeed_config(training: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
+def resolved_deepspeed_config(training: TrainingSettings, on_gpu: bool) -> dict[str, Any]:
     """The DeepSpeed config the folds of a run train with, its "auto" values filled as each fold's
     `TrainingArguments` fill them (batch sizes over the launcher's world size, gradient accumulation
     and clipping, bf16/fp16, optimizer parameters); empty when the folds train without DeepSpeed.
@@ -78,7 +141,7 @@ def resolved_deepspeed_config(training: dict[str, Any], on_gpu: bool) -> dict[st
     stays "auto". Raises when a value set in the config contradicts the arguments, as the Trainer
     would, but before any fold has trained.
     """
-    world_size = LauncherSettings.from_params(training.get("launcher") or {}).world_size
+    world_size = training.launcher.world_size
     if not trains_with_deepspeed(training, on_gpu, world_size):
         return {}
     values = {**_ARGUMENT_DEFAULTS, **effective_arguments(training, on_gpu), "world_size": world_size}
@@ -94,3 +157,13 @@ def resolved_deepspeed_config(training: dict[str, Any], on_gpu: bool) -> dict[st
             + "; ".join(mismatch.removeprefix("- ") for mismatch in config.mismatches)
         )
     return config.config
+
+
+def inductor_settings(settings: dict[str, Any]):
+    """torch.compile's inductor configuration patched with ``settings`` (names as in
+    ``torch._inductor.config``, e.g. ``triton.multi_kernel``); an unknown name raises."""
+    if not settings:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config  # imported only when asked: it is slow to import
+
+    return inductor_config.patch(settings)

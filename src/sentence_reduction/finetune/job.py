@@ -9,17 +9,21 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sentence_reduction.finetune.arguments import TrainingSettings
+from sentence_reduction.finetune.model import ModelSettings
+
 if TYPE_CHECKING:
-    from transformers import MegatronBertForSequenceClassification
+    from transformers import PreTrainedModel
 
 
 @dataclass
 class FoldJob:
-    """Everything one fold's fine-tuning needs: its data, vocabulary and parameters."""
+    """Everything one fold's fine-tuning needs: its data, vocabulary and settings (given as settings,
+    or as the `model` and `training` parameters they are read from)."""
 
     name: str
     train_texts: list[str]
@@ -29,8 +33,14 @@ class FoldJob:
     predict_texts: list[str]
     vocabulary: list[str]
     class_months: list[int]
-    model: dict[str, Any]
-    training: dict[str, Any]
+    model: ModelSettings
+    training: TrainingSettings
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelSettings.from_params(self.model)
+        if isinstance(self.training, dict):
+            self.training = TrainingSettings.from_params(self.training)
 
     def fingerprint(self) -> str:
         """A hash of the whole job (data and parameters), which names a finished result."""
@@ -55,10 +65,11 @@ class SavedModel:
 
     folder: Path
 
-    def load(self) -> MegatronBertForSequenceClassification:
-        from transformers import MegatronBertForSequenceClassification  # slow to import: only when used
+    def load(self) -> PreTrainedModel:
+        """The classifier, of whatever architecture its config.json names."""
+        from sentence_reduction.finetune.model import load_classifier
 
-        return MegatronBertForSequenceClassification.from_pretrained(self.folder, use_safetensors=True)
+        return load_classifier(self.folder, use_safetensors=True)
 
     def exists(self) -> bool:
         return (self.folder / "config.json").is_file() and any(self.folder.glob("*.safetensors"))

@@ -1,7 +1,7 @@
 """Several processes for one fold: `torchrun` or the `deepspeed` launcher running `worker.py`.
 
 The fold's job goes to the workers through a file in its work folder; rank 0 writes the result there
-(see `engine.fine_tune`). A rank that fails writes its error to ``errors/rank_<n>.txt`` first, so
+(see `engine.train_fold`). A rank that fails writes its error to ``errors/rank_<n>.txt`` first, so
 the node can fail with that rank's own message instead of the launcher's summary.
 """
 
@@ -12,9 +12,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sentence_reduction.finetune.job import FoldJob
+if TYPE_CHECKING:
+    from sentence_reduction.finetune.job import FoldJob
 
 JOB_FILE = "job.json"
 ERRORS_FOLDER = "errors"

@@ -1,37 +1,53 @@
-"""The model factory: MegatronBert for sequence classification, pretrained or built from a config."""
+"""The model factory: any encoder for sequence classification (`AutoModelForSequenceClassification`),
+pretrained from a folder in the Hugging Face hub's layout or built from a config, with the fast path's
+runtime settings that apply to its architecture."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import MegatronBertConfig, MegatronBertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from sentence_reduction.finetune.attention import use_fused_attention
 from sentence_reduction.finetune.dropout import draw_dropout_masks_with_aten
+
+logger = logging.getLogger(__name__)
+
+# MegatronBert runs the project's own SDPA attention (`finetune.attention`) and its pre-LN residual
+# stream can stay in bf16; other architectures take transformers' own SDPA attention.
+MEGATRON_BERT = "megatron-bert"
 
 
 @dataclass
 class ModelSettings:
     """Which model to fine-tune (the `model` parameters).
 
-    ``pretrained_path``: a local folder with config.json, vocab.txt and weights (the real
-    Erlangshen-MegatronBert-1.3B download). Without it the model is built with random weights from
-    ``config_path`` (a config.json) or else the inline ``config``, with ``config_overrides`` on top.
+    ``pretrained_path``: a local folder in the Hugging Face hub's layout (config.json, vocab.txt and
+    weights as pytorch_model.bin or safetensors), of any architecture `AutoModelForSequenceClassification`
+    knows (its config.json's model_type): Erlangshen-MegatronBert-1.3B, chinese-roberta-wwm-ext-large,
+    bert-base-chinese... Without it the model is built with random weights from ``config_path`` (a
+    config.json) or else the inline ``config``, as an ``architecture`` (a transformers model_type such as
+    megatron-bert or bert, unless the config names its own), with ``config_overrides`` on top.
     ``vocabulary_path``: a vocab.txt to use when no pretrained folder is given; without either, a
     character vocabulary is built from the training texts.
-    ``fused_attention``: SDPA instead of eager attention; with it, ``unpadded_without_mask`` runs
+    ``fused_attention``: SDPA instead of eager attention (MegatronBert: the project's own module;
+    others: transformers' ``attn_implementation="sdpa"``); with it, ``unpadded_without_mask`` runs
     batches that have no padding without an attention mask (SDPA's mask-free kernels are faster).
-    ``residual_in_autocast_dtype``: under mixed precision, keep the residual stream between layers
-    in the autocast dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do.
+    ``residual_in_autocast_dtype``: under mixed precision, keep MegatronBert's residual stream between
+    layers in the autocast dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do
+    (post-LN encoders such as BERT normalise the stream in fp32 after every layer: nothing to keep).
     ``dropout_masks_from_aten``: hidden dropout draws its masks with ATen's Bernoulli kernel instead
     of inside inductor's fused kernels (``finetune.dropout``).
     """
 
     pretrained_path: str | None = None
+    architecture: str = MEGATRON_BERT
     config_path: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     config_overrides: dict[str, Any] = field(default_factory=dict)
@@ -48,45 +64,96 @@ class ModelSettings:
         return cls(**params)
 
 
-def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> MegatronBertForSequenceClassification:
-    """A MegatronBert classifier with ``num_labels`` outputs, its attention fused when asked."""
+def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> PreTrainedModel:
+    """A classifier with ``num_labels`` outputs: pretrained (a new classification head) or built from
+    a config with random weights; with the runtime settings of its architecture."""
     if settings.pretrained_path:
-        model = MegatronBertForSequenceClassification.from_pretrained(
+        config = AutoConfig.from_pretrained(
             settings.pretrained_path, num_labels=num_labels, **settings.config_overrides
         )
     else:
-        model = MegatronBertForSequenceClassification(model_config(settings, num_labels, vocab_size))
+        config = model_config(settings, num_labels, vocab_size)
+    attention = (
+        {} if config.model_type == MEGATRON_BERT else {"attn_implementation": _attention_implementation(settings)}
+    )
+    if settings.pretrained_path:
+        model = load_classifier(settings.pretrained_path, config=config, **attention)
+    else:
+        model = AutoModelForSequenceClassification.from_config(config, **attention)
     # Set before the first forward, which would set it itself and so fail the compiled graph's guard.
     model.config.problem_type = "single_label_classification"
     return apply_runtime_settings(model, settings)
 
 
-def apply_runtime_settings(
-    model: MegatronBertForSequenceClassification, settings: ModelSettings
-) -> MegatronBertForSequenceClassification:
-    """Fused attention, the residual stream's dtype and how dropout draws its masks, as asked; in
-    place. None is saved with the weights, so a model loaded from disk gets them again through this."""
-    if settings.fused_attention:
+def load_classifier(folder: str | Path, **kwargs: Any) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification.from_pretrained` with one log line for its load report
+    (what loaded, what is new, what went unused) in place of transformers' table, which it prints
+    for every model it loads: once per fold."""
+    with _quiet_load_report():
+        model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True, **kwargs)
+    new = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
+    logger.info(
+        "%s from %s: %d tensors loaded; new: %s; unused: %s",
+        type(model).__name__,
+        folder,
+        len(model.state_dict()) - len(new),
+        _names(new),
+        _names(sorted(info["unexpected_keys"])),
+    )
+    return model
+
+
+def _names(keys: list[str], shown: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """transformers' own load report (a warning of its `modeling_utils` logger) held back."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    level = report_logger.level
+    report_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report_logger.setLevel(level)
+
+
+def _attention_implementation(settings: ModelSettings) -> str:
+    return "sdpa" if settings.fused_attention else "eager"
+
+
+def apply_runtime_settings(model: PreTrainedModel, settings: ModelSettings) -> PreTrainedModel:
+    """The attention implementation, the residual stream's dtype (MegatronBert) and how dropout draws
+    its masks, as asked; in place. None is saved with the weights, so a model loaded from disk gets
+    them again through this."""
+    if model.config.model_type != MEGATRON_BERT:
+        model.set_attn_implementation(_attention_implementation(settings))
+    elif settings.fused_attention:
         use_fused_attention(model)
-    if settings.residual_in_autocast_dtype:
+    if settings.residual_in_autocast_dtype and model.config.model_type == MEGATRON_BERT:
         keep_residual_in_autocast_dtype(model)
     if settings.dropout_masks_from_aten:
         draw_dropout_masks_with_aten(model)
     return model
 
 
-def compile_layers(model: MegatronBertForSequenceClassification, dynamic: bool | None) -> None:
+def compile_layers(model: PreTrainedModel, dynamic: bool | None) -> None:
     """Regional compilation: each encoder layer compiled in place, the rest of the model left eager.
 
     The layers share their code, so the graph compiled for the first one serves all of them, and the
     layers of a later fold's model too (same process): the 1.3B model compiles one layer's graph
     instead of the whole model's (docs/performance.md). In place, so state-dict keys do not change.
+    Any BERT-family encoder: its layers are ``base_model.encoder.layer``.
     """
     for layer in model.base_model.encoder.layer:
         layer.compile(dynamic=dynamic)
 
 
-def keep_residual_in_autocast_dtype(model: MegatronBertForSequenceClassification) -> None:
+def keep_residual_in_autocast_dtype(model: PreTrainedModel) -> None:
     """Under autocast, hand the layers the embeddings in the autocast dtype (bf16) instead of fp32.
 
     Under autocast the embeddings (fp32 tables) come out fp32 and every residual addition
@@ -114,14 +181,16 @@ def omits_full_masks(settings: ModelSettings) -> bool:
     return settings.fused_attention and settings.unpadded_without_mask
 
 
-def model_config(settings: ModelSettings, num_labels: int, vocab_size: int) -> MegatronBertConfig:
-    """The config of a model built from scratch: config_path (or else config), then config_overrides."""
+def model_config(settings: ModelSettings, num_labels: int, vocab_size: int) -> PretrainedConfig:
+    """The config of a model built from scratch: config_path (or else config), then config_overrides;
+    of the architecture the config names (model_type), or else ``settings.architecture``."""
     if settings.config_path:
         values = json.loads(Path(settings.config_path).read_text(encoding="utf-8"))
     else:
         values = dict(settings.config)
     values.update(settings.config_overrides)
-    values.pop("model_type", None)
+    architecture = values.pop("model_type", None) or settings.architecture
     # The embedding table must cover the tokenizer's ids; a config may round it up (Erlangshen: 21248).
     values["vocab_size"] = max(int(values.get("vocab_size", 0)), vocab_size)
-    return MegatronBertConfig(**values, num_labels=num_labels)
+    values.pop("architectures", None)  # the head is ours: sequence classification
+    return AutoConfig.for_model(architecture, **values, num_labels=num_labels)

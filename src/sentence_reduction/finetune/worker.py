@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from sentence_reduction.finetune.engine import fine_tune
+from sentence_reduction.finetune.engine import train_fold
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.launcher import ERRORS_FOLDER, JOB_FILE
 
@@ -16,7 +16,7 @@ def main(work_dir: str) -> None:
     folder = Path(work_dir)
     try:
         with _fold_run(rank=int(os.environ.get("RANK", "0"))):
-            fine_tune(FoldJob.load(folder / JOB_FILE), folder)
+            train_fold(FoldJob.load(folder / JOB_FILE), folder)
         _leave_process_group()
     except BaseException as error:
         errors = folder / ERRORS_FOLDER

@@ -1,8 +1,11 @@
-"""Wiring of the `train` and `predict` pipelines: one namespaced branch per fold, three candidates
-(the fold transformers, the TF-IDF baseline, the domain-feature model) and their ensemble."""
+"""Wiring of the `train` and `predict` pipelines: the candidates (each transformer candidate in its own
+namespace, one branch per fold inside it; the TF-IDF baseline; the domain-feature model) and their
+ensemble. `predict` is the nodes tagged `inference` (the same in both) and each saved fold model's
+predictions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
@@ -14,94 +17,159 @@ from sentence_reduction.pipelines.train.domain_features import (
     predict_feature_model,
 )
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, plot_candidates
-from sentence_reduction.pipelines.train.fine_tuning import (
-    predict_fold,
-    prepare_vocabulary,
-    resolve_deepspeed_config,
-    train_fold,
-)
 from sentence_reduction.pipelines.train.out_of_fold import (
     average_test_probabilities,
     evaluate_candidate,
     stack_fold_probabilities,
 )
 from sentence_reduction.pipelines.train.submission import write_submission
+from sentence_reduction.pipelines.train.transformer import (
+    candidate_training,
+    predict_fold,
+    prepare_vocabulary,
+    resolve_deepspeed_config,
+    train_fold,
+)
 
-CANDIDATES = ("transformer", "baseline", "features")
-_TRAINING = "training"
-_BOTH = ["training", "inference"]
+CLASSICAL_CANDIDATES = ("baseline", "features")
+# Nodes the train and predict pipelines share; tracking.py reads `fold_training` (a fold's MLflow run).
+INFERENCE = "inference"
+FOLD_TRAINING = "fold_training"
 
 
-def create_train_pipeline(n_folds: int) -> Pipeline:
-    """Vocabulary -> fold_0 .. fold_{n-1} fine-tuning; baseline and domain-feature model on the same
-    folds; each candidate's out-of-fold metrics; the ensemble chosen out of fold; the submission."""
-    branches = sum((_training_branch(fold) for fold in range(n_folds)), Pipeline([]))
-    return _candidates(n_folds) + branches + _ensemble_choice() + _inference(n_folds)
+def create_train_pipeline(n_folds: int, transformer_candidates: Sequence[str]) -> Pipeline:
+    """Each transformer candidate trained on fold_0 .. fold_{n-1}; baseline and domain-feature model on
+    the same folds; each candidate's out-of-fold metrics; the ensemble chosen out of fold; the submission."""
+    transformers = sum((_transformer_candidate(name, n_folds) for name in transformer_candidates), Pipeline([]))
+    candidates = (*transformer_candidates, *CLASSICAL_CANDIDATES)
+    return transformers + _classical_candidates() + _ensemble_choice(candidates) + _inference(candidates)
 
 
-def create_predict_pipeline(n_folds: int) -> Pipeline:
-    """The saved fold models, baseline models, feature models and ensemble applied to a test file."""
-    branches = [
-        Pipeline(
-            [
-                Node(
-                    predict_fold,
-                    inputs=["model", "vocabulary", "normalised_test_cases", "params:model", "params:training"],
-                    outputs="test_probabilities",
-                    name="predict_fold",
-                    tags="inference",
-                )
+def create_predict_pipeline(n_folds: int, transformer_candidates: Sequence[str]) -> Pipeline:
+    """The saved fold models of every transformer candidate, the baseline and feature models and the
+    ensemble applied to a test file: each fold model's predictions, then the train pipeline's nodes
+    tagged `inference`."""
+    fold_predictions = [
+        Node(
+            predict_fold,
+            inputs=[
+                f"{name}.fold_{fold}.model",
+                f"{name}.vocabulary",
+                "normalised_test_cases",
+                f"params:transformer_candidates.{name}.model",
+                f"{name}.training",
             ],
-            namespace=f"fold_{fold}",
-            inputs={"vocabulary", "normalised_test_cases"},
-            outputs={"test_probabilities": f"transformer_test_probabilities_fold_{fold}"},
-            parameters={"params:model", "params:training"},
+            outputs=f"{name}.fold_{fold}.test_probabilities",
+            name="predict_fold",
+            namespace=f"{name}.fold_{fold}",
+            tags=INFERENCE,
         )
+        for name in transformer_candidates
         for fold in range(n_folds)
     ]
-    return sum(branches, Pipeline([])) + _inference(n_folds)
+    return Pipeline(fold_predictions) + create_train_pipeline(n_folds, transformer_candidates).only_nodes_with_tags(
+        INFERENCE
+    )
 
 
-def _candidates(n_folds: int) -> Pipeline:
-    """What only training does: the vocabulary and the DeepSpeed config every fold trains with, fit the
-    baseline and the feature model per fold, join the transformers' out-of-fold tables, and evaluate each
-    candidate out of fold."""
+def _transformer_candidate(name: str, n_folds: int) -> Pipeline:
+    """One transformer candidate in its namespace ``name``: its training settings, vocabulary and
+    DeepSpeed config; one branch per fold (``name.fold_<n>``); its out-of-fold table and metrics and
+    its test probabilities, under names of their own (``<name>_oof_probabilities``...) for the ensemble.
+
+    Names are written in full rather than mapped by a namespaced `Pipeline`: a node outside the
+    namespace reads only the undotted ones (a dotted name there is reserved for Kedro's namespacing:
+    it warns)."""
+    parameters = f"params:transformer_candidates.{name}"
+    folds = range(n_folds)
     return Pipeline(
         [
             Node(
+                candidate_training,
+                inputs=["params:training", f"{parameters}.training"],
+                outputs=f"{name}.training",
+                name="candidate_training",
+                namespace=name,
+                tags=INFERENCE,
+            ),
+            Node(
                 prepare_vocabulary,
-                inputs=["model_input_table", "params:model"],
-                outputs="vocabulary",
+                inputs=["model_input_table", f"{parameters}.model"],
+                outputs=f"{name}.vocabulary",
                 name="prepare_vocabulary",
-                tags=_TRAINING,
+                namespace=name,
             ),
             Node(
                 resolve_deepspeed_config,
-                inputs="params:training",
-                outputs="deepspeed_config",
+                inputs=f"{name}.training",
+                outputs=f"{name}.deepspeed_config",
                 name="resolve_deepspeed_config",
-                tags=_TRAINING,
+                namespace=name,
             ),
+            *(_fold_training(name, fold) for fold in folds),
             Node(
                 stack_fold_probabilities,
-                inputs=[f"transformer_oof_probabilities_fold_{fold}" for fold in range(n_folds)],
-                outputs="transformer_oof_probabilities",
+                inputs=[f"{name}.fold_{fold}.oof_probabilities" for fold in folds],
+                outputs=f"{name}_oof_probabilities",
                 name="stack_fold_probabilities",
-                tags=_TRAINING,
+                namespace=name,
             ),
+            Node(
+                evaluate_candidate,
+                inputs=[f"{name}_oof_probabilities", "model_input_table", "class_table", "params:evaluation"],
+                outputs=f"{name}_metrics",
+                name="evaluate_candidate",
+                namespace=name,
+            ),
+            Node(
+                average_test_probabilities,
+                inputs=[f"{name}.fold_{fold}.test_probabilities" for fold in folds],
+                outputs=f"{name}_test_probabilities",
+                name="average_test_probabilities",
+                namespace=name,
+                tags=INFERENCE,
+            ),
+        ]
+    )
+
+
+def _fold_training(name: str, fold: int) -> Node:
+    namespace = f"{name}.fold_{fold}"
+    return Node(
+        _bind_fold(name, fold),
+        inputs=[
+            "model_input_table",
+            "fold_assignments",
+            "normalised_test_cases",
+            f"{name}.vocabulary",
+            "class_table",
+            f"{name}.deepspeed_config",
+            f"params:transformer_candidates.{name}.model",
+            f"{name}.training",
+        ],
+        outputs=[f"{namespace}.{output}" for output in ("model", "oof_probabilities", "test_probabilities", "metrics")],
+        name="train_fold",
+        namespace=namespace,
+        tags=FOLD_TRAINING,
+    )
+
+
+def _classical_candidates() -> Pipeline:
+    """What only training does for the classical candidates: fit the baseline and the feature model per
+    fold, and evaluate each out of fold."""
+    return Pipeline(
+        [
             Node(
                 fit_baseline,
                 inputs=["model_input_table", "fold_assignments", "class_table", "params:baseline"],
                 outputs=["baseline_models", "baseline_oof_probabilities"],
                 name="fit_baseline",
-                tags=_TRAINING,
             ),
             Node(
                 parse_domain_features,
                 inputs="model_input_table",
                 outputs="domain_features",
                 name="parse_domain_features",
-                tags=_TRAINING,
             ),
             Node(
                 fit_feature_model,
@@ -114,7 +182,6 @@ def _candidates(n_folds: int) -> Pipeline:
                 ],
                 outputs=["feature_models", "features_oof_probabilities"],
                 name="fit_feature_model",
-                tags=_TRAINING,
             ),
             *(
                 Node(
@@ -122,10 +189,8 @@ def _candidates(n_folds: int) -> Pipeline:
                     inputs=[f"{candidate}_oof_probabilities", "model_input_table", "class_table", "params:evaluation"],
                     outputs=metrics,
                     name=name,
-                    tags=_TRAINING,
                 )
                 for candidate, metrics, name in (
-                    ("transformer", "oof_metrics", "evaluate_out_of_fold"),
                     ("baseline", "baseline_metrics", "evaluate_baseline"),
                     ("features", "features_metrics", "evaluate_feature_model"),
                 )
@@ -134,7 +199,7 @@ def _candidates(n_folds: int) -> Pipeline:
     )
 
 
-def _ensemble_choice() -> Pipeline:
+def _ensemble_choice(candidates: Sequence[str]) -> Pipeline:
     return Pipeline(
         [
             Node(
@@ -145,118 +210,68 @@ def _ensemble_choice() -> Pipeline:
                     "class_table": "class_table",
                     "ensemble": "params:ensemble",
                     "evaluation": "params:evaluation",
-                    **{candidate: f"{candidate}_oof_probabilities" for candidate in CANDIDATES},
+                    **{candidate: f"{candidate}_oof_probabilities" for candidate in candidates},
                 },
                 outputs=["ensemble", "ensemble_metrics", "confusion_matrix", "class_report"],
                 name="choose_ensemble",
-                tags=_TRAINING,
             ),
             Node(
                 plot_candidates,
                 inputs={
                     "ensemble_metrics": "ensemble_metrics",
-                    "transformer": "oof_metrics",
-                    "baseline": "baseline_metrics",
-                    "features": "features_metrics",
+                    **{candidate: f"{candidate}_metrics" for candidate in candidates},
                 },
                 outputs="candidate_comparison",
                 name="plot_candidates",
-                tags=_TRAINING,
             ),
         ]
     )
 
 
-def _inference(n_folds: int) -> Pipeline:
-    """The same in training and prediction: each candidate's test probabilities from its saved models,
-    the saved ensemble applied to them, the submission."""
+def _inference(candidates: Sequence[str]) -> Pipeline:
+    """The same in training and prediction: the classical candidates' test probabilities from their saved
+    models, the saved ensemble applied to every candidate's, the submission."""
     return Pipeline(
         [
-            Node(
-                average_test_probabilities,
-                inputs=[f"transformer_test_probabilities_fold_{fold}" for fold in range(n_folds)],
-                outputs="transformer_test_probabilities",
-                name="average_test_probabilities",
-                tags=_BOTH,
-            ),
             Node(
                 predict_baseline,
                 inputs=["baseline_models", "normalised_test_cases", "class_table"],
                 outputs="baseline_test_probabilities",
                 name="predict_baseline",
-                tags=_BOTH,
+                tags=INFERENCE,
             ),
             Node(
                 parse_domain_features,
                 inputs="normalised_test_cases",
                 outputs="test_domain_features",
                 name="parse_test_domain_features",
-                tags=_BOTH,
+                tags=INFERENCE,
             ),
             Node(
                 predict_feature_model,
                 inputs=["feature_models", "test_domain_features", "class_table"],
                 outputs="features_test_probabilities",
                 name="predict_feature_model",
-                tags=_BOTH,
+                tags=INFERENCE,
             ),
             Node(
                 apply_ensemble,
-                inputs={"ensemble": "ensemble", **{c: f"{c}_test_probabilities" for c in CANDIDATES}},
+                inputs={"ensemble": "ensemble", **{c: f"{c}_test_probabilities" for c in candidates}},
                 outputs="ensemble_test_probabilities",
                 name="apply_ensemble",
-                tags=_BOTH,
+                tags=INFERENCE,
             ),
             Node(
                 write_submission,
                 inputs=["normalised_test_cases", "ensemble_test_probabilities", "class_table", "ensemble"],
                 outputs="submission",
                 name="write_submission",
-                tags=_BOTH,
+                tags=INFERENCE,
             ),
         ]
     )
 
 
-def _training_branch(fold: int) -> Pipeline:
-    # The probabilities leave the namespace under names of their own: nodes outside it read them, and
-    # a dotted name there is reserved for Kedro's namespacing (it warns).
-    return Pipeline(
-        [
-            Node(
-                _bind_fold(fold),
-                inputs=[
-                    "model_input_table",
-                    "fold_assignments",
-                    "normalised_test_cases",
-                    "vocabulary",
-                    "class_table",
-                    "deepspeed_config",
-                    "params:model",
-                    "params:training",
-                ],
-                outputs=["model", "oof_probabilities", "test_probabilities", "metrics"],
-                name="train_fold",
-                tags=["training", "fold_training"],
-            )
-        ],
-        namespace=f"fold_{fold}",
-        inputs={
-            "model_input_table",
-            "fold_assignments",
-            "normalised_test_cases",
-            "vocabulary",
-            "class_table",
-            "deepspeed_config",
-        },
-        outputs={
-            "oof_probabilities": f"transformer_oof_probabilities_fold_{fold}",
-            "test_probabilities": f"transformer_test_probabilities_fold_{fold}",
-        },
-        parameters={"params:model", "params:training"},
-    )
-
-
-def _bind_fold(fold: int):
-    """`train_fold` for one fold, keeping its name and docstring for logs and kedro viz."""
-    return update_wrapper(partial(train_fold, fold=fold), train_fold)
+def _bind_fold(candidate: str, fold: int):
+    """`train_fold` for one candidate and fold, keeping its name and docstring for logs and kedro viz."""
+    return update_wrapper(partial(train_fold, candidate=candidate, fold=fold), train_fold)

@@ -1,8 +1,9 @@
-"""Nodes around the fine-tuning engine: the vocabulary, the run's DeepSpeed config, one fold's
-training, prediction."""
+"""The transformer candidates' nodes, around the fine-tuning engine: a candidate's training settings,
+vocabulary and DeepSpeed config, one fold's training, a saved fold model's predictions."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sentence_reduction.finetune.arguments import resolved_deepspeed_config
-from sentence_reduction.finetune.engine import predict_probabilities, run_fold
+from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config
+from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.model import ModelSettings
+from sentence_reduction.finetune.predictor import predict_probabilities
 from sentence_reduction.finetune.text import build_character_vocabulary, read_vocabulary
 from sentence_reduction.pipelines.data.folds import case_folds
 from sentence_reduction.pipelines.train.out_of_fold import probability_table
@@ -23,8 +25,14 @@ from sentence_reduction.scoring import classification_metrics
 logger = logging.getLogger(__name__)
 
 
+def candidate_training(training: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's `training` parameters: the shared ones with its own ``overrides`` merged in key
+    by key (every field present, its default where neither sets it)."""
+    return dataclasses.asdict(TrainingSettings.from_params(training).merged_with(overrides))
+
+
 def prepare_vocabulary(model_input: pd.DataFrame, model: dict[str, Any]) -> str:
-    """The tokenizer's vocab.txt: the pretrained model's, a given one, or characters of the texts."""
+    """The tokenizer's vocab.txt: the candidate's pretrained folder's, a given one, or characters of the texts."""
     settings = ModelSettings.from_params(model)
     if settings.pretrained_path:
         tokens = read_vocabulary(Path(settings.pretrained_path) / "vocab.txt")
@@ -39,7 +47,7 @@ def resolve_deepspeed_config(training: dict[str, Any]) -> dict[str, Any]:
     """The DeepSpeed config every fold of this run trains with, its "auto" values resolved for the
     launcher's world size; empty when the folds train without DeepSpeed (on the CPU, or one process
     on one GPU unless `training.deepspeed_single_process`)."""
-    return resolved_deepspeed_config(training, on_gpu=torch.cuda.is_available())
+    return resolved_deepspeed_config(TrainingSettings.from_params(training), on_gpu=torch.cuda.is_available())
 
 
 def train_fold(
@@ -51,15 +59,16 @@ def train_fold(
     deepspeed_config: dict[str, Any],
     model: dict[str, Any],
     training: dict[str, Any],
+    candidate: str,
     fold: int,
 ) -> tuple[SavedModel, pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Fine-tune on every case not held out in ``fold``, with the run's DeepSpeed config; return the
-    model, the held-out cases' class probabilities, the test set's class probabilities and the fold's
-    metrics."""
+    """Fine-tune ``candidate`` on every case not held out in ``fold``, with its DeepSpeed config; return
+    the model, the held-out cases' class probabilities, the test set's class probabilities and the
+    fold's metrics. Its work folder (resume, finished result) is ``training.work_dir/<candidate>/fold_<n>``."""
     held_out = _held_out_mask(model_input, fold_assignments, fold)
     train, evaluation = model_input[~held_out], model_input[held_out]
     job = FoldJob(
-        name=f"fold_{fold}",
+        name=f"{candidate}.fold_{fold}",
         train_texts=train["fact"].tolist(),
         train_labels=train["class_id"].tolist(),
         eval_texts=evaluation["fact"].tolist(),
@@ -67,10 +76,10 @@ def train_fold(
         predict_texts=test_cases["fact"].tolist(),
         vocabulary=vocabulary.splitlines(),
         class_months=class_table["months"].tolist(),
-        model=model,
-        training=_with_deepspeed_config(training, deepspeed_config),
+        model=ModelSettings.from_params(model),
+        training=_with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),
     )
-    result = run_fold(job, Path(training["work_dir"]) / job.name)
+    result = run_fold(job, Path(job.training.work_dir) / candidate / f"fold_{fold}")
     # The engine knows classes only; the competition's scores compare with the cases' own months
     # (the same numbers unless a class holds several months).
     metrics = {
@@ -83,8 +92,8 @@ def train_fold(
         ),
     }
     logger.info(
-        "fold_%d: %s",
-        fold,
+        "%s: %s",
+        job.name,
         ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if isinstance(value, float)),
     )
     return (
@@ -100,18 +109,21 @@ def predict_fold(
 ) -> pd.DataFrame:
     """A saved fold model's class probabilities for a test set."""
     probabilities = predict_probabilities(
-        fold_model.load(), vocabulary.splitlines(), test_cases["fact"].tolist(), model, training
+        fold_model.load(),
+        vocabulary.splitlines(),
+        test_cases["fact"].tolist(),
+        ModelSettings.from_params(model),
+        TrainingSettings.from_params(training),
     )
     return probability_table(test_cases["id"], probabilities)
 
 
-def _with_deepspeed_config(training: dict[str, Any], deepspeed_config: dict[str, Any]) -> dict[str, Any]:
+def _with_deepspeed_config(training: TrainingSettings, deepspeed_config: dict[str, Any]) -> TrainingSettings:
     """``training`` with the run's resolved DeepSpeed config in place of its json file: the fold trains
     with the config the run logged, and the fold's fingerprint holds the config's content, not a path."""
     if not deepspeed_config:
         return training  # no DeepSpeed: the engine makes the same decision and never reads the file
-    gpu_arguments = {**(training.get("gpu_arguments") or {}), "deepspeed": deepspeed_config}
-    return {**training, "gpu_arguments": gpu_arguments}
+    return dataclasses.replace(training, gpu_arguments={**training.gpu_arguments, "deepspeed": deepspeed_config})
 
 
 def _held_out_mask(model_input: pd.DataFrame, fold_assignments: pd.DataFrame, fold: int) -> np.ndarray:
