@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from sentence_reduction.sample_data import (
     LABEL_PROPORTIONS,
     chinese_duration,
-    chinese_number,
+    chinese_numeral,
     generate_rulings,
     main,
     write_sample,
@@ -125,7 +125,7 @@ def test_no_real_row_is_reproduced(large_draw) -> None:
 
 
 def test_chinese_numerals_are_written_as_in_rulings() -> None:
-    assert [chinese_number(n) for n in (3, 10, 13, 20, 25)] == ["三", "十", "十三", "二十", "二十五"]
+    assert [chinese_numeral(n) for n in (3, 10, 13, 20, 25)] == ["三", "十", "十三", "二十", "二十五"]
     assert [chinese_duration(m) for m in (8, 12, 18, 102, 156)] == [
         "八个月",
         "一年",

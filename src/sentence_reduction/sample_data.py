@@ -417,7 +417,7 @@ _GRADES = ("积极", "良好", "合格", "一般")
 # ---------------------------------------------------------------- Chinese numerals and amounts
 
 
-def chinese_number(n: int) -> str:
+def chinese_numeral(n: int) -> str:
     """1..99 in the Chinese numerals of rulings (十三, 二十, 二十五)."""
     tens, ones = divmod(n, 10)
     if tens == 0:
@@ -429,8 +429,8 @@ def chinese_number(n: int) -> str:
 def chinese_duration(months: int) -> str:
     """A number of months as a ruling writes it: 八个月, 一年, 八年六个月."""
     years, rest = divmod(months, 12)
-    text = f"{chinese_number(years)}年" if years else ""
-    return text + (f"{chinese_number(rest)}个月" if rest else "")
+    text = f"{chinese_numeral(years)}年" if years else ""
+    return text + (f"{chinese_numeral(rest)}个月" if rest else "")
 
 
 def _money(dice: _Dice, yuan: int) -> str:
@@ -643,7 +643,7 @@ def _penalty(case: _Case, dice: _Dice) -> str:
     else:
         parts = [f"有期徒刑{'刑期' if dice.chance(0.03) else ''}{chinese_duration(case.term_months)}"]
         if case.political_years:
-            parts.append(f"剥夺政治权利{chinese_number(case.political_years)}年")
+            parts.append(f"剥夺政治权利{chinese_numeral(case.political_years)}年")
     if case.fine:
         parts.append(f"并处罚金{_money(dice, case.fine)}")
     if case.confiscation:
@@ -713,7 +713,7 @@ def _recommendation(case: _Case, label: int, dice: _Dice) -> str:
     """The prison's proposed amount: often the court's own, sometimes more, rarely less."""
     if case.kind != "fixed" and dice.chance(0.5):
         sentence = "无期徒刑" if case.kind == "life" else "刑罚"
-        return f"建议将其{sentence}减为有期徒刑{chinese_number(dice.integer(20, 25))}年"
+        return f"建议将其{sentence}减为有期徒刑{chinese_numeral(dice.integer(20, 25))}年"
     proposed = label
     if label == 0 or dice.chance(0.2):
         proposed = max(1, label + dice.weighted((1, 2, 3, 4, 6, -1, -2), (20, 20, 15, 10, 10, 15, 10)))

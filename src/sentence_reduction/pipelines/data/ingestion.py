@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
 # Literal characters, not \u escapes: pandas may hand the pattern to pyarrow (RE2), which has none.
-_HAN = re.compile("[一-鿿]")  # U+4E00..U+9FFF  # U+4E00..U+9FFF
+_HAN = re.compile("[一-鿿]")  # U+4E00..U+9FFF
 
 
 def validate_rulings(
