@@ -10,8 +10,8 @@ import pytest
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.domain_features import (
     FEATURE_COLUMNS,
-    chinese_number,
     fit_feature_model,
+    parse_chinese_numeral,
     parse_domain_features,
     predict_feature_model,
     ruling_features,
@@ -126,13 +126,13 @@ def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
     ("text", "value"),
     [("六", 6), ("十", 10), ("十三", 13), ("二十", 20), ("二十五", 25), ("一百零五", 105), ("两", 2), ("85.33", 85.33)],
 )
-def test_chinese_numbers(text, value):
-    assert chinese_number(text) == pytest.approx(value)
+def test_parse_chinese_numerals(text, value):
+    assert parse_chinese_numeral(text) == pytest.approx(value)
 
 
-def test_chinese_number_refuses_other_text():
+def test_parse_chinese_numeral_refuses_other_text():
     with pytest.raises(ValueError, match="not a number"):
-        chinese_number("半")
+        parse_chinese_numeral("半")
 
 
 def test_feature_model_learns_the_recommendation_out_of_fold():
