@@ -29,6 +29,7 @@ _PARENT_RESULTS = {
     "evaluate_out_of_fold": ("oof_metrics", "oof"),
     "evaluate_baseline": ("baseline_metrics", "baseline"),
     "evaluate_feature_model": ("features_metrics", "features"),
+    "evaluate_regression": ("regression_metrics", "regression"),
     "choose_ensemble": ("ensemble_metrics", "ensemble"),
 }
 _DEEPSPEED_CONFIG = "deepspeed_config"  # the run-level dataset (pipelines/train/pipeline.py)

@@ -1,5 +1,6 @@
 """Wiring of the `train` and `predict` pipelines: one namespaced branch per fold, three candidates
-(the fold transformers, the TF-IDF baseline, the domain-feature model) and their ensemble."""
+(the fold transformers, the TF-IDF baseline, the domain-feature model,
+the log-months regression) and their ensemble."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from sentence_reduction.pipelines.train.out_of_fold import (
     evaluate_candidate,
     stack_fold_probabilities,
 )
+from sentence_reduction.pipelines.train.regression import fit_regression, predict_regression
 from sentence_reduction.pipelines.train.submission import write_submission
 
-CANDIDATES = ("transformer", "baseline", "features")
+CANDIDATES = ("transformer", "baseline", "features", "regression")
 _TRAINING = "training"
 _BOTH = ["training", "inference"]
 
@@ -91,9 +93,23 @@ def _candidates(n_folds: int) -> Pipeline:
             ),
             Node(
                 fit_baseline,
-                inputs=["model_input_table", "fold_assignments", "class_table", "params:baseline"],
+                inputs=["model_input_table", "domain_features", "fold_assignments", "class_table", "params:baseline"],
                 outputs=["baseline_models", "baseline_oof_probabilities"],
                 name="fit_baseline",
+                tags=_TRAINING,
+            ),
+            Node(
+                fit_regression,
+                inputs=[
+                    "model_input_table",
+                    "domain_features",
+                    "fold_assignments",
+                    "class_table",
+                    "params:baseline",
+                    "params:regression",
+                ],
+                outputs=["regression_models", "regression_oof_probabilities"],
+                name="fit_regression",
                 tags=_TRAINING,
             ),
             Node(
@@ -128,6 +144,7 @@ def _candidates(n_folds: int) -> Pipeline:
                     ("transformer", "oof_metrics", "evaluate_out_of_fold"),
                     ("baseline", "baseline_metrics", "evaluate_baseline"),
                     ("features", "features_metrics", "evaluate_feature_model"),
+                    ("regression", "regression_metrics", "evaluate_regression"),
                 )
             ),
         ]
@@ -158,6 +175,7 @@ def _ensemble_choice() -> Pipeline:
                     "transformer": "oof_metrics",
                     "baseline": "baseline_metrics",
                     "features": "features_metrics",
+                    "regression": "regression_metrics",
                 },
                 outputs="candidate_comparison",
                 name="plot_candidates",
@@ -180,17 +198,24 @@ def _inference(n_folds: int) -> Pipeline:
                 tags=_BOTH,
             ),
             Node(
+                parse_domain_features,
+                inputs="normalised_test_cases",
+                outputs="test_domain_features",
+                name="parse_test_domain_features",
+                tags=_BOTH,
+            ),
+            Node(
                 predict_baseline,
-                inputs=["baseline_models", "normalised_test_cases", "class_table"],
+                inputs=["baseline_models", "normalised_test_cases", "test_domain_features", "class_table"],
                 outputs="baseline_test_probabilities",
                 name="predict_baseline",
                 tags=_BOTH,
             ),
             Node(
-                parse_domain_features,
-                inputs="normalised_test_cases",
-                outputs="test_domain_features",
-                name="parse_test_domain_features",
+                predict_regression,
+                inputs=["regression_models", "normalised_test_cases", "test_domain_features", "class_table"],
+                outputs="regression_test_probabilities",
+                name="predict_regression",
                 tags=_BOTH,
             ),
             Node(
