@@ -42,7 +42,7 @@ _REDUCE_BY = rf"(?:减刑|减去{_S}(?:有期徒刑|剩余刑期|刑期|刑罚)?
 _RECOMMENDED = re.compile(rf"{_PROPOSES}{_SENTENCE_PART}{{0,24}}?{_REDUCE_BY}{_S}{_TERM}")
 _RECOMMENDED_TERM = re.compile(rf"{_PROPOSES}{_SENTENCE_PART}{{0,24}}?减为{_S}有期徒刑{_S}{_TERM}")
 # A proposal whatever its amount says: the prison asked for a reduction (a third of real rulings give the amount).
-_PROPOSAL = re.compile(rf"{_PROPOSES}{_S}(?:{_CJK}{{0,6}}{_S}){{0,2}}减刑")
+_PROPOSAL = re.compile(rf"{_PROPOSES}{_S}(?:{_CJK}{{0,6}}{_S}){{0,2}}(?:减刑|减去|减为)")
 # A reduction granted before: to life from death, or by (to) a term; "裁定 减刑" alone may be the present one.
 _PREVIOUS = re.compile(
     rf"(?:裁定|曾|已|先后|上次){_CLAUSE}{{0,25}}?"
