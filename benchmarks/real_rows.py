@@ -4,17 +4,20 @@ Runs the pipeline's own node functions with the project's parameters (conf/base,
 normalisation, label encoding and folds as the data pipeline does them, then the baseline, the feature
 model and the regression, each candidate's out-of-fold metrics, and the ensemble chosen out of fold with
 its nested estimate. Prints FinalScore, Score and ExtAcc of each, the majority class and the wall time.
-The fold transformers are left out: on a 2-core CPU their folds cost more than the rest together
-(`kedro run --pipelines=train` reports them in oof_metrics).
+With ``--transformer`` also the fold transformers as the environment's parameters train them (on a
+2-core CPU they cost more than the rest together), once per ``--truncation`` given (each reported; the
+first joins the ensemble), without MLflow, in a temporary work folder (no resumed results).
 
     python benchmarks/real_rows.py ../shared/reference/dc611_dev_segmented.csv
     python benchmarks/real_rows.py data/01_raw/sample/train.csv
+    python benchmarks/real_rows.py data/01_raw/sample/train.csv --transformer --truncation head tail head_tail
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,14 +27,19 @@ from kedro.config import OmegaConfigLoader
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from sentence_reduction.pipelines.data.folds import assign_folds  # noqa: E402
+from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  # noqa: E402
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels  # noqa: E402
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings  # noqa: E402
 from sentence_reduction.pipelines.train.baseline import fit_baseline  # noqa: E402
 from sentence_reduction.pipelines.train.domain_features import fit_feature_model, parse_domain_features  # noqa: E402
 from sentence_reduction.pipelines.train.ensemble import choose_ensemble  # noqa: E402
-from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate  # noqa: E402
+from sentence_reduction.pipelines.train.fine_tuning import (  # noqa: E402
+    prepare_vocabulary,
+    resolve_deepspeed_config,
+    train_fold,
+)
+from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, stack_fold_probabilities  # noqa: E402
 from sentence_reduction.pipelines.train.regression import fit_regression  # noqa: E402
 
 SCORES = ("final_score", "score", "ext_acc")
@@ -69,12 +77,19 @@ def main() -> None:
         start = time.perf_counter()
         oof[name] = fit()[1]
         timings[name] = time.perf_counter() - start
+    if arguments.transformer:
+        for index, truncation in enumerate(arguments.truncation or [parameters["model"]["truncation"]]):
+            name = "transformer" if index == 0 else f"transformer_{truncation}"
+            start = time.perf_counter()
+            oof[name] = _transformer(model_input, folds, class_table, parameters, truncation)
+            timings[name] = time.perf_counter() - start
     metrics = {
         name: evaluate_candidate(table, model_input, class_table, parameters["evaluation"])
         for name, table in oof.items()
     }
+    blended = {name: table for name, table in oof.items() if not name.startswith("transformer_")}
     choice, ensemble_metrics, _, _ = choose_ensemble(
-        model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **oof
+        model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )
     wall = time.perf_counter() - started
 
@@ -88,6 +103,27 @@ def main() -> None:
     print(f"wall time {wall:.1f} s")
 
 
+def _transformer(model_input, folds, class_table, parameters: dict, truncation: str):
+    """The fold transformers' out-of-fold probabilities, with ``truncation``, trained from scratch."""
+    model = {**parameters["model"], "truncation": truncation}
+    vocabulary = prepare_vocabulary(model_input, model)
+    test_cases = model_input[["id", "fact"]].head(1)  # the node predicts a test set too; one row is enough
+    with tempfile.TemporaryDirectory() as work_dir:
+        training = {
+            **parameters["training"],
+            "work_dir": work_dir,
+            "arguments": {**parameters["training"]["arguments"], "report_to": "none", "disable_tqdm": True},
+        }
+        deepspeed_config = resolve_deepspeed_config(training)
+        tables = [
+            train_fold(
+                model_input, folds, test_cases, vocabulary, class_table, deepspeed_config, model, training, fold
+            )[1]
+            for fold in sorted(set(folds["fold"]) - {NOT_HELD_OUT})
+        ]
+    return stack_fold_probabilities(*tables)
+
+
 def _scores(values: dict) -> str:
     return " ".join(f"{values[score]:{width}.4f}" for score, width in zip(SCORES, (10, 7, 7), strict=True))
 
@@ -96,6 +132,8 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", type=Path, help="a labelled CSV (the `columns:` map names its columns)")
     parser.add_argument("--env", default="local", help="the Kedro environment whose parameters to use")
+    parser.add_argument("--transformer", action="store_true", help="also the fold transformers")
+    parser.add_argument("--truncation", nargs="+", help="with --transformer: each of these (head, tail, head_tail)")
     return parser.parse_args()
 
 

@@ -46,7 +46,7 @@ from sentence_reduction.finetune.model import (
     compile_layers,
     omits_full_masks,
 )
-from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padded_batch, padding_collator
+from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padded_batch, padding_collator, tokenise
 from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
     if trainer.args.world_size > 1:
         tokenizer = trainer.processing_class
         return tuple(
-            softmax(trainer.predict(TokenisedTexts(tokenizer, texts, settings.max_length)).predictions)
+            softmax(trainer.predict(_tokenised(tokenizer, texts, settings)).predictions)
             for texts in (job.eval_texts, job.predict_texts)
         )
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
@@ -329,16 +329,13 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
     tokenizer = build_tokenizer(job.vocabulary)
     model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
-    train_dataset = TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels)
+    train_dataset = _tokenised(tokenizer, job.train_texts, settings, job.train_labels)
     evaluation = job.training.get("in_training_evaluation") or {}
     sample = in_training_evaluation_rows(
         job.eval_labels, evaluation.get("fraction", 1.0), evaluation.get("min_rows", 0), arguments.seed
     )
-    eval_dataset = TokenisedTexts(
-        tokenizer,
-        [job.eval_texts[row] for row in sample],
-        settings.max_length,
-        [job.eval_labels[row] for row in sample],
+    eval_dataset = _tokenised(
+        tokenizer, [job.eval_texts[row] for row in sample], settings, [job.eval_labels[row] for row in sample]
     )
     # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
     # arguments on every batch, so a whole-model graph is not specialised on the mask's presence.
@@ -395,6 +392,12 @@ def master_weight_optimizer(
         "weight_decay": arguments.weight_decay,
         "compiled": compiled,
     }
+
+
+def _tokenised(
+    tokenizer: Any, texts: list[str], settings: ModelSettings, labels: list[int] | None = None
+) -> TokenisedTexts:
+    return TokenisedTexts(tokenizer, texts, settings.max_length, labels, settings.truncation, settings.head_share)
 
 
 def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:
@@ -493,7 +496,9 @@ class Predictor:
 
     def _batches(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
         """The texts tokenised, longest first, as padded batches (pinned on GPU); and that order."""
-        input_ids = self.tokenizer(texts, truncation=True, max_length=self.settings.max_length)["input_ids"]
+        input_ids = tokenise(
+            self.tokenizer, texts, self.settings.max_length, self.settings.truncation, self.settings.head_share
+        )["input_ids"]
         order = np.argsort(-np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids)), kind="stable")
         on_gpu = self.device.type == "cuda"
         batches = []
