@@ -6,7 +6,9 @@ model and the regression, each candidate's out-of-fold metrics, and the ensemble
 its nested estimate. Prints FinalScore, Score and ExtAcc of each, the majority class and the wall time.
 With ``--transformer`` also the fold transformers as the environment's parameters train them (on a
 2-core CPU they cost more than the rest together), once per ``--truncation`` given (each reported; the
-first joins the ensemble), without MLflow, in a temporary work folder (no resumed results).
+first joins the ensemble), without MLflow, in a temporary work folder (no resumed results). With
+``--transformer-folds N`` only the first N folds train: quicker, scored on those folds' cases alone,
+and left out of the ensemble.
 
     python benchmarks/real_rows.py ../shared/reference/dc611_dev_segmented.csv
     python benchmarks/real_rows.py data/01_raw/sample/train.csv
@@ -81,13 +83,17 @@ def main() -> None:
         for index, truncation in enumerate(arguments.truncation or [parameters["model"]["truncation"]]):
             name = "transformer" if index == 0 else f"transformer_{truncation}"
             start = time.perf_counter()
-            oof[name] = _transformer(model_input, folds, class_table, parameters, truncation)
+            oof[name] = _transformer(
+                model_input, folds, class_table, parameters, truncation, arguments.transformer_folds
+            )
             timings[name] = time.perf_counter() - start
     metrics = {
         name: evaluate_candidate(table, model_input, class_table, parameters["evaluation"])
         for name, table in oof.items()
     }
-    blended = {name: table for name, table in oof.items() if not name.startswith("transformer_")}
+    partial = arguments.transformer_folds is not None
+    blended = {name: table for name, table in oof.items() if not (name.startswith("transformer") and partial)}
+    blended = {name: table for name, table in blended.items() if not name.startswith("transformer_")}
     choice, ensemble_metrics, _, _ = choose_ensemble(
         model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )
@@ -96,15 +102,23 @@ def main() -> None:
     print(f"{arguments.csv}: {len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds")
     print(f"{'':22s} {'FinalScore':>10s} {'Score':>7s} {'ExtAcc':>7s}  decoding        fit s")
     for name, values in metrics.items():
-        print(f"{name:22s} {_scores(values)}  {values['decoding']:15s} {timings[name]:5.1f}")
-    print(f"{'ensemble (nested)':22s} {_scores(ensemble_metrics)}")
+        print(f"{name:22s} {_scores(values)}  {values['decoding']:15s} {timings[name]:6.1f}  {values['cases']} cases")
+    print(f"{'ensemble (nested)':22s} {_scores(ensemble_metrics)}  of {', '.join(blended)}")
     print(f"{'majority class':22s} {_scores(ensemble_metrics['majority_class'])}")
     print(f"ensemble chosen: {choice}")
     print(f"wall time {wall:.1f} s")
 
 
-def _transformer(model_input, folds, class_table, parameters: dict, truncation: str):
-    """The fold transformers' out-of-fold probabilities, with ``truncation``, trained from scratch."""
+def _transformer(
+    model_input: pd.DataFrame,
+    folds: pd.DataFrame,
+    class_table: pd.DataFrame,
+    parameters: dict,
+    truncation: str,
+    n_folds: int | None,
+) -> pd.DataFrame:
+    """The fold transformers' out-of-fold probabilities (of the first ``n_folds``, or all), with
+    ``truncation``, trained from scratch."""
     model = {**parameters["model"], "truncation": truncation}
     vocabulary = prepare_vocabulary(model_input, model)
     test_cases = model_input[["id", "fact"]].head(1)  # the node predicts a test set too; one row is enough
@@ -119,7 +133,7 @@ def _transformer(model_input, folds, class_table, parameters: dict, truncation: 
             train_fold(
                 model_input, folds, test_cases, vocabulary, class_table, deepspeed_config, model, training, fold
             )[1]
-            for fold in sorted(set(folds["fold"]) - {NOT_HELD_OUT})
+            for fold in sorted(set(folds["fold"]) - {NOT_HELD_OUT})[:n_folds]
         ]
     return stack_fold_probabilities(*tables)
 
@@ -134,6 +148,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--env", default="local", help="the Kedro environment whose parameters to use")
     parser.add_argument("--transformer", action="store_true", help="also the fold transformers")
     parser.add_argument("--truncation", nargs="+", help="with --transformer: each of these (head, tail, head_tail)")
+    parser.add_argument("--transformer-folds", type=int, help="with --transformer: only the first N folds")
     return parser.parse_args()
 
 
