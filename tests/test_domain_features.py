@@ -10,8 +10,8 @@ import pytest
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.domain_features import (
     FEATURE_COLUMNS,
-    chinese_number,
     fit_feature_model,
+    parse_chinese_numeral,
     parse_domain_features,
     predict_feature_model,
     ruling_features,
@@ -126,13 +126,13 @@ def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
     ("text", "value"),
     [("六", 6), ("十", 10), ("十三", 13), ("二十", 20), ("二十五", 25), ("一百零五", 105), ("两", 2), ("85.33", 85.33)],
 )
-def test_chinese_numbers(text, value):
-    assert chinese_number(text) == pytest.approx(value)
+def test_parse_chinese_numerals(text, value):
+    assert parse_chinese_numeral(text) == pytest.approx(value)
 
 
-def test_chinese_number_refuses_other_text():
+def test_parse_chinese_numeral_refuses_other_text():
     with pytest.raises(ValueError, match="not a number"):
-        chinese_number("半")
+        parse_chinese_numeral("半")
 
 
 def test_feature_model_learns_the_recommendation_out_of_fold():
@@ -151,3 +151,47 @@ def test_feature_model_learns_the_recommendation_out_of_fold():
     test = predict_feature_model(models, parse_domain_features(model_input.head(4)), class_table)
     assert test["id"].tolist() == model_input["id"].head(4).tolist()
     assert np.allclose(test.drop(columns="id").sum(axis=1), 1)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "months"),
+    [
+        # Word-segmented copies: 月 dropped after 个 as a stop word, 该/对 missing, spaces anywhere.
+        ("确有 悔改 表现 建议 减刑 六个月 执行 机关", 6),
+        ("本院 提出 减去 有期徒刑 八个 建议 考核 期 获得 记功 奖励 2 次", 8),
+        ("建议 犯 减去 有期徒刑 一年 四个 建议 城郊 人民检察院", 16),
+        ("理由 建议 予以 减刑 一年 六个月 服刑 期间", 18),
+        ("确有 悔改 表现 提请 本院 减刑 15 天 服刑", 0.5),
+        # Must not match: a proposal without its amount, a month of the calendar, a working-day count.
+        ("提请 减刑 符合 法律 条件 提请 程序 符合 法律", None),
+        ("建议 减刑 原判 8 月份 被告人", None),
+        ("监狱 提请 减刑 假释 评审 委员会 评审 公示 五个 工作日", None),
+    ],
+)
+def test_recommended_reduction_in_segmented_copies(snippet, months):
+    value = ruling_features(snippet)["recommended_months"]
+    assert math.isnan(value) if months is None else value == pytest.approx(months), value
+
+
+def test_condensed_header_of_a_segmented_copy():
+    features = ruling_features(
+        "抢劫罪 盗窃罪 有期徒刑 十五年 执行 机关 提出 服刑 期间 确有 悔改 表现 获 表扬 4 建议 减去 有期徒刑 八个 "
+        "2 4 获 奖励 84.5 获 监狱 改造 积极分子 获得 奖励 1 次"
+    )
+    assert (features["crime"], features["crime_count"]) == ("抢劫", 2)
+    assert features["original_term_months"] == 180  # not the 8 months of the proposal
+    assert features["praise_count"] == 4 and features["activist_count"] == 1
+    assert features["reward_points"] == pytest.approx(84.5)  # "奖励 1 次" is a count, not points
+    assert features["proposal_stated"] == 1 and features["recommended_months"] == 8
+
+
+def test_life_and_death_headers_and_a_commutation_that_is_no_original_term():
+    life = ruling_features("故意杀人罪 无期徒刑 执行 机关 提请 减刑 建议 减为 有期徒刑 二十二年")
+    assert life["life_sentence"] == 1 and life["recommended_term_months"] == 264
+    assert math.isnan(life["original_term_months"]) and math.isnan(life["recommended_months"])
+    assert ruling_features("贩卖毒品罪 死刑 执行 机关 认为 确有 悔改 表现")["death_reprieve"] == 1
+
+
+def test_a_text_without_the_header_or_any_proposal_has_no_crime_from_the_word_criminal():
+    features = ruling_features("罪犯某，男，汉族，现在某监狱服刑。本院认为，该犯确有悔改表现。")
+    assert features["crime"] is None and features["proposal_stated"] == 0

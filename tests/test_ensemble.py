@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_baseline
+from sentence_reduction.pipelines.train.domain_features import parse_domain_features
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, probability_table
 
@@ -12,6 +13,19 @@ N_CASES, N_CLASSES = 200, 4
 CLASS_TABLE = pd.DataFrame({"class_id": range(N_CLASSES), "months": [0, 3, 6, 12]})
 ENSEMBLE = {"weight_step": 0.25, "combinations": ["probabilities", "log_probabilities"], "min_gain": 0.005}
 AUTO = {"decoding": "auto"}
+
+BASELINE = {
+    "analyzer": "char",
+    "segmented_space_share": 0.15,
+    "word_ngram_range": [1, 2],
+    "char_ngram_range": [1, 2],
+    "min_df": 1,
+    "max_features": 1000,
+    "parsed_features": True,
+    "min_category_cases": 2,
+    "C": 10.0,
+    "max_iter": 200,
+}
 
 
 def _cases(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
@@ -131,12 +145,12 @@ def test_baseline_yields_out_of_fold_and_test_probabilities_over_every_class():
     words = {0: "表扬一次", 1: "记功两次", 2: "累犯", 3: "财产性判项未履行"}
     model_input, folds, class_ids = _cases()
     model_input = model_input.assign(fact=[f"罪犯某{words[c]}，确有悔改表现。" for c in class_ids])
-    parameters = {"ngram_range": [1, 2], "max_features": 1000, "C": 10.0, "max_iter": 200}
-    models, oof = fit_baseline(model_input, folds, CLASS_TABLE, parameters)
+    features = parse_domain_features(model_input)
+    models, oof = fit_baseline(model_input, features, folds, CLASS_TABLE, BASELINE)
     assert len(models) == 4 and sorted(oof["id"]) == sorted(model_input["id"])
     probabilities = oof.set_index("id").loc[model_input["id"]].to_numpy()
     assert probabilities.shape == (N_CASES, N_CLASSES) and np.allclose(probabilities.sum(axis=1), 1)
     assert (probabilities.argmax(axis=1) == class_ids).all()
-    test = predict_baseline(models, model_input.head(3), CLASS_TABLE)
+    test = predict_baseline(models, model_input.head(3), features.head(3), CLASS_TABLE)
     assert test["id"].tolist() == ["id_0", "id_1", "id_2"]
     assert (test.drop(columns="id").to_numpy().argmax(axis=1) == class_ids[:3]).all()

@@ -26,8 +26,7 @@ from sentence_reduction.finetune.fold_cache import (
 from sentence_reduction.finetune.job import FoldJob, FoldResult
 from sentence_reduction.finetune.launcher import launch
 from sentence_reduction.finetune.predictor import Predictor
-from sentence_reduction.finetune.text import TokenisedTexts
-from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer
+from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer, tokenised_texts
 from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
     if trainer.args.world_size > 1:
         tokenizer = trainer.processing_class
         return tuple(
-            softmax(trainer.predict(TokenisedTexts(tokenizer, texts, job.model.max_length)).predictions)
+            softmax(trainer.predict(tokenised_texts(tokenizer, texts, job.model)).predictions)
             for texts in (job.eval_texts, job.predict_texts)
         )
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)

@@ -44,6 +44,8 @@ class ModelSettings:
     (post-LN encoders such as BERT normalise the stream in fp32 after every layer: nothing to keep).
     ``dropout_masks_from_aten``: hidden dropout draws its masks with ATen's Bernoulli kernel instead
     of inside inductor's fused kernels (``finetune.dropout``).
+    ``truncation``: what a text longer than ``max_length`` keeps (``finetune.text.tokenise``): its
+    ``head``, its ``tail``, or ``head_tail``, ``head_share`` of the room from the head.
     """
 
     pretrained_path: str | None = None
@@ -54,6 +56,8 @@ class ModelSettings:
     vocabulary_path: str | None = None
     vocabulary_min_frequency: int = 1
     max_length: int = 512
+    truncation: str = "head"
+    head_share: float = 0.5
     fused_attention: bool = True
     unpadded_without_mask: bool = True
     residual_in_autocast_dtype: bool = True

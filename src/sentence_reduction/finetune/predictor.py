@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from sentence_reduction.finetune.arguments import TrainingSettings, effective_arguments, inductor_settings
 from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, compile_layers, omits_full_masks
-from sentence_reduction.finetune.text import build_tokenizer, padded_batch
+from sentence_reduction.finetune.text import build_tokenizer, padded_batch, tokenise
 from sentence_reduction.scoring import softmax
 
 
@@ -90,7 +90,9 @@ class Predictor:
 
     def _batches(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
         """The texts tokenised, longest first, as padded batches (pinned on GPU); and that order."""
-        input_ids = self.tokenizer(texts, truncation=True, max_length=self.settings.max_length)["input_ids"]
+        input_ids = tokenise(
+            self.tokenizer, texts, self.settings.max_length, self.settings.truncation, self.settings.head_share
+        )["input_ids"]
         order = np.argsort(-np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids)), kind="stable")
         on_gpu = self.device.type == "cuda"
         batches = []

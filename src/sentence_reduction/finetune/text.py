@@ -47,13 +47,47 @@ def build_tokenizer(vocabulary: Sequence[str]) -> BertTokenizer:
     )
 
 
+TRUNCATIONS = ("head", "tail", "head_tail")
+
+
+def tokenise(
+    tokenizer: BertTokenizer, texts: Sequence[str], max_length: int, truncation: str = "head", head_share: float = 0.5
+) -> dict[str, list[list[int]]]:
+    """``input_ids``, ``token_type_ids`` and ``attention_mask`` of each text, at most ``max_length``
+    tokens with [CLS] and [SEP]. A longer text keeps its ``head``, its ``tail``, or (``head_tail``) the
+    first ``head_share`` of the room and the rest from its end: a ruling states the sentence at its head
+    and the prison's proposal and the court's reasons toward its end."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"model truncation must be one of {TRUNCATIONS}, not {truncation!r}")
+    if truncation == "head":
+        return dict(tokenizer(list(texts), truncation=True, max_length=max_length))
+    room = max_length - 2  # [CLS] and [SEP], as the tokenizer adds them to one text
+    head = round(room * head_share) if truncation == "head_tail" else 0
+    input_ids = []
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        if len(ids) > room:
+            ids = ids[:head] + ids[len(ids) - (room - head) :]
+        input_ids.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
+    return {
+        "input_ids": input_ids,
+        "token_type_ids": [[0] * len(ids) for ids in input_ids],
+        "attention_mask": [[1] * len(ids) for ids in input_ids],
+    }
+
+
 class TokenisedTexts(torch.utils.data.Dataset):
-    """Texts tokenised once up front (truncated to ``max_length``), with optional class ids."""
+    """Texts tokenised once up front (cut to ``max_length`` as ``truncation`` says), with optional class ids."""
 
     def __init__(
-        self, tokenizer: BertTokenizer, texts: Sequence[str], max_length: int, labels: Sequence[int] | None = None
+        self,
+        tokenizer: BertTokenizer,
+        texts: Sequence[str],
+        max_length: int,
+        labels: Sequence[int] | None = None,
+        truncation: str = "head",
+        head_share: float = 0.5,
     ):
-        self.encodings = tokenizer(list(texts), truncation=True, max_length=max_length)
+        self.encodings = tokenise(tokenizer, texts, max_length, truncation, head_share)
         self.labels = None if labels is None else [int(label) for label in labels]
 
     def __len__(self) -> int:

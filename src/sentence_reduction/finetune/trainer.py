@@ -24,7 +24,7 @@ from sentence_reduction.finetune.arguments import (
 )
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.master_weights import MasterWeightAdamW
-from sentence_reduction.finetune.model import build_model, compile_layers, omits_full_masks
+from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers, omits_full_masks
 from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
 from sentence_reduction.scoring import classification_metrics, softmax
 
@@ -209,14 +209,11 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
     tokenizer = build_tokenizer(job.vocabulary)
     model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
-    train_dataset = TokenisedTexts(tokenizer, job.train_texts, settings.max_length, job.train_labels)
+    train_dataset = tokenised_texts(tokenizer, job.train_texts, settings, job.train_labels)
     evaluation = training.in_training_evaluation
     sample = in_training_evaluation_rows(job.eval_labels, evaluation.fraction, evaluation.min_rows, arguments.seed)
-    eval_dataset = TokenisedTexts(
-        tokenizer,
-        [job.eval_texts[row] for row in sample],
-        settings.max_length,
-        [job.eval_labels[row] for row in sample],
+    eval_dataset = tokenised_texts(
+        tokenizer, [job.eval_texts[row] for row in sample], settings, [job.eval_labels[row] for row in sample]
     )
     # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
     # arguments on every batch, so a whole-model graph is not specialised on the mask's presence.
@@ -273,6 +270,13 @@ def master_weight_optimizer(
         "weight_decay": arguments.weight_decay,
         "compiled": compiled,
     }
+
+
+def tokenised_texts(
+    tokenizer: Any, texts: list[str], settings: ModelSettings, labels: list[int] | None = None
+) -> TokenisedTexts:
+    """``texts`` tokenised as the candidate's model reads them: ``max_length`` tokens, cut as ``truncation`` says."""
+    return TokenisedTexts(tokenizer, texts, settings.max_length, labels, settings.truncation, settings.head_share)
 
 
 def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:

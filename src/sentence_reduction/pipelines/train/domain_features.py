@@ -23,52 +23,83 @@ from threadpoolctl import threadpool_limits
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 _S = r"\s*"
+_CJK = r"\u4e00-\u9fff"
 _NUMBER = r"(?:\d+(?:\.\d+)?|[零〇一二两三四五六七八九十百千]+)"
-# A term: "一年", "1年6个月", "十一个月", "一 年 零 六 个月", "3 月" (个 and 零 are stop words to some).
-_SMALL_NUMBER = r"(?:\d{1,2}|[零〇一二两三四五六七八九十]+)"  # not a year such as 2015
-_TERM = rf"(?:(?P<years>{_SMALL_NUMBER}){_S}年(?:{_S}零)?)?{_S}(?:(?P<months>{_SMALL_NUMBER}){_S}个?{_S}月)?"
+_SMALL_NUMBER = r"(?:\d{1,2}|[零〇一二两三四五六七八九十]{1,3})"  # not a year such as 2015
+# A term: "一年", "1年6个月", "十一个月", "一 年 零 六 个月", "3 月", "15 天". Segmented copies lose 月 as a
+# stop word after 个 ("减去 有期徒刑 八个"), so 个 alone ends a count of months. 月份 is a date, not a term.
+_TERM = (
+    rf"(?=\s*{_SMALL_NUMBER}\s*(?:年|个|月(?!份)|日|天))"  # at least one part, so that a bare 减刑 is no term
+    rf"(?:(?P<years>{_SMALL_NUMBER}){_S}年(?:{_S}零)?)?"
+    rf"{_S}(?:(?P<months>{_SMALL_NUMBER}){_S}(?:个(?:{_S}月(?!份))?|月(?!份)))?"
+    rf"{_S}(?:(?P<days>\d{{1,3}}|[零〇一二两三四五六七八九十]{{1,3}}){_S}[日天])?"
+)
 _SENTENCE_PART = r"[^。；;]"  # within one sentence
 _CLAUSE = r"[^。；;，,]"  # within one clause
+_PROPOSES = r"(?:建议|提请|提出|报请|呈报)"
+_REDUCE_BY = rf"(?:减刑|减去{_S}(?:有期徒刑|剩余刑期|刑期|刑罚)?)"
 
-_RECOMMENDED = re.compile(
-    rf"(?:建议|提请|提出|报请){_SENTENCE_PART}{{0,20}}?(?:减刑|减去{_S}(?:有期徒刑|剩余刑期|刑期)?){_S}{_TERM}"
-)
-_RECOMMENDED_TERM = re.compile(rf"(?:建议|提请|提出|报请){_SENTENCE_PART}{{0,20}}?减为{_S}有期徒刑{_S}{_TERM}")
+_RECOMMENDED = re.compile(rf"{_PROPOSES}{_SENTENCE_PART}{{0,24}}?{_REDUCE_BY}{_S}{_TERM}")
+_RECOMMENDED_TERM = re.compile(rf"{_PROPOSES}{_SENTENCE_PART}{{0,24}}?减为{_S}有期徒刑{_S}{_TERM}")
+# A proposal whatever its amount says: the prison asked for a reduction (a third of real rulings give the amount).
+_PROPOSAL = re.compile(rf"{_PROPOSES}{_S}(?:{_CJK}{{0,6}}{_S}){{0,2}}(?:减刑|减去|减为)")
+# A reduction granted before: to life from death, or by (to) a term; "裁定 减刑" alone may be the present one.
 _PREVIOUS = re.compile(
-    rf"(?:裁定|曾|已){_CLAUSE}{{0,25}}?(?P<kind>减刑|减去{_S}(?:有期徒刑|剩余刑期|刑期)?|减为{_S}(?:有期徒刑|无期徒刑))"
-    rf"{_S}{_TERM}"
+    rf"(?:裁定|曾|已|先后|上次){_CLAUSE}{{0,25}}?"
+    rf"(?P<kind>减为{_S}无期徒刑|(?:减刑|减去{_S}(?:有期徒刑|剩余刑期|刑期)?|减为{_S}有期徒刑){_S}{_TERM})"
 )
-_SENTENCE = re.compile(rf"判处{_S}(?:有期徒刑|有期){_S}(?:刑期{_S})?{_TERM}")
-_LIFE = re.compile(r"无期徒刑")
-_DEATH_REPRIEVE = re.compile(rf"死刑{_S}[,，]?{_S}缓期|死缓")
+# 判处 is dropped where a copy condenses the header to "盗窃罪 有期徒刑 十年".
+_SENTENCE = re.compile(rf"(?:判处{_S})?(?:有期徒刑|有期){_S}(?:刑期{_S})?{_TERM}")
+_NOT_ORIGINAL = re.compile(r"(?:减为|减去|减刑|改为)$")  # in front of 有期徒刑: a reduction, not the sentence
+_LIFE = re.compile(rf"无期{_S}徒刑")
+_DEATH_REPRIEVE = re.compile(r"死刑|死缓")  # a prisoner serving a death sentence is serving it with reprieve
 _POLITICAL_RIGHTS = re.compile(rf"剥夺{_S}政治权利{_S}{_TERM}")
 _FINE = re.compile(rf"罚金{_S}(?:人民币{_S})?(?P<amount>{_NUMBER}){_S}(?P<unit>万)?{_S}元")
-_POINTS = re.compile(rf"(?:奖励分|考核分|考核积分|积分|改造分){_CLAUSE}{{0,6}}?(?P<points>\d+(?:\.\d+)?){_S}分")
+# Points: "累计奖励分85.33分", "考核 积分 126", "获 奖励 84.5" (分 dropped as a stop word); "奖励 1 次" is a count.
+_POINTS = re.compile(
+    rf"(?:奖励分|考核分|积分|改造分|奖分|奖励){_S}(?:累计{_S}|共{_S}|计{_S})?(?P<points>\d+(?:\.\d+)?)(?![\d.])"
+    rf"(?!{_S}[次个项])"
+)
 _AWARDS = {
     "praise": r"表扬",
     "merit": rf"记{_S}大?{_S}功",
     "material_reward": rf"物质{_S}奖励",
+    "activist": rf"积极{_S}分子",
 }
+_AWARD_COUNT_AFTER = re.compile(rf"{_S}(?:奖励{_S})?(?:(?P<counted>{_NUMBER}){_S}次|(?P<bare>\d{{1,2}})(?![\d.]))")
 _RECIDIVISM = re.compile(r"累犯|毒品再犯")
 _DENIAL = re.compile(r"(?:非|不是|不属于?|不构成|不系|并非)$")
 _UNPAID = re.compile(
-    rf"(?:财产性?{_S}判项|罚金|赔偿|财产刑){_CLAUSE}{{0,8}}?(?:未|没有|尚未|无力|不能){_S}(?:履行|缴纳|缴清|交纳|执行)"
+    rf"(?:财产性?{_S}判项|罚金|赔偿|财产{_S}刑){_CLAUSE}{{0,8}}?(?:未|没有|尚未|无力|不能){_S}(?:履行|缴纳|缴清|交纳|执行)"
     rf"|(?:未|没有|尚未|无力|不能){_S}(?:履行|缴纳|缴清|交纳){_CLAUSE}{{0,8}}?(?:财产|罚金|赔偿|判项)"
 )
 _PAID = re.compile(rf"(?:已|全部|均已|主动){_S}(?:履行|缴纳|缴清|交纳)|履行{_S}完毕|缴纳{_S}(?:部分|全部)")
 _CRIME = re.compile(r"犯\s*有?\s*([^，。；,;:：犯罪]{1,24}?)\s*罪")
-_CRIME_SEPARATORS = re.compile(r"[、和及与]|\s")
+# A condensed header opens with the crimes and the sentence: "抢劫罪 盗窃罪 有期徒刑 十五年 ...".
+_HEADER_CRIMES = re.compile(rf"^((?:[{_CJK}、]{{1,20}}?罪{_S})+)(?=有期|无期|死刑|拘役|管制)")
+_CRIME_SEPARATORS = re.compile(r"[、和及与]|\s|罪")
+
+
+def _spaced(word: str) -> str:
+    """A word as it reads in the raw text and in a segmented copy, which may split it anywhere."""
+    return _S.join(re.escape(character) for character in word)
+
+
 # The account of the sentence ends where the prison's account of the prisoner begins.
-_CONDUCT_STARTS = re.compile(r"经审理查明|执行机关认为|服刑期间|本院认为|改造期间")
+_CONDUCT_STARTS = re.compile(
+    "|".join(_spaced(word) for word in ("经审理查明", "执行机关", "服刑期间", "本院认为", "改造期间", "确有悔改"))
+)
 
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _UNITS = {"十": 10, "百": 100, "千": 1000}
+_DAYS_PER_MONTH = 30
 
 FEATURE_COLUMNS = [
     "crime",
     "crime_count",
     "recommended_months",
     "recommended_term_months",
+    "proposal_stated",
     "original_term_months",
     "life_sentence",
     "death_reprieve",
@@ -79,6 +110,7 @@ FEATURE_COLUMNS = [
     "praise_count",
     "merit_count",
     "material_reward_count",
+    "activist_count",
     "reward_points",
     "recidivist",
     "property_unpaid",
@@ -99,7 +131,7 @@ def ruling_features(text: str) -> dict[str, Any]:
     """The features of one ruling's text (see ``parse_domain_features``)."""
     conduct = _CONDUCT_STARTS.search(text)
     sentencing = text[: conduct.start()] if conduct else text
-    crimes = _crimes(sentencing) or _crimes(text)
+    crimes = _header_crimes(text) or _crimes(sentencing) or _crimes(text)
     previous = list(_PREVIOUS.finditer(text))
     reduced_by = [_term_months(match) for match in previous if not match.group("kind").startswith("减为")]
     return {
@@ -107,7 +139,8 @@ def ruling_features(text: str) -> dict[str, Any]:
         "crime_count": len(crimes),
         "recommended_months": _first_term(_RECOMMENDED, text),
         "recommended_term_months": _first_term(_RECOMMENDED_TERM, text),
-        "original_term_months": _sentencing_term(_SENTENCE, sentencing, text),
+        "proposal_stated": int(bool(_PROPOSAL.search(text))),
+        "original_term_months": _original_term(sentencing, text),
         "life_sentence": int(bool(_LIFE.search(sentencing))),
         "death_reprieve": int(bool(_DEATH_REPRIEVE.search(sentencing))),
         "political_rights_months": _sentencing_term(_POLITICAL_RIGHTS, sentencing, text),
@@ -122,7 +155,7 @@ def ruling_features(text: str) -> dict[str, Any]:
     }
 
 
-def chinese_number(text: str) -> float:
+def parse_chinese_numeral(text: str) -> float:
     """``"十三"`` -> 13, ``"二十"`` -> 20, ``"一百零五"`` -> 105, ``"六"`` -> 6; Arabic digits as they are."""
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return float(text)
@@ -139,10 +172,14 @@ def chinese_number(text: str) -> float:
 
 
 def _term_months(match: re.Match) -> float | None:
-    years, months = match.group("years"), match.group("months")
-    if years is None and months is None:
+    years, months, days = match.group("years"), match.group("months"), match.group("days")
+    if years is None and months is None and days is None:
         return None
-    return 12 * (chinese_number(years) if years else 0) + (chinese_number(months) if months else 0)
+    return (
+        12 * (parse_chinese_numeral(years) if years else 0)
+        + (parse_chinese_numeral(months) if months else 0)
+        + (parse_chinese_numeral(days) / _DAYS_PER_MONTH if days else 0)
+    )
 
 
 def _terms(pattern: re.Pattern, text: str) -> list[float]:
@@ -161,6 +198,30 @@ def _sentencing_term(pattern: re.Pattern, sentencing: str, text: str) -> float:
     return terms[-1] if terms else _first_term(pattern, text)
 
 
+def _original_term(sentencing: str, text: str) -> float:
+    """The fixed term the court imposed: as ``_sentencing_term``, skipping the terms of reductions
+    ("减为有期徒刑二十年", "减去有期徒刑八个月")."""
+
+    def imposed(part: str) -> list[float]:
+        return [
+            term
+            for match in _SENTENCE.finditer(part)
+            if (term := _term_months(match)) is not None
+            and not _NOT_ORIGINAL.search(part[max(0, match.start() - 8) : match.start()].replace(" ", ""))
+        ]
+
+    terms = imposed(sentencing)
+    if terms:
+        return terms[-1]
+    anywhere = imposed(text)
+    return anywhere[0] if anywhere else np.nan
+
+
+def _header_crimes(text: str) -> list[str]:
+    match = _HEADER_CRIMES.match(text)
+    return [crime for crime in _CRIME_SEPARATORS.split(match.group(1)) if crime] if match else []
+
+
 def _crimes(text: str) -> list[str]:
     match = _CRIME.search(text)
     if match is None:
@@ -172,19 +233,24 @@ def _fine(text: str) -> float:
     match = _FINE.search(text)
     if match is None:
         return np.nan
-    return chinese_number(match.group("amount")) * (10_000 if match.group("unit") else 1)
+    return parse_chinese_numeral(match.group("amount")) * (10_000 if match.group("unit") else 1)
 
 
 def _award_count(award: str, text: str) -> float:
-    """Times awarded: the numbers written beside the award ("表扬6次", "3次表扬"), one for a mention
-    without a number ("获得表扬")."""
-    total = 0.0
+    """Times awarded: the largest number written beside a mention of the award ("表扬6次", "3次表扬",
+    "表扬 4" where a copy dropped 次), one for mentions without a number ("获得表扬"). The largest, not the
+    sum: a ruling states the same awards twice, in the prison's proposal and in the court's findings."""
+    counts = [0.0]
     for mention in re.finditer(award, text):
-        after = re.match(rf"{_S}({_NUMBER}){_S}次", text[mention.end() :])
+        after = _AWARD_COUNT_AFTER.match(text, mention.end())
         before = re.search(rf"({_NUMBER}){_S}次{_S}$", text[max(0, mention.start() - 8) : mention.start()])
-        count = after or before
-        total += chinese_number(count.group(1)) if count else 1.0
-    return total
+        if after:
+            counts.append(parse_chinese_numeral(after.group("counted") or after.group("bare")))
+        elif before:
+            counts.append(parse_chinese_numeral(before.group(1)))
+        else:
+            counts.append(1.0)
+    return max(counts)
 
 
 def _reward_points(text: str) -> float:

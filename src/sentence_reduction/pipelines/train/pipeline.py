@@ -1,7 +1,7 @@
 """Wiring of the `train` and `predict` pipelines: the candidates (each transformer candidate in its own
-namespace, one branch per fold inside it; the TF-IDF baseline; the domain-feature model) and their
-ensemble. `predict` is the nodes tagged `inference` (the same in both) and each saved fold model's
-predictions."""
+namespace, one branch per fold inside it; the linear model on n-grams and parsed features; the
+domain-feature trees; the log-months regression) and their ensemble. `predict` is the nodes tagged
+`inference` (the same in both) and each saved fold model's predictions."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sentence_reduction.pipelines.train.out_of_fold import (
     evaluate_candidate,
     stack_fold_probabilities,
 )
+from sentence_reduction.pipelines.train.regression import fit_regression, predict_regression
 from sentence_reduction.pipelines.train.submission import write_submission
 from sentence_reduction.pipelines.train.transformer import (
     candidate_training,
@@ -31,7 +32,7 @@ from sentence_reduction.pipelines.train.transformer import (
     train_fold,
 )
 
-CLASSICAL_CANDIDATES = ("baseline", "features")
+CLASSICAL_CANDIDATES = ("baseline", "features", "regression")
 # Nodes the train and predict pipelines share; tracking.py reads `fold_training` (a fold's MLflow run).
 INFERENCE = "inference"
 FOLD_TRAINING = "fold_training"
@@ -155,15 +156,28 @@ def _fold_training(name: str, fold: int) -> Node:
 
 
 def _classical_candidates() -> Pipeline:
-    """What only training does for the classical candidates: fit the baseline and the feature model per
-    fold, and evaluate each out of fold."""
+    """What only training does for the classical candidates: fit the linear model, the regression and the
+    feature model per fold, and evaluate each out of fold."""
     return Pipeline(
         [
             Node(
                 fit_baseline,
-                inputs=["model_input_table", "fold_assignments", "class_table", "params:baseline"],
+                inputs=["model_input_table", "domain_features", "fold_assignments", "class_table", "params:baseline"],
                 outputs=["baseline_models", "baseline_oof_probabilities"],
                 name="fit_baseline",
+            ),
+            Node(
+                fit_regression,
+                inputs=[
+                    "model_input_table",
+                    "domain_features",
+                    "fold_assignments",
+                    "class_table",
+                    "params:baseline",
+                    "params:regression",
+                ],
+                outputs=["regression_models", "regression_oof_probabilities"],
+                name="fit_regression",
             ),
             Node(
                 parse_domain_features,
@@ -193,6 +207,7 @@ def _classical_candidates() -> Pipeline:
                 for candidate, metrics, name in (
                     ("baseline", "baseline_metrics", "evaluate_baseline"),
                     ("features", "features_metrics", "evaluate_feature_model"),
+                    ("regression", "regression_metrics", "evaluate_regression"),
                 )
             ),
         ]
@@ -235,9 +250,16 @@ def _inference(candidates: Sequence[str]) -> Pipeline:
         [
             Node(
                 predict_baseline,
-                inputs=["baseline_models", "normalised_test_cases", "class_table"],
+                inputs=["baseline_models", "normalised_test_cases", "test_domain_features", "class_table"],
                 outputs="baseline_test_probabilities",
                 name="predict_baseline",
+                tags=INFERENCE,
+            ),
+            Node(
+                predict_regression,
+                inputs=["regression_models", "normalised_test_cases", "test_domain_features", "class_table"],
+                outputs="regression_test_probabilities",
+                name="predict_regression",
                 tags=INFERENCE,
             ),
             Node(

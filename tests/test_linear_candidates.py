@@ -1,0 +1,97 @@
+"""The linear candidate's text features and the regression candidate: the analyzer chosen by the text's
+form, the parsed features beside the n-grams, log-months probabilities; and both on real rows."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentence_reduction.pipelines.data.normalisation import normalise_rulings
+from sentence_reduction.pipelines.train.baseline import fit_baseline, linear_inputs, text_analyzer
+from sentence_reduction.pipelines.train.domain_features import parse_domain_features
+from sentence_reduction.pipelines.train.regression import LogMonthsRegressionClassifier, fit_regression
+
+DEV_ROWS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "dc611_dev_segmented.csv"
+BASELINE = {
+    "analyzer": "auto",
+    "segmented_space_share": 0.15,
+    "word_ngram_range": [1, 2],
+    "char_ngram_range": [1, 2],
+    "min_df": 1,
+    "max_features": 2000,
+    "parsed_features": True,
+    "min_category_cases": 2,
+    "C": 10.0,
+    "max_iter": 300,
+}
+MONTHS = [0, 3, 6, 9, 12]
+CLASS_TABLE = pd.DataFrame({"class_id": range(len(MONTHS)), "months": MONTHS})
+
+
+def _segmented_cases(n: int = 100) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    class_ids = rng.integers(1, len(MONTHS), n)
+    words = {3: "三个", 6: "六个月", 9: "九个", 12: "一年"}
+    facts = [
+        f"盗窃罪 有期徒刑 {rng.integers(3, 15)}年 执行 机关 建议 减刑 {words[MONTHS[c]]} 获 表扬 {rng.integers(1, 6)}"
+        for c in class_ids
+    ]
+    cases = pd.DataFrame({"id": [f"id_{i}" for i in range(n)], "fact": facts, "class_id": class_ids})
+    folds = pd.DataFrame({"id": cases["id"], "fold": np.arange(n) % 4})
+    return cases, folds
+
+
+def test_the_analyzer_follows_the_form_of_the_text():
+    segmented = pd.Series(["盗窃罪 有期徒刑 十年 执行 机关 建议 减刑 六个月"])
+    raw = pd.Series(["罪犯某，男，犯盗窃罪，判处有期徒刑十年。 执行机关建议对其减刑六个月。"])
+    assert text_analyzer(segmented, BASELINE) == "word" and text_analyzer(raw, BASELINE) == "char"
+    assert text_analyzer(segmented, {**BASELINE, "analyzer": "char"}) == "char"
+    with pytest.raises(ValueError, match="analyzer"):
+        text_analyzer(raw, {**BASELINE, "analyzer": "bpe"})
+
+
+def test_linear_inputs_refuse_features_of_other_cases():
+    cases, _ = _segmented_cases(4)
+    with pytest.raises(ValueError, match="domain_features does not cover"):
+        linear_inputs(cases, parse_domain_features(cases.head(2)))
+
+
+def test_log_months_probabilities_peak_at_the_predicted_months():
+    inputs = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]] * 8)
+    class_ids = np.array([0, 1, 2, 3, 4] * 8)
+    from sklearn.linear_model import LinearRegression
+
+    classifier = LogMonthsRegressionClassifier(LinearRegression(), MONTHS, sigma_folds=2).fit(inputs, class_ids)
+    probabilities = classifier.predict_proba(inputs[:5])
+    assert np.allclose(probabilities.sum(axis=1), 1) and classifier.sigma_ > 0
+    # A straight line through log(months + 1) misses the ends, but never by a whole class in the middle.
+    assert (np.abs(probabilities.argmax(axis=1) - class_ids[:5]) <= 1).all()
+    assert probabilities[2, 2] > probabilities[2, 0]
+
+
+def test_both_linear_candidates_learn_the_recommendation_from_segmented_text_out_of_fold():
+    cases, folds = _segmented_cases()
+    features = parse_domain_features(cases)
+    for fit in (
+        lambda: fit_baseline(cases, features, folds, CLASS_TABLE, BASELINE),
+        lambda: fit_regression(cases, features, folds, CLASS_TABLE, BASELINE, {"alpha": 1.0, "sigma_folds": 3}),
+    ):
+        models, oof = fit()
+        probabilities = oof.set_index("id").loc[cases["id"]].to_numpy()
+        assert len(models) == 4 and (probabilities.argmax(axis=1) == cases["class_id"]).mean() > 0.9
+
+
+@pytest.mark.skipif(not DEV_ROWS.is_file(), reason="the real dev rows live in ../shared (absent here)")
+def test_parser_on_real_segmented_rows():
+    rows = pd.read_csv(DEV_ROWS)
+    options = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
+    features = parse_domain_features(normalise_rulings(rows, options))
+    recommended = features["recommended_months"]
+    stated = recommended.notna()
+    # A third of real rulings state the recommendation; the court grants it exactly in over half of
+    # those and almost never more (docs/real_rows.md).
+    assert stated.mean() > 0.3
+    assert (recommended[stated] == rows["label"][stated]).mean() > 0.5
+    assert (rows["label"][stated] > recommended[stated]).mean() < 0.02
+    assert features["crime"].notna().mean() > 0.9 and features["original_term_months"].notna().mean() > 0.75
