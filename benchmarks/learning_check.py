@@ -40,6 +40,17 @@ ENCODERS = {
             "max_position_embeddings": 512,
         },
     },
+    # 4 layers of 256: the same task on a CPU, to choose settings that learn before spending GPU time
+    "bert_small": {
+        "architecture": "bert",
+        "config": {
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 1024,
+            "max_position_embeddings": 512,
+        },
+    },
     "tiny": {
         "architecture": "bert",
         "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
@@ -72,12 +83,13 @@ def check(name: str, seed: int, args: argparse.Namespace) -> dict:
     from sentence_reduction.finetune.text import build_character_vocabulary
 
     model, training = configured_parameters(PATHS[name])
-    model.update(ENCODERS["tiny" if args.tiny else "bert_mid"], config_path=None)
+    model.update(ENCODERS["tiny" if args.tiny else args.encoder], config_path=None)
     model.update(max_length=args.max_length, vocabulary_min_frequency=1)
     training["arguments"].update(
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch,
         learning_rate=args.learning_rate,
+        warmup_steps=args.warmup,
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
@@ -114,6 +126,10 @@ def check(name: str, seed: int, args: argparse.Namespace) -> dict:
         "train_texts": args.train,
         "epochs": args.epochs,
         "noise": args.noise,
+        "encoder": "tiny" if args.tiny else args.encoder,
+        "max_length": args.max_length,
+        "learning_rate": args.learning_rate,
+        "warmup": args.warmup,
         **device_description(),
     }
 
@@ -129,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--noise", type=float, default=0.2)
+    parser.add_argument("--warmup", type=float, default=0.01, help="warm-up steps, or a share of them below 1")
+    parser.add_argument("--encoder", default="bert_mid", choices=[e for e in ENCODERS if e != "tiny"])
     parser.add_argument("--tiny", action="store_true", help="a tiny encoder and few texts (CPU smoke test)")
     parser.add_argument("--out", default="benchmarks/results.jsonl")
     parser.add_argument("--workdir", default="/tmp/learning_check")

@@ -104,6 +104,20 @@ ENCODERS = {
         },
     },
 }
+# The project's path for an encoder of many small parameter tensors (a BERT-large: about 390): the
+# master weights updated by torch's fused AdamW over each group's lists, not one kernel per parameter
+# (finetune/master_weights.py; docs/encoders.md).
+BERT_CANDIDATE = {"encoder": "bert_large", "training": {"master_weight_update": "multi_tensor"}}
+
+
+def deep_merge_specs(base: dict, over: dict) -> dict:
+    """A configuration's changes with more changes merged in key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        merged[key] = deep_merge_specs(merged[key], value) if isinstance(merged.get(key), dict) else value
+    return merged
+
+
 CONFIGS: dict[str, dict] = {
     # The winning solution's path: transformers' eager attention, no compilation, DeepSpeed ZeRO-1,
     # bf16, the Trainer's AdamW as it defaulted before torch 2.8 (adamw_torch, foreach), no tf32.
@@ -174,10 +188,14 @@ CONFIGS: dict[str, dict] = {
     # A BERT-large-shaped encoder: the HF Trainer's default path, the project's path, and the project's
     # path less one part each (transformers' SDPA, regional compilation, bf16 master weights).
     "bert_large_hf_default": {"encoder": "bert_large", **HF_TRAINER_DEFAULT},
-    "bert_large": {"encoder": "bert_large"},
-    "bert_large_eager_attention": {"encoder": "bert_large", "model": {"fused_attention": False}},
-    "bert_large_uncompiled": {"encoder": "bert_large", "gpu": {"torch_compile": False}},
-    "bert_large_fp32_weights": {"encoder": "bert_large", "training": {"bf16_master_weights": False}},
+    "bert_large": {"encoder": "bert_large", **BERT_CANDIDATE},
+    "bert_large_eager_attention": deep_merge_specs(BERT_CANDIDATE, {"model": {"fused_attention": False}}),
+    "bert_large_uncompiled": deep_merge_specs(BERT_CANDIDATE, {"gpu": {"torch_compile": False}}),
+    "bert_large_fp32_weights": deep_merge_specs(BERT_CANDIDATE, {"training": {"bf16_master_weights": False}}),
+    # the master weights updated one compiled kernel per parameter (the 1.3B model's update)
+    "bert_large_per_parameter_update": deep_merge_specs(
+        BERT_CANDIDATE, {"training": {"master_weight_update": "per_parameter"}}
+    ),
 }
 
 TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
@@ -539,12 +557,18 @@ def profile_summary(profiler, steps: int, wall_s: float) -> dict:
     for name, ms, _ in per_kernel:
         category = kernel_category(name)
         categories[category] = categories.get(category, 0.0) + ms
+    host_ms = {}  # the host's time in the optimizer's step and the Trainer's training step
+    for event in profiler.key_averages():
+        key = event.key
+        if key.startswith("Optimizer.step") or key.startswith("Optimizer.zero_grad"):
+            host_ms[key.split("#")[0]] = round(event.cpu_time_total / 1e3 / steps, 2)
     per_kernel.sort(key=lambda item: -item[1])
     return {
         "profiled_steps": steps,
         "wall_ms_per_step": round(wall_s * 1e3 / steps, 2),
         "kernel_ms_per_step": round(sum(ms for _, ms, _ in per_kernel), 2),
         "category_ms_per_step": {k: round(v, 2) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
+        "host_ms_per_step": host_ms,
         "top_kernels": [[name[:160], round(ms, 3), round(count, 1)] for name, ms, count in per_kernel[:25]],
     }
 

@@ -154,3 +154,30 @@ def test_the_compiled_update_follows_torch_adamw_with_one_graph_per_rank(device)
         torch.testing.assert_close(master, expected.detach(), rtol=1e-6, atol=1e-7)
         assert torch.equal(parameter.detach().cpu(), master.to(torch.bfloat16))
     assert counters["stats"]["unique_graphs"] - graphs == 2  # weights (2-D) and biases (1-D)
+
+
+@pytest.mark.parametrize("max_norm", [None, 1.0], ids=["unclipped", "clipped"])
+def test_the_multi_tensor_update_follows_torch_adamw(max_norm):
+    """The update of a group in a few launches (torch's fused AdamW over fp32 copies of the gradients):
+    the same masters as torch's AdamW, the weights their bf16 rounding, a missing gradient skipped."""
+    parameters = [torch.nn.Parameter(weight) for weight in _initial_weights()]
+    optimizer = MasterWeightAdamW(_groups(parameters), lr=1e-2, betas=BETAS, eps=EPS, multi_tensor=True)
+    for step in range(6):
+        for parameter, gradient in zip(parameters, _gradients(step)):
+            parameter.grad = gradient
+        if max_norm is not None:
+            optimizer.clip_gradients(max_norm)
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-2 / (step + 1)
+        optimizer.step()
+    reference, _ = _reference_run(steps=6, max_norm=max_norm)
+    for parameter, expected in zip(parameters, reference):
+        master = optimizer.state[parameter]["master"]
+        torch.testing.assert_close(master, expected.detach(), rtol=1e-6, atol=1e-7)
+        assert torch.equal(parameter.detach(), master.to(torch.bfloat16))
+        assert float(optimizer.state[parameter]["step"]) == 6
+
+    before = parameters[0].detach().clone()
+    parameters[0].grad = None
+    optimizer.step()
+    assert torch.equal(parameters[0].detach(), before) and float(optimizer.state[parameters[0]]["step"]) == 6

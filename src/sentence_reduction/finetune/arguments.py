@@ -58,6 +58,7 @@ class TrainingSettings:
     deepspeed_single_process: bool = False
     clip_in_fused_optimizer: bool = False
     bf16_master_weights: bool = False
+    master_weight_update: str = "per_parameter"
     inductor_config: dict[str, Any] = field(default_factory=dict)
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
 

@@ -263,12 +263,17 @@ def master_weight_optimizer(
             "training.bf16_master_weights trains bf16 weights with AdamW: it needs optim adamw_torch or "
             f"adamw_torch_fused and no fp16, not optim {optim}" + (" with fp16" if arguments.fp16 else "")
         )
+    if training.master_weight_update not in ("per_parameter", "multi_tensor"):
+        raise ValueError(
+            f"training.master_weight_update: per_parameter or multi_tensor, not {training.master_weight_update!r}"
+        )
     return MasterWeightAdamW, {
         "lr": arguments.learning_rate,
         "betas": (arguments.adam_beta1, arguments.adam_beta2),
         "eps": arguments.adam_epsilon,
         "weight_decay": arguments.weight_decay,
         "compiled": compiled,
+        "multi_tensor": training.master_weight_update == "multi_tensor",
     }
 
 
