@@ -557,18 +557,12 @@ def profile_summary(profiler, steps: int, wall_s: float) -> dict:
     for name, ms, _ in per_kernel:
         category = kernel_category(name)
         categories[category] = categories.get(category, 0.0) + ms
-    host_ms = {}  # the host's time in the optimizer's step and the Trainer's training step
-    for event in profiler.key_averages():
-        key = event.key
-        if key.startswith("Optimizer.step") or key.startswith("Optimizer.zero_grad"):
-            host_ms[key.split("#")[0]] = round(event.cpu_time_total / 1e3 / steps, 2)
     per_kernel.sort(key=lambda item: -item[1])
     return {
         "profiled_steps": steps,
         "wall_ms_per_step": round(wall_s * 1e3 / steps, 2),
         "kernel_ms_per_step": round(sum(ms for _, ms, _ in per_kernel), 2),
         "category_ms_per_step": {k: round(v, 2) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
-        "host_ms_per_step": host_ms,
         "top_kernels": [[name[:160], round(ms, 3), round(count, 1)] for name, ms, count in per_kernel[:25]],
     }
 
