@@ -19,13 +19,15 @@ REFERENCE_MODEL = PROJECT_ROOT.parent / "shared" / "reference" / "erlangshen-meg
 TINY_MODEL_PARAMETERS = """
 folds:
   n_splits: 2
-model:
-  config:
-    hidden_size: 32
-    num_hidden_layers: 1
-    num_attention_heads: 2
-    intermediate_size: 64
-  max_length: 64
+transformer_candidates:
+  megatron_bert:
+    model:
+      config:
+        hidden_size: 32
+        num_hidden_layers: 1
+        num_attention_heads: 2
+        intermediate_size: 64
+      max_length: 64
 baseline:
   max_features: 5000
 """

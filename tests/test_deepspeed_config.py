@@ -3,6 +3,7 @@ without DeepSpeed, handed to every fold in place of its json file, and logged on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mlflow
@@ -13,7 +14,7 @@ import yaml
 from transformers import TrainingArguments
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-from sentence_reduction.finetune.arguments import effective_arguments, resolved_deepspeed_config
+from sentence_reduction.finetune.arguments import TrainingSettings, effective_arguments, resolved_deepspeed_config
 from sentence_reduction.finetune.job import FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import LauncherSettings
 from sentence_reduction.pipelines.train import create_train_pipeline
@@ -36,13 +37,15 @@ def in_the_project_root(monkeypatch):
     monkeypatch.chdir(PROJECT_ROOT)
 
 
-def recipe(**changes) -> dict:
-    """The project's `training` parameters (conf/base), with ``changes`` on top."""
+def recipe(**changes) -> TrainingSettings:
+    """The project's `training` settings (conf/base), with ``changes`` in place of whole fields."""
     parameters = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_train.yml").read_text(encoding="utf-8"))
-    return {**parameters["training"], **changes}
+    return TrainingSettings.from_params({**parameters["training"], **changes})
 
 
-def folds_trainer_config(training: dict, world_size: int, tmp_path, monkeypatch) -> HfTrainerDeepSpeedConfig:
+def folds_trainer_config(
+    training: TrainingSettings, world_size: int, tmp_path, monkeypatch
+) -> HfTrainerDeepSpeedConfig:
     """The DeepSpeed config as a fold's `TrainingArguments` resolve it from the recipe's GPU arguments,
     in a process of a ``world_size`` group (built here on the CPU, so without tf32, which needs an
     Ampere GPU to be set at all and plays no part in DeepSpeed's config)."""
@@ -52,7 +55,7 @@ def folds_trainer_config(training: dict, world_size: int, tmp_path, monkeypatch)
 
 
 def with_accumulation(steps: int) -> dict:
-    return {**recipe()["arguments"], "gradient_accumulation_steps": steps}
+    return {**recipe().arguments, "gradient_accumulation_steps": steps}
 
 
 @pytest.mark.parametrize(
@@ -63,7 +66,7 @@ def with_accumulation(steps: int) -> dict:
         (
             recipe(
                 arguments=with_accumulation(4),
-                gpu_arguments={**recipe()["gpu_arguments"], "deepspeed": ZERO2_WITH_OPTIMIZER},
+                gpu_arguments={**recipe().gpu_arguments, "deepspeed": ZERO2_WITH_OPTIMIZER},
                 launcher={"nproc_per_node": 2, "nnodes": 2},
             ),
             4,
@@ -76,14 +79,14 @@ def test_the_runs_deepspeed_config_is_what_each_folds_trainer_resolves(training,
     trainer_config = folds_trainer_config(training, world_size, tmp_path, monkeypatch).config
     # accelerate's DeepSpeedPlugin, made with the arguments, silences DeepSpeed's log (steps_per_print: inf).
     assert resolved == {**trainer_config, "steps_per_print": resolved["steps_per_print"]}
-    accumulation = training["arguments"].get("gradient_accumulation_steps", 1)
+    accumulation = training.arguments.get("gradient_accumulation_steps", 1)
     assert resolved["train_batch_size"] == world_size * 16 * accumulation
     assert resolved["bf16"] == {"enabled": True} and resolved["gradient_clipping"] == 1.0
     assert "auto" not in json.dumps(resolved)
 
     # A fold handed the resolved config (as `train_fold` hands it) finds nothing to fill or contradict;
     # one started in another world size than the run resolved it for is caught by the Trainer.
-    handed = {**training, "gpu_arguments": {**training["gpu_arguments"], "deepspeed": resolved}}
+    handed = dataclasses.replace(training, gpu_arguments={**training.gpu_arguments, "deepspeed": resolved})
     again = folds_trainer_config(handed, world_size, tmp_path, monkeypatch)
     assert again.mismatches == [] and {**again.config, "steps_per_print": resolved["steps_per_print"]} == resolved
     assert folds_trainer_config(handed, world_size + 1, tmp_path, monkeypatch).mismatches
@@ -91,7 +94,7 @@ def test_the_runs_deepspeed_config_is_what_each_folds_trainer_resolves(training,
 
 def test_an_optimizer_section_gets_the_training_arguments():
     training = recipe(
-        gpu_arguments={**recipe()["gpu_arguments"], "deepspeed": ZERO2_WITH_OPTIMIZER}, launcher={"nproc_per_node": 2}
+        gpu_arguments={**recipe().gpu_arguments, "deepspeed": ZERO2_WITH_OPTIMIZER}, launcher={"nproc_per_node": 2}
     )
     assert resolved_deepspeed_config(training, on_gpu=True)["optimizer"]["params"] == {
         "lr": 1.0e-3,
@@ -107,7 +110,7 @@ def test_an_optimizer_section_gets_the_training_arguments():
         (recipe(), False),  # the default: the CPU
         (recipe(launcher={"nproc_per_node": 2}), False),  # several processes on the CPU: still no DeepSpeed
         (recipe(), True),  # one process on one GPU, without deepspeed_single_process
-        (recipe(gpu_arguments={**recipe()["gpu_arguments"], "deepspeed": None}, launcher={"nproc_per_node": 2}), True),
+        (recipe(gpu_arguments={**recipe().gpu_arguments, "deepspeed": None}, launcher={"nproc_per_node": 2}), True),
     ],
     ids=["cpu", "cpu_two_processes", "one_gpu_process", "gpu_without_a_config"],
 )
@@ -117,7 +120,7 @@ def test_no_deepspeed_config_where_the_folds_train_without_deepspeed(training, o
 
 def test_a_deepspeed_value_that_contradicts_the_arguments_stops_the_run_before_any_fold():
     config = {**json.loads((DEEPSPEED / "zero1.json").read_text()), "train_micro_batch_size_per_gpu": 8}
-    training = recipe(gpu_arguments={**recipe()["gpu_arguments"], "deepspeed": config}, launcher={"nproc_per_node": 2})
+    training = recipe(gpu_arguments={**recipe().gpu_arguments, "deepspeed": config}, launcher={"nproc_per_node": 2})
     with pytest.raises(ValueError, match="train_micro_batch_size_per_gpu=8 vs hf per_device_train_batch_size=16"):
         resolved_deepspeed_config(training, on_gpu=True)
 
@@ -133,10 +136,11 @@ def test_the_deepspeed_launchers_hostfile_gives_the_world_size(tmp_path):
 
 
 def test_each_fold_trains_with_the_runs_deepspeed_config(tmp_path, monkeypatch):
-    jobs = []
+    jobs, work_dirs = [], []
 
     def run_fold(job, work_dir):
         jobs.append(job)
+        work_dirs.append(work_dir)
         return FoldResult(SavedModel(tmp_path), np.full((1, 2), 0.5), np.full((1, 2), 0.5), {})
 
     monkeypatch.setattr(fine_tuning, "run_fold", run_fold)
@@ -148,27 +152,39 @@ def test_each_fold_trains_with_the_runs_deepspeed_config(tmp_path, monkeypatch):
     resolved = resolved_deepspeed_config(training, on_gpu=True)
     for deepspeed_config in (resolved, {}):
         fine_tuning.train_fold(
-            model_input, fold_assignments, test_cases, "[PAD]\n", class_table, deepspeed_config, {}, training, fold=0
+            model_input,
+            fold_assignments,
+            test_cases,
+            "[PAD]\n",
+            class_table,
+            deepspeed_config,
+            {},
+            dataclasses.asdict(training),  # as the node is handed the candidate's `training`
+            candidate="megatron_bert",
+            fold=0,
         )
     with_deepspeed, without = jobs
-    assert with_deepspeed.training["gpu_arguments"] == {**training["gpu_arguments"], "deepspeed": resolved}
-    assert {**with_deepspeed.training, "gpu_arguments": training["gpu_arguments"]} == training
+    assert with_deepspeed.name == "megatron_bert.fold_0"
+    assert work_dirs == [tmp_path / "megatron_bert" / "fold_0"] * 2  # work_dir/<candidate>/fold_<n>
+    assert with_deepspeed.training.gpu_arguments == {**training.gpu_arguments, "deepspeed": resolved}
+    assert dataclasses.replace(with_deepspeed.training, gpu_arguments=training.gpu_arguments) == training
     # Without DeepSpeed the fold's parameters, so its fingerprint, are the previous version's: its result is reused.
     assert without.training == training
 
 
 def test_the_runs_deepspeed_config_is_logged_once_into_its_mlflow_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    node = next(node for node in create_train_pipeline(2).nodes if node.name == "resolve_deepspeed_config")
+    train = create_train_pipeline(2, ["megatron_bert"])
+    node = next(node for node in train.nodes if node.name == "megatron_bert.resolve_deepspeed_config")
     config = resolved_deepspeed_config(recipe(launcher={"nproc_per_node": 2}), on_gpu=True)
     hooks = FoldTrackingHooks()
     experiment = mlflow.create_experiment("sentence-reduction", artifact_location=str(tmp_path / "artifacts"))
     for logged in (config, {}):
         with mlflow.start_run(experiment_id=experiment) as run:
-            hooks.after_node_run(node, {"deepspeed_config": logged})
+            hooks.after_node_run(node, {"megatron_bert.deepspeed_config": logged})
         artifacts = [item.path for item in mlflow.MlflowClient().list_artifacts(run.info.run_id)]
         if logged:
-            assert artifacts == ["deepspeed_config.json"]
-            assert mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/deepspeed_config.json") == config
+            assert artifacts == ["megatron_bert_deepspeed_config.json"]
+            assert mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/megatron_bert_deepspeed_config.json") == config
         else:
             assert artifacts == []  # no DeepSpeed, nothing to log

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from sentence_reduction.finetune.arguments import TrainingSettings
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.fold_cache import finished_fingerprint
 from sentence_reduction.finetune.job import FoldJob
@@ -372,7 +373,7 @@ def test_predictions_in_chunks_keep_the_texts_order_and_equal_each_text_alone():
     settings = ModelSettings.from_params(TINY_MODEL)
     torch.manual_seed(0)
     model = build_model(settings, num_labels=4, vocab_size=len(vocabulary))
-    training = {"arguments": {"per_device_eval_batch_size": 2}}
+    training = TrainingSettings.from_params({"arguments": {"per_device_eval_batch_size": 2}})
     predictor = Predictor(model, vocabulary, settings, training)
     alone = np.concatenate([predictor([text]) for text in texts])
     predictor.CHUNK_BATCHES = 1

@@ -27,6 +27,8 @@ from sentence_reduction.pipelines.train import create_predict_pipeline, create_t
 
 from .conftest import PROJECT_ROOT, free_port, kedro_environment, run_kedro, written_outputs
 
+CANDIDATES = ["megatron_bert"]  # conf/base's one transformer candidate
+
 DATA_PARAMETERS = {
     "params:columns": {"id": "id", "text": "fact", "label": "label"},
     "params:validation": {"max_label_months": 600, "max_text_chars": 20000},
@@ -136,25 +138,26 @@ def test_fold_branches_are_wired_without_dotted_names_outside_their_namespace(mo
     monkeypatch.setattr(Node, "__dotted_dataset_name_warned__", False, raising=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train, predict = create_train_pipeline(3), create_predict_pipeline(3)
+        train, predict = create_train_pipeline(3, CANDIDATES), create_predict_pipeline(3, CANDIDATES)
     assert not [warning for warning in caught if "contain '.'" in str(warning.message)]
     assert {node.namespace for node in train.nodes if node.name.endswith("train_fold")} == {
-        "fold_0",
-        "fold_1",
-        "fold_2",
+        "megatron_bert.fold_0",
+        "megatron_bert.fold_1",
+        "megatron_bert.fold_2",
     }
-    assert {"fold_0.model", "fold_2.model"} <= predict.inputs()
+    assert {"megatron_bert.fold_0.model", "megatron_bert.fold_2.model"} <= predict.inputs()
 
 
 def test_one_deepspeed_config_per_run_feeds_every_fold():
-    train = create_train_pipeline(3)
+    train = create_train_pipeline(3, CANDIDATES)
     folds = [node for node in train.nodes if "fold_training" in node.tags]
-    assert len(folds) == 3 and all("deepspeed_config" in node.inputs for node in folds)
+    config = "megatron_bert.deepspeed_config"
+    assert len(folds) == 3 and all(config in node.inputs for node in folds)
     assert not [output for node in folds for output in node.outputs if "deepspeed" in output]
-    assert sorted(name for name in train.datasets() if "deepspeed" in name) == ["deepspeed_config"]
-    assert [node.name for node in train.nodes if "deepspeed_config" in node.outputs] == ["resolve_deepspeed_config"]
+    assert sorted(name for name in train.datasets() if "deepspeed" in name) == [config]
+    assert [node.name for node in train.nodes if config in node.outputs] == ["megatron_bert.resolve_deepspeed_config"]
     catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text(encoding="utf-8"))
-    assert "deepspeed_config" in catalog
+    assert "{candidate}.deepspeed_config" in catalog
 
 
 def test_registry_lists_data_train_and_predict(project_copy):
@@ -172,16 +175,16 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     assert list(submission.columns) == ["id", "label"]
     assert submission["id"].tolist() == test["id"].tolist()
     assert pd.api.types.is_integer_dtype(submission["label"]) and submission["label"].between(0, 33).all()
-    metrics = json.loads((data / "08_reporting" / "oof_metrics.json").read_text())
+    metrics = json.loads((data / "08_reporting" / "megatron_bert_metrics.json").read_text())
     assert metrics["cases"] == 1000 and metrics["decoding"] in {"argmax", "expected_score"}
     assert 0 <= metrics["final_score"] <= 1
-    candidates = {"transformer": "oof", "baseline": "baseline", "features": "features", "regression": "regression"}
-    for candidate, report in candidates.items():  # every candidate's probabilities, on the same cases
+    candidates = ["megatron_bert", "baseline", "features", "regression"]
+    for candidate in candidates:  # every candidate's probabilities, on the same cases
         oof = pd.read_parquet(data / "07_model_output" / f"{candidate}_oof_probabilities.parquet")
         assert len(oof) == 1000 and set(oof["id"]) == set(pd.read_csv(data / "01_raw" / "sample" / "train.csv")["id"])
         tested = pd.read_parquet(data / "07_model_output" / f"{candidate}_test_probabilities.parquet")
         assert tested["id"].tolist() == test["id"].tolist()
-        assert 0 <= json.loads((data / "08_reporting" / f"{report}_metrics.json").read_text())["final_score"] <= 1
+        assert 0 <= json.loads((data / "08_reporting" / f"{candidate}_metrics.json").read_text())["final_score"] <= 1
     features = pd.read_parquet(data / "04_feature" / "domain_features.parquet")
     assert len(features) == 1000 and features["original_term_months"].notna().mean() > 0.5
     ensemble = json.loads((data / "06_models" / "ensemble.json").read_text())
@@ -189,11 +192,12 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     ensemble_metrics = json.loads((data / "08_reporting" / "ensemble_metrics.json").read_text())
     assert ensemble_metrics["estimate"].startswith("nested") and ensemble_metrics["cases"] == 1000
     for fold in ("fold_0", "fold_1"):
-        assert (data / "06_models" / fold / "model.safetensors").is_file()
-        assert json.loads((data / "08_reporting" / fold / "metrics.json").read_text())["final_score"] >= 0
+        assert (data / "06_models" / "megatron_bert" / fold / "model.safetensors").is_file()
+        metrics_file = data / "08_reporting" / "megatron_bert" / fold / "metrics.json"
+        assert json.loads(metrics_file.read_text())["final_score"] >= 0
     assert (data / "08_reporting" / "confusion_matrix.png").stat().st_size > 10_000
     assert (data / "08_reporting" / "candidate_comparison.png").stat().st_size > 10_000
-    assert "fold_0: loss" in completed.stdout + completed.stderr  # one log line per fold
+    assert "megatron_bert.fold_0: loss" in completed.stdout + completed.stderr  # one log line per fold
 
     client = MlflowClient(tracking_uri=f"sqlite:///{fast_project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sentence-reduction")
@@ -202,8 +206,8 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     children = {run.info.run_name: run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"fold_0", "fold_1"} and len(runs) == 3
-    assert parent.data.metrics["oof_final_score"] == pytest.approx(metrics["final_score"])
+    assert set(children) == {"megatron_bert.fold_0", "megatron_bert.fold_1"} and len(runs) == 3
+    assert parent.data.metrics["megatron_bert_final_score"] == pytest.approx(metrics["final_score"])
     assert parent.data.metrics["ensemble_final_score"] == pytest.approx(ensemble_metrics["final_score"])
     assert {
         "baseline_final_score",
@@ -222,7 +226,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     assert {
         "reports/confusion_matrix.png",
         "reports/class_report.csv",
-        "reports/oof_metrics.json",
+        "reports/megatron_bert_metrics.json",
         "reports/candidate_comparison.png",
         "reports/ensemble_metrics.json",
         "reports/features_metrics.json",
@@ -231,10 +235,11 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
         "ensemble/ensemble.json",
     } <= artifacts
     # the folds trained without DeepSpeed (the CPU): the run's DeepSpeed config is empty, and not logged
-    assert "deepspeed_config.json" not in {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert not [item.path for item in client.list_artifacts(parent.info.run_id) if "deepspeed" in item.path]
     for name, run in children.items():
         assert run.info.status == "FINISHED"
-        assert run.data.params["fold"] == name[-1] and run.data.params["seed"] == "42"
+        assert run.data.params["fold"] == name[-1] and run.data.params["candidate"] == "megatron_bert"
+        assert run.data.params["seed"] == "42"
         assert len(run.data.params["data_sha256"]) == 16 and run.data.params["code_version"]
         assert run.data.params["learning_rate"] == "0.001"  # the Trainer's resolved arguments
         assert run.data.metrics["oof_final_score"] >= 0
@@ -426,12 +431,14 @@ def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
         f"training.launcher.nproc_per_node=2,training.launcher.master_port={free_port()},serving.log_model=false",
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert (fast_project / "data" / "06_models" / "work" / "fold_1" / "job.json").is_file()  # the launcher ran
+    work = fast_project / "data" / "06_models" / "work" / "megatron_bert"
+    assert (work / "fold_1" / "job.json").is_file()  # the launcher ran
     client = MlflowClient(tracking_uri=f"sqlite:///{fast_project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("sentence-reduction").experiment_id])
-    assert sorted(run.info.run_name for run in runs) == ["fold_0", "fold_1", "train"]  # no duplicate or orphan
+    # no duplicate or orphan
+    assert sorted(run.info.run_name for run in runs) == ["megatron_bert.fold_0", "megatron_bert.fold_1", "train"]
     for run in runs:
-        if run.info.run_name.startswith("fold_"):
+        if run.info.run_name.startswith("megatron_bert.fold_"):
             history = client.get_metric_history(run.info.run_id, "eval_loss")
             steps = [point.step for point in history]
             assert len(steps) == len(set(steps)) >= 2  # one rank logged each evaluation, once

@@ -9,6 +9,7 @@ copies, side by side (one torch thread each, so that both fit the 2-core CPU and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -43,16 +44,18 @@ from sentence_reduction.datasets import (
     AtomicTextDataset,
     SequenceClassifierDataset,
 )
-from sentence_reduction.finetune import engine
-from sentence_reduction.finetune.engine import load_result, run_fold
+from sentence_reduction.finetune import engine, fold_cache
+from sentence_reduction.finetune.engine import run_fold
+from sentence_reduction.finetune.fold_cache import load_result
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary
 
 from .conftest import TINY_MODEL_PARAMETERS, copy_project, kedro_environment
 
+CANDIDATE = "megatron_bert"  # conf/base's one transformer candidate: its folds are <candidate>.fold_<n>
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
-SCIKIT_LEARN_MODELS = ["baseline_models.pkl", "feature_models.pkl"]
+SCIKIT_LEARN_MODELS = ["baseline_models.pkl", "feature_models.pkl", "regression_models.pkl"]
 
 # Two folds of a tiny model, two epochs of 16 steps each (500 training cases, batches of 32), evaluated
 # and checkpointed every 6 steps: fold_1 has a checkpoint in the middle of its second epoch (step 18)
@@ -148,7 +151,7 @@ def resume_runs(tmp_path_factory) -> ResumeRuns:
         killed_run = _start_kedro(resumed, killed_log, "run", "--pipeline=train")
         processes.append(killed_run)
 
-        work = resumed / "data" / "06_models" / "work"
+        work = resumed / "data" / "06_models" / "work" / CANDIDATE
         fold_0_done = work / "fold_0" / "result" / "fingerprint"
         checkpoint = None
         deadline = time.monotonic() + RUN_TIMEOUT
@@ -167,7 +170,8 @@ def resume_runs(tmp_path_factory) -> ResumeRuns:
         fold_1_finished_at_kill = (work / "fold_1" / "result").exists()
         checkpoint_files = sorted(path.name for path in checkpoint.iterdir())
         snapshot = root / "fold_0_snapshot"
-        for relative in ["data/06_models/fold_0", "data/07_model_output/fold_0", "data/08_reporting/fold_0"]:
+        for layer in ["06_models", "07_model_output", "08_reporting"]:
+            relative = f"data/{layer}/{CANDIDATE}/fold_0"
             shutil.copytree(resumed / relative, snapshot / relative)
         fold_0_result_mtime = fold_0_done.stat().st_mtime
 
@@ -227,14 +231,15 @@ def test_a_killed_run_resumes_without_retraining_the_finished_fold(resume_runs):
     assert runs.reference_returncode == 0, runs.reference_log[-4000:]
 
     log = runs.resume_log
-    assert re.search(r"fold_0: finished result found in \S*fold_0, not retraining", log), log[-4000:]
+    reused = rf"{CANDIDATE}\.fold_0: finished result found in \S*{CANDIDATE}/fold_0, not retraining"
+    assert re.search(reused, log), log[-4000:]
     assert "fold_0: resuming" not in log
-    resumed_from = re.search(r"fold_1: resuming from (\S+)", log)
+    resumed_from = re.search(rf"{CANDIDATE}\.fold_1: resuming from (\S+)", log)
     assert resumed_from, log[-4000:]
     assert Path(resumed_from.group(1)).name == runs.killed_checkpoint.name
     assert "fold_1: finished result found" not in log
 
-    work = runs.resumed / "data" / "06_models" / "work"
+    work = runs.resumed / "data" / "06_models" / "work" / CANDIDATE
     assert (work / "fold_0" / "result" / "fingerprint").stat().st_mtime == runs.fold_0_result_mtime
     assert (work / "fold_1" / "result" / "fingerprint").is_file()
     assert not (work / "fold_1" / "checkpoints").exists()  # spent once the fold finished
@@ -246,16 +251,17 @@ def test_a_killed_run_resumes_without_retraining_the_finished_fold(resume_runs):
     finished = [run for run in parents if run.info.status == "FINISHED"]
     killed = [run for run in parents if run.info.status == "KILLED"]
     assert len(parents) == 2 and len(finished) == 1 and len(killed) == 1
+    fold_0, fold_1 = f"{CANDIDATE}.fold_0", f"{CANDIDATE}.fold_1"
     assert {name: run.info.status for name, run in _children(all_runs, killed[0]).items()} == {
-        "fold_0": "FINISHED",
-        "fold_1": "KILLED",
+        fold_0: "FINISHED",
+        fold_1: "KILLED",
     }
     assert "RUNNING" not in {run.info.status for run in all_runs}
     children = _children(all_runs, finished[0])
-    assert set(children) == {"fold_0", "fold_1"}
-    assert client.get_metric_history(children["fold_0"].info.run_id, "loss") == []
+    assert set(children) == {fold_0, fold_1}
+    assert client.get_metric_history(children[fold_0].info.run_id, "loss") == []
     checkpoint_step = int(runs.killed_checkpoint.name.rsplit("-", 1)[1])
-    resumed_steps = [point.step for point in client.get_metric_history(children["fold_1"].info.run_id, "loss")]
+    resumed_steps = [point.step for point in client.get_metric_history(children[fold_1].info.run_id, "loss")]
     assert resumed_steps and min(resumed_steps) > checkpoint_step
 
 
@@ -266,13 +272,13 @@ def test_a_resumed_run_ends_with_the_uninterrupted_run_metrics_and_submission(re
     assert runs.resume_returncode == 0 and runs.reference_returncode == 0
     reference, resumed = runs.reference / "data", runs.resumed / "data"
 
-    assert _read_json(resumed / "08_reporting" / "oof_metrics.json") == _read_json(
-        reference / "08_reporting" / "oof_metrics.json"
+    assert _read_json(resumed / "08_reporting" / f"{CANDIDATE}_metrics.json") == _read_json(
+        reference / "08_reporting" / f"{CANDIDATE}_metrics.json"
     )
     assert _read_json(resumed / "08_reporting" / "baseline_metrics.json") == _read_json(
         reference / "08_reporting" / "baseline_metrics.json"
     )
-    for fold in ("fold_0", "fold_1"):
+    for fold in (f"{CANDIDATE}/fold_0", f"{CANDIDATE}/fold_1"):
         assert _without_timing(_read_json(resumed / "08_reporting" / fold / "metrics.json")) == _without_timing(
             _read_json(reference / "08_reporting" / fold / "metrics.json")
         ), fold
@@ -407,11 +413,11 @@ def test_a_fold_checkpointed_by_wall_time_resumes_to_the_uninterrupted_result(
 ):
     """`checkpoint_every_minutes` instead of a step cadence (here: due at every logging step)."""
     job = _tiny_job()
-    job.training = {
-        **job.training,
-        "checkpoint_every_minutes": 1e-9,
-        "arguments": {**job.training["arguments"], "save_strategy": "no"},
-    }
+    job.training = dataclasses.replace(
+        job.training,
+        checkpoint_every_minutes=1e-9,
+        arguments={**job.training.arguments, "save_strategy": "no"},
+    )
     work_dir = tmp_path / "fold_0"
     with monkeypatch.context() as patch:
         _crash_after(patch, 5)
@@ -450,7 +456,7 @@ def test_a_fold_with_bf16_master_weights_resumes_to_the_uninterrupted_result(
     state. Killed in the middle of the second epoch, the fold resumes from the checkpoint's fp32 state
     to the result of an uninterrupted run, and writes its model in bf16."""
     job = _tiny_job()
-    job.training = {**job.training, "bf16_master_weights": True}
+    job.training = dataclasses.replace(job.training, bf16_master_weights=True)
     uninterrupted = run_fold(job, tmp_path / "uninterrupted" / "fold_0")
     work_dir = tmp_path / "fold_0"
     with monkeypatch.context() as patch:
@@ -478,27 +484,28 @@ def test_two_runs_with_the_same_seed_give_identical_predictions_end_to_end(resum
     later, in fold_1): the same data, vocabulary, weights, probabilities and metrics."""
     runs = resume_runs
     reference, snapshot = runs.reference / "data", runs.fold_0_snapshot / "data"
-    assert (runs.resumed / "data" / "06_models" / "vocab.txt").read_bytes() == (
-        reference / "06_models" / "vocab.txt"
+    assert (runs.resumed / "data" / "06_models" / CANDIDATE / "vocab.txt").read_bytes() == (
+        reference / "06_models" / CANDIDATE / "vocab.txt"
     ).read_bytes()
     for table in ("model_input_table.parquet", "test_cases.parquet"):
         pd.testing.assert_frame_equal(
             pd.read_parquet(runs.resumed / "data" / "05_model_input" / table),
             pd.read_parquet(reference / "05_model_input" / table),
         )
-    weights = load_file(snapshot / "06_models" / "fold_0" / "model.safetensors")
-    reference_weights = load_file(reference / "06_models" / "fold_0" / "model.safetensors")
+    fold_0 = f"{CANDIDATE}/fold_0"
+    weights = load_file(snapshot / "06_models" / fold_0 / "model.safetensors")
+    reference_weights = load_file(reference / "06_models" / fold_0 / "model.safetensors")
     assert weights.keys() == reference_weights.keys()
     for name, tensor in weights.items():
         assert torch.equal(tensor, reference_weights[name]), name
     for table in ("oof_probabilities.parquet", "test_probabilities.parquet"):
         pd.testing.assert_frame_equal(
-            pd.read_parquet(snapshot / "07_model_output" / "fold_0" / table),
-            pd.read_parquet(reference / "07_model_output" / "fold_0" / table),
+            pd.read_parquet(snapshot / "07_model_output" / fold_0 / table),
+            pd.read_parquet(reference / "07_model_output" / fold_0 / table),
             check_exact=True,
         )
-    assert _without_timing(_read_json(snapshot / "08_reporting" / "fold_0" / "metrics.json")) == _without_timing(
-        _read_json(reference / "08_reporting" / "fold_0" / "metrics.json")
+    assert _without_timing(_read_json(snapshot / "08_reporting" / fold_0 / "metrics.json")) == _without_timing(
+        _read_json(reference / "08_reporting" / fold_0 / "metrics.json")
     )
 
 
@@ -514,10 +521,11 @@ def test_models_are_written_as_safetensors_and_nothing_pickled(resume_runs):
     for project in (runs.reference, runs.resumed):
         models = project / "data" / "06_models"
         for fold in ("fold_0", "fold_1"):
-            assert sorted(path.name for path in (models / fold).iterdir()) == ["config.json", "model.safetensors"]
-            result_model = models / "work" / fold / "result" / "model"
+            kept = models / CANDIDATE / fold
+            assert sorted(path.name for path in kept.iterdir()) == ["config.json", "model.safetensors"]
+            result_model = models / "work" / CANDIDATE / fold / "result" / "model"
             assert {"config.json", "model.safetensors"} <= {path.name for path in result_model.iterdir()}
-            for folder in (models / fold, result_model):
+            for folder in (kept, result_model):
                 with safe_open(folder / "model.safetensors", framework="pt") as weights:
                     assert any(key.startswith("classifier.") for key in weights.keys())
         # The only pickles are the catalog's fitted scikit-learn fold models (scikit-learn has no other
@@ -552,8 +560,8 @@ def _saved(model: MegatronBertForSequenceClassification, folder: Path) -> SavedM
 
 def test_models_are_written_once_and_load_from_safetensors_without_unpickling(tmp_path, monkeypatch):
     model = _tiny_model()
-    result_dir = tmp_path / "work" / engine.RESULT_FOLDER
-    written = _saved(model, result_dir / engine.MODEL_FOLDER)
+    result_dir = tmp_path / "work" / fold_cache.RESULT_FOLDER
+    written = _saved(model, result_dir / fold_cache.MODEL_FOLDER)
     dataset = SequenceClassifierDataset(str(tmp_path / "06_models" / "fold_0"))
     dataset.save(written)
     kept = tmp_path / "06_models" / "fold_0"
@@ -581,7 +589,7 @@ def test_a_pickled_model_is_refused(tmp_path):
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
     with pytest.raises(DatasetError, match="no model"):
         SequenceClassifierDataset(str(pickled)).load()
-    shutil.copytree(pickled, tmp_path / "work" / engine.RESULT_FOLDER / engine.MODEL_FOLDER)
+    shutil.copytree(pickled, tmp_path / "work" / fold_cache.RESULT_FOLDER / fold_cache.MODEL_FOLDER)
     with pytest.raises(OSError):
         load_result(tmp_path / "work").model.load()
 
@@ -749,29 +757,30 @@ def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlf
     project = copy_project(
         tmp_path / "project",
         RESUME_PARAMETERS.replace(
-            "    intermediate_size: 64\n", "    intermediate_size: 64\n    max_position_embeddings: 64\n"
+            "        intermediate_size: 64\n", "        intermediate_size: 64\n        max_position_embeddings: 64\n"
         ),
     )
     log = tmp_path / "failing.log"
-    run = _start_kedro(project, log, "run", "--pipeline=train", "--params", "model.max_length=128")
+    max_length = f"transformer_candidates.{CANDIDATE}.model.max_length=128"
+    run = _start_kedro(project, log, "run", "--pipeline=train", "--params", max_length)
     assert _wait(run, log) != 0
     output = log.read_text(encoding="utf-8", errors="replace")
 
     lines = output.splitlines()
     failed = [index for index, line in enumerate(lines) if "failed with error" in line]
     assert failed, output[-4000:]
-    assert "fold_0" in lines[failed[0]], lines[failed[0]]  # the failed node's outputs name the fold
+    assert f"{CANDIDATE}.fold_0" in lines[failed[0]], lines[failed[0]]  # the failed node's outputs name the fold
     cause = next(line for line in lines[failed[0] + 1 :] if line.strip()).strip()
     assert "(128)" in cause and "(64)" in cause, cause  # 128 positions asked, 64 embedded
     assert f"RuntimeError: {cause}" in output  # the traceback ends with the same cause
-    assert "fold_1.train_fold" not in output.split("failed with error", 1)[0]  # fold_0 failed first
+    assert f"{CANDIDATE}.fold_1.train_fold" not in output.split("failed with error", 1)[0]  # fold_0 failed first
 
     client, runs = _mlflow_runs(project)
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FAILED"
     children = _children(runs, parents[0])
-    assert set(children) == {"fold_0"}
-    fold_run = children["fold_0"]
+    assert set(children) == {f"{CANDIDATE}.fold_0"}
+    fold_run = children[f"{CANDIDATE}.fold_0"]
     assert fold_run.info.status == "FAILED"
     assert fold_run.data.tags["error"].startswith("RuntimeError: ") and cause in fold_run.data.tags["error"]
     assert fold_run.data.params["learning_rate"] == "0.001"  # the Trainer had logged into the fold's run
