@@ -1,0 +1,307 @@
+"""Transformer candidates by configuration: an encoder of another architecture from a folder in the hub's
+layout, the `training` settings each candidate merges over the shared ones, two candidates' pipelines
+feeding one ensemble, and folds that resume per candidate."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from kedro.pipeline import Node
+from safetensors.torch import load_file
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+from sentence_reduction.finetune.arguments import InTrainingEvaluation, TrainingSettings
+from sentence_reduction.finetune.launcher import LauncherSettings
+from sentence_reduction.finetune.model import ModelSettings, build_model
+from sentence_reduction.finetune.text import build_character_vocabulary
+from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
+from sentence_reduction.pipelines.train.pipeline import CLASSICAL_CANDIDATES, FOLD_TRAINING, INFERENCE
+from sentence_reduction.pipelines.train.transformer import candidate_training, prepare_vocabulary, train_fold
+
+RULINGS = [
+    f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
+    for crime, years, praise, points in [
+        ("盗窃", "三", 2, 85.5),
+        ("诈骗", "十", 6, 120),
+        ("抢劫", "八", 1, 40),
+        ("贩卖毒品", "十五", 4, 99),
+        ("故意伤害", "五", 3, 70),
+        ("受贿", "七", 5, 110),
+        ("交通肇事", "二", 0, 12),
+        ("盗窃", "六", 7, 150),
+    ]
+]
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def hub_folder(folder: Path, weights: str) -> Path:
+    """A BERT encoder (masked-LM head, as checkpoints on the hub come) in the hub's layout: config.json,
+    vocab.txt and its weights as ``weights`` (``model.safetensors`` or a pickled ``pytorch_model.bin``)."""
+    vocabulary = build_character_vocabulary(RULINGS)
+    torch.manual_seed(0)
+    encoder = BertForMaskedLM(BertConfig(vocab_size=len(vocabulary), max_position_embeddings=64, **TINY_BERT))
+    if weights == "model.safetensors":
+        encoder.save_pretrained(folder)
+    else:
+        encoder.config.save_pretrained(folder)
+        torch.save(encoder.state_dict(), folder / weights)
+    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
+    assert sorted(path.name for path in folder.iterdir()) == sorted(["config.json", "vocab.txt", weights])
+    return folder
+
+
+# An encoder of another architecture through a candidate's `model.pretrained_path` ---------------------
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_bert_encoder_in_the_hubs_layout_loads_through_a_candidates_pretrained_path(tmp_path, weights, caplog):
+    folder = hub_folder(tmp_path / "bert-tiny", weights)
+    model_parameters = {"pretrained_path": str(folder), "architecture": "bert", "max_length": 48}
+    vocabulary = prepare_vocabulary(pd.DataFrame({"fact": RULINGS}), model_parameters).splitlines()
+    assert vocabulary == (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()  # the folder's own
+
+    with caplog.at_level(logging.INFO):
+        model = build_model(ModelSettings.from_params(model_parameters), num_labels=5, vocab_size=len(vocabulary))
+    assert isinstance(model, BertForSequenceClassification) and model.config.num_labels == 5
+    saved = BertForMaskedLM.from_pretrained(folder).state_dict()
+    encoder = {name: tensor for name, tensor in model.state_dict().items() if name.startswith("bert.encoder.")}
+    assert encoder and all(torch.equal(tensor, saved[name]) for name, tensor in encoder.items())
+
+    reports = [record.getMessage() for record in caplog.records if str(folder) in record.getMessage()]
+    assert len(reports) == 1 and "\n" not in reports[0], reports
+    report = reports[0]
+    assert report.startswith(f"BertForSequenceClassification from {folder}: ")
+    loaded = len(model.state_dict()) - 4  # all but the new pooler and classifier
+    assert f"{loaded} tensors loaded" in report
+    assert "new: bert.pooler.dense.bias, bert.pooler.dense.weight, classifier.bias, classifier.weight;" in report
+    assert "unused: cls.predictions." in report  # the masked-LM head the classifier has no use for
+
+
+LOAD_SCRIPT = """
+import logging, sys
+from sentence_reduction.finetune.model import ModelSettings, build_model
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+print("loading", file=sys.stderr, flush=True)
+build_model(ModelSettings(pretrained_path=sys.argv[1]), num_labels=5, vocab_size=0)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finetune/model.py (not this change's file): `_quiet_load_report` raises transformers.modeling_utils' "
+    "level to ERROR, which makes transformers 5 run `verify_tp_plan` and warn 'The following layers were not "
+    "sharded: <every layer>'; and transformers' 'Loading weights' progress bar is drawn at every load",
+)
+def test_a_load_prints_its_one_report_line_and_nothing_else(tmp_path):
+    """What a reader sees of one load, once per fold: the report line, no table, warning or progress bar."""
+    folder = hub_folder(tmp_path / "bert-tiny", "model.safetensors")
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(folder)], capture_output=True, text=True, timeout=300, check=True
+    )
+    output = (completed.stdout + completed.stderr).split("loading\n", 1)[1]
+    assert [line for line in output.splitlines() if line.strip()] == [
+        line for line in output.splitlines() if line.startswith("sentence_reduction.finetune.model: ")
+    ]
+    assert output.count("\n") == 1, output[-3000:]
+
+
+# The `training` settings ---------------------------------------------------------------------------
+
+
+def test_training_settings_default_to_one_process_without_the_gpu_options():
+    settings = TrainingSettings()
+    assert TrainingSettings.from_params({}) == settings
+    assert settings.arguments == {} and settings.gpu_arguments == {} and settings.inductor_config == {}
+    assert settings.work_dir == "data/06_models/work"
+    assert settings.in_training_evaluation == InTrainingEvaluation(fraction=1.0, min_rows=0)
+    assert settings.launcher == LauncherSettings() and settings.launcher.world_size == 1
+    assert settings.checkpoint_every_minutes is None
+    assert not any(
+        (
+            settings.regional_compilation,
+            settings.compile_predictions,
+            settings.deepspeed_single_process,
+            settings.clip_in_fused_optimizer,
+            settings.bf16_master_weights,
+        )
+    )
+    # settings read back from their own dict (the node outputs and the fold job hold them so) are equal
+    assert TrainingSettings.from_params(dataclasses.asdict(settings)) == settings
+
+
+@pytest.mark.parametrize(
+    "parameters, named",
+    [
+        ({"arguments": {}, "regional_compile": True}, "regional_compile"),
+        ({"in_training_evaluation": {"fractoin": 0.1}}, "fractoin"),
+        ({"launcher": {"nproc": 2}}, "nproc"),
+    ],
+    ids=["top_level", "in_training_evaluation", "launcher"],
+)
+def test_an_unknown_training_parameter_stops_with_one_line_naming_it(parameters, named):
+    with pytest.raises((ValueError, TypeError)) as raised:
+        TrainingSettings.from_params(parameters)
+    message = str(raised.value)
+    assert named in message and "\n" not in message
+    with pytest.raises((ValueError, TypeError), match=named):  # a candidate's own `training` too
+        TrainingSettings().merged_with(parameters)
+
+
+def test_a_candidates_training_is_merged_key_by_key_over_the_shared_one():
+    shared = TrainingSettings.from_params(
+        {
+            "arguments": {"learning_rate": 1e-3, "num_train_epochs": 4, "seed": 42},
+            "gpu_arguments": {"bf16": True, "accelerator_config": {"non_blocking": True}},
+            "launcher": {"nproc_per_node": 1, "master_port": 29500},
+            "in_training_evaluation": {"fraction": 0.01, "min_rows": 100},
+        }
+    )
+    before = dataclasses.asdict(shared)
+    merged = shared.merged_with(
+        {
+            "arguments": {"learning_rate": 5e-4},
+            "gpu_arguments": {"accelerator_config": {"even_batches": False}},
+            "launcher": {"nproc_per_node": 2},
+            "bf16_master_weights": True,
+        }
+    )
+    assert merged.arguments == {"learning_rate": 5e-4, "num_train_epochs": 4, "seed": 42}
+    assert merged.gpu_arguments == {"bf16": True, "accelerator_config": {"non_blocking": True, "even_batches": False}}
+    assert merged.launcher == LauncherSettings(nproc_per_node=2, master_port=29500)
+    assert merged.in_training_evaluation == InTrainingEvaluation(fraction=0.01, min_rows=100)
+    assert merged.bf16_master_weights and not shared.bf16_master_weights
+    assert dataclasses.asdict(shared) == before  # the shared settings are left as they were
+    assert shared.merged_with({}) == shared
+    # the node that hands each candidate its settings does the same on the parameters
+    assert candidate_training(before, {"arguments": {"learning_rate": 5e-4}})["arguments"] == {
+        "learning_rate": 5e-4,
+        "num_train_epochs": 4,
+        "seed": 42,
+    }
+
+
+# Two candidates' pipelines -------------------------------------------------------------------------
+
+CANDIDATES = ["megatron_bert", "bert"]
+
+
+def test_two_candidates_train_on_every_fold_in_their_namespaces_and_both_feed_the_ensemble(monkeypatch):
+    monkeypatch.setattr(Node, "__dotted_dataset_name_warned__", False, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = create_train_pipeline(2, CANDIDATES)
+    assert not [warning for warning in caught if "contain '.'" in str(warning.message)]
+
+    folds = {node.namespace: node for node in train.nodes if FOLD_TRAINING in node.tags}
+    assert set(folds) == {f"{name}.fold_{fold}" for name in CANDIDATES for fold in (0, 1)}
+    for namespace, node in folds.items():
+        name = namespace.split(".")[0]
+        assert node.name == f"{namespace}.train_fold"
+        own = {f"{name}.vocabulary", f"{name}.deepspeed_config", f"{name}.training"}
+        assert own | {f"params:transformer_candidates.{name}.model"} <= set(node.inputs)
+        assert set(node.outputs) == {
+            f"{namespace}.{output}" for output in ("model", "oof_probabilities", "test_probabilities", "metrics")
+        }
+    for name in CANDIDATES:  # each candidate's folds stacked into its own table and metrics
+        stack = next(node for node in train.nodes if node.outputs == [f"{name}_oof_probabilities"])
+        assert stack.inputs == [f"{name}.fold_0.oof_probabilities", f"{name}.fold_1.oof_probabilities"]
+        assert f"{name}_metrics" in train.all_outputs() and f"{name}_test_probabilities" in train.all_outputs()
+
+    everyone = [*CANDIDATES, *CLASSICAL_CANDIDATES]
+    choose = next(node for node in train.nodes if node.name == "choose_ensemble")
+    assert {f"{name}_oof_probabilities" for name in everyone} <= set(choose.inputs)
+    apply = next(node for node in train.nodes if node.name == "apply_ensemble")
+    assert set(apply.inputs) == {"ensemble", *(f"{name}_test_probabilities" for name in everyone)}
+    plot = next(node for node in train.nodes if node.name == "plot_candidates")
+    assert {f"{name}_metrics" for name in everyone} <= set(plot.inputs)
+    assert "submission" in train.all_outputs()
+
+
+def test_predict_is_each_fold_models_predictions_and_the_nodes_tagged_inference():
+    train, predict = create_train_pipeline(2, CANDIDATES), create_predict_pipeline(2, CANDIDATES)
+    fold_predictions = {f"{name}.fold_{fold}.predict_fold" for name in CANDIDATES for fold in (0, 1)}
+    tagged = {node.name for node in train.nodes if INFERENCE in node.tags}
+    assert {node.name for node in predict.nodes} == fold_predictions | tagged
+    assert all(INFERENCE in node.tags for node in predict.nodes)
+    assert not [node.name for node in predict.nodes if FOLD_TRAINING in node.tags or "fit_" in node.name]
+    # it reads the saved models, never the training cases
+    assert {f"{name}.fold_{fold}.model" for name in CANDIDATES for fold in (0, 1)} <= predict.inputs()
+    assert {"baseline_models", "regression_models", "feature_models", "ensemble"} <= predict.inputs()
+    assert "model_input_table" not in predict.inputs() and "fold_assignments" not in predict.inputs()
+    assert "submission" in predict.outputs()
+
+
+# Resume per candidate and fold ---------------------------------------------------------------------
+
+TINY_TRAINING = {
+    "arguments": {
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 1e-3,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "seed": 7,
+        "report_to": "none",
+        "disable_tqdm": True,
+    },
+}
+
+
+def test_a_finished_fold_of_one_candidate_is_reused_while_the_other_candidates_folds_train(tmp_path, caplog):
+    """Each candidate's folds keep their work in `work_dir/<candidate>/fold_<n>`: the second run of the
+    train pipeline reuses what the first finished and trains only what it did not (here the BERT
+    candidate, loaded from a folder in the hub's layout)."""
+    texts = RULINGS * 3
+    model_input = pd.DataFrame(
+        {
+            "id": [f"case_{index}" for index in range(len(texts))],
+            "fact": texts,
+            "class_id": [index % 4 for index in range(len(texts))],
+            "label": [index % 4 for index in range(len(texts))],
+        }
+    )
+    fold_assignments = pd.DataFrame({"id": model_input["id"], "fold": [index % 2 for index in range(len(texts))]})
+    test_cases = pd.DataFrame({"id": ["test_0", "test_1"], "fact": RULINGS[:2]})
+    class_table = pd.DataFrame({"months": [0, 1, 2, 3]})
+    models = {
+        "megatron_bert": {"config": TINY_BERT, "max_length": 48},
+        "bert": {"pretrained_path": str(hub_folder(tmp_path / "bert-tiny", "model.safetensors")), "max_length": 48},
+    }
+    training = {**TINY_TRAINING, "work_dir": str(tmp_path / "work")}
+    work = tmp_path / "work"
+
+    def run(name: str, fold: int):
+        vocabulary = prepare_vocabulary(model_input, models[name])
+        return train_fold(
+            model_input, fold_assignments, test_cases, vocabulary, class_table, {}, models[name], training, name, fold
+        )
+
+    first = run("megatron_bert", 0)  # the first run trained this fold, then stopped
+    finished = work / "megatron_bert" / "fold_0" / "result" / "fingerprint"
+    written_at = finished.stat().st_mtime_ns
+    assert not (work / "bert").exists() and not (work / "megatron_bert" / "fold_1").exists()
+
+    with caplog.at_level(logging.INFO):
+        again = run("megatron_bert", 0)
+        bert = run("bert", 0)
+        second_fold = run("megatron_bert", 1)
+    reused = [message for message in caplog.messages if "finished result found" in message]
+    assert reused == [
+        f"megatron_bert.fold_0: finished result found in {work / 'megatron_bert' / 'fold_0'}, not retraining"
+    ]
+    assert finished.stat().st_mtime_ns == written_at
+    pd.testing.assert_frame_equal(again[1], first[1])
+    for name, fold in (("bert", 0), ("megatron_bert", 1)):
+        assert (work / name / f"fold_{fold}" / "result" / "fingerprint").is_file()
+    assert bert[1]["id"].tolist() == first[1]["id"].tolist()  # the same held-out cases, another model
+    assert set(second_fold[1]["id"]).isdisjoint(first[1]["id"])
+    assert set(load_file(bert[0].folder / "model.safetensors")) >= {"classifier.weight", "bert.pooler.dense.weight"}
