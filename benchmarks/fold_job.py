@@ -1,10 +1,11 @@
 """The whole fold job on a GPU, phase by phase: what a user of `kedro run --env erlangshen` waits for.
 
 Runs `engine.run_fold` exactly as the pipeline's fold node does, with the `erlangshen` parameters
-(conf/base merged with conf/erlangshen), on rulings from the project's sample generator, normalised
-as the pipeline normalises them, tokenised with the real vocab.txt (`--vocabulary`), and the 1.3B
-model built with random weights from its real config. Several folds run in one process, as they do
-in a `kedro run`, so the later folds show what the compile cache saves.
+(conf/base merged with conf/erlangshen; the `megatron_bert` candidate's model), on rulings from the
+project's sample generator, normalised as the pipeline normalises them, tokenised with the real
+vocab.txt (`--vocabulary`), and the 1.3B model built with random weights from its real config.
+Several folds run in one process, as they do in a `kedro run`, so the later folds show what the
+compile cache saves.
 
 Each phase is timed (the GPU synchronised at its edges): training steps, compilation (the excess
 of the steps that compiled over a steady step), in-training evaluation, checkpoints, the final
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--config",
-        default="fast_nods",
+        default="default",
         choices=sorted(CONFIGS),
         help="changes to the erlangshen parameters, as train_throughput.py's configuration of that name",
     )
@@ -189,21 +190,24 @@ def instrument(clock: PhaseClock) -> None:
     from transformers import Trainer
 
     from sentence_reduction.finetune import engine
+    from sentence_reduction.finetune.predictor import Predictor
+    from sentence_reduction.finetune.trainer import FoldTrainer
 
-    clock.wrap(engine.FoldTrainer, "train", "train")
+    clock.wrap(FoldTrainer, "train", "train")
     clock.wrap(Trainer, "evaluate", "in_training_evaluation", pauses_training=True)
     clock.wrap(Trainer, "_save_checkpoint", "checkpoint", pauses_training=True)
     clock.wrap(Trainer, "save_model", "model_write", not_inside="checkpoint")
+    # The engine's own names: run_fold calls them from its module.
     clock.wrap(engine, "_final_predictions", "final_predictions")
-    clock.wrap(engine.Predictor, "__call__", "prediction_call")  # held-out, then test texts
+    clock.wrap(Predictor, "__call__", "prediction_call")  # held-out, then test texts
     clock.wrap(engine, "load_result", "result_reload")
-    step = engine.FoldTrainer.training_step
+    step = FoldTrainer.training_step
 
     def timed_step(self, *args, **kwargs):
         clock.step_starts.append(time.perf_counter())
         return step(self, *args, **kwargs)
 
-    engine.FoldTrainer.training_step = timed_step
+    FoldTrainer.training_step = timed_step
 
 
 def summarise(clock: PhaseClock, job, fold_wall: float, graphs: int) -> dict:
@@ -236,7 +240,7 @@ def summarise(clock: PhaseClock, job, fold_wall: float, graphs: int) -> dict:
         "result_reload_s": sum(clock.spans.get("result_reload", [])),
         "fold_wall_s": fold_wall,
         "compiled_graphs": graphs,
-        "train_samples_per_s": job.training["arguments"]["per_device_train_batch_size"] / steady,
+        "train_samples_per_s": job.training.arguments["per_device_train_batch_size"] / steady,
     }
 
 

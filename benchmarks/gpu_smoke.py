@@ -1,7 +1,7 @@
 """GPU check of the fold engine as the pipeline runs it: `engine.run_fold` with one process (no
 DeepSpeed, as the default), one process under DeepSpeed ZeRO-1 (`training.deepspeed_single_process`),
 and two processes started by the project's launcher (torchrun, ZeRO-2); then prediction from each
-saved model in the same process (`engine.predict_probabilities`).
+saved model in the same process (`predictor.predict_probabilities`).
 
 The model is the real Erlangshen config with 2 layers (random weights), on synthetic texts.
 
@@ -23,9 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from sentence_reduction.finetune.arguments import resolved_deepspeed_config  # noqa: E402
-from sentence_reduction.finetune.engine import predict_probabilities, run_fold  # noqa: E402
+from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config  # noqa: E402
+from sentence_reduction.finetune.engine import run_fold  # noqa: E402
 from sentence_reduction.finetune.job import FoldJob  # noqa: E402
+from sentence_reduction.finetune.predictor import predict_probabilities  # noqa: E402
 from sentence_reduction.finetune.text import build_character_vocabulary  # noqa: E402
 
 DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
@@ -41,30 +42,32 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
     gpu_arguments = {"bf16": True, "tf32": True, "optim": "adamw_torch_fused", "torch_compile": False}
     if deepspeed:
         gpu_arguments["deepspeed"] = deepspeed
-    training = {
-        "arguments": {
-            "num_train_epochs": 2,
-            "per_device_train_batch_size": 16,
-            "per_device_eval_batch_size": 32,
-            "learning_rate": 1e-4,
-            "eval_strategy": "steps",
-            "eval_steps": 8,
-            "save_strategy": "steps",
-            "save_steps": 8,
-            "logging_steps": 4,
-            "seed": 1,
-            "report_to": "none",
-            "disable_tqdm": True,
-            "train_sampling_strategy": "group_by_length",
-        },
-        "gpu_arguments": gpu_arguments,
-        "deepspeed_single_process": single_process_deepspeed,
-        "launcher": launcher,
-    }
+    training = TrainingSettings.from_params(
+        {
+            "arguments": {
+                "num_train_epochs": 2,
+                "per_device_train_batch_size": 16,
+                "per_device_eval_batch_size": 32,
+                "learning_rate": 1e-4,
+                "eval_strategy": "steps",
+                "eval_steps": 8,
+                "save_strategy": "steps",
+                "save_steps": 8,
+                "logging_steps": 4,
+                "seed": 1,
+                "report_to": "none",
+                "disable_tqdm": True,
+                "train_sampling_strategy": "group_by_length",
+            },
+            "gpu_arguments": gpu_arguments,
+            "deepspeed_single_process": single_process_deepspeed,
+            "launcher": launcher,
+        }
+    )
     # As the pipeline does: the run's resolved config (resolve_deepspeed_config) in place of the json's path.
     resolved = resolved_deepspeed_config(training, on_gpu=True)
     if resolved:
-        gpu_arguments["deepspeed"] = resolved
+        training.gpu_arguments["deepspeed"] = resolved
     return FoldJob(
         name=name,
         train_texts=texts[:256],

@@ -1,6 +1,6 @@
 """Final predictions of the 1.3B model, as a fold's node and the predict pipeline make them.
 
-`engine.Predictor` (bf16 weights on GPU, texts in batches of similar length, the next chunk
+`predictor.Predictor` (bf16 weights on GPU, texts in batches of similar length, the next chunk
 tokenised while this one runs, the `erlangshen` eval batch) on the model built with random weights
 from the real config, in each of `--modes` (below), on one or two model instances in one process
 (as a run's folds are). For each it prints the first call (which compiles), the tokenisation time,
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
 
-    from sentence_reduction.finetune.engine import Predictor
+    from sentence_reduction.finetune.arguments import TrainingSettings
     from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
+    from sentence_reduction.finetune.predictor import Predictor
     from sentence_reduction.finetune.text import TokenisedTexts, read_vocabulary
 
     params = project_parameters()
@@ -116,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             emit({"benchmark": "prediction_throughput", "mode": mode, "skipped": "deadline"}, args.out)
             continue
         torch._dynamo.reset()
-        training = deep_merge(params["training"], {"compile_predictions": compile_predictions})
+        training = TrainingSettings.from_params(
+            deep_merge(params["training"], {"compile_predictions": compile_predictions})
+        )
         for instance in range(instances):  # a second model, as a run's next fold: what compiled graphs save
             torch.manual_seed(instance)
             model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
@@ -139,7 +142,14 @@ def main(argv: list[str] | None = None) -> None:
             for kind, texts in kinds.items():
                 seconds = timed(predictor, texts)
                 start = time.perf_counter()
-                TokenisedTexts(predictor.tokenizer, texts, settings.max_length)  # overlapped inside each call
+                # overlapped inside each call
+                TokenisedTexts(
+                    predictor.tokenizer,
+                    texts,
+                    settings.max_length,
+                    truncation=settings.truncation,
+                    head_share=settings.head_share,
+                )
                 tokenise_s = time.perf_counter() - start
                 record[f"{kind}_texts"] = len(texts)
                 record[f"{kind}_samples_per_s"] = round(len(texts) / seconds, 1)
