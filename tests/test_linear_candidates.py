@@ -95,3 +95,24 @@ def test_parser_on_real_segmented_rows():
     assert (recommended[stated] == rows["label"][stated]).mean() > 0.5
     assert (rows["label"][stated] > recommended[stated]).mean() < 0.02
     assert features["crime"].notna().mean() > 0.9 and features["original_term_months"].notna().mean() > 0.75
+
+
+def test_texts_in_which_the_parser_finds_nothing_still_fit():
+    # CAIL2018-style facts: no header, no proposal, no awards; months in bins of hundreds.
+    rng = np.random.default_rng(1)
+    class_table = pd.DataFrame({"class_id": range(3), "months": [6, 36, 170]})
+    class_ids = rng.integers(0, 3, 60)
+    words = {0: "盗窃手机一部", 1: "持刀抢劫现金", 2: "贩卖海洛因五百克"}
+    cases = pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(60)],
+            "fact": [f"公诉机关指控：被告人某{words[c]}，后被抓获。" for c in class_ids],
+            "class_id": class_ids,
+        }
+    )
+    folds = pd.DataFrame({"id": cases["id"], "fold": np.arange(60) % 3})
+    features = parse_domain_features(cases)
+    assert features["recommended_months"].isna().all() and features["crime"].isna().all()
+    _, oof = fit_regression(cases, features, folds, class_table, BASELINE, {"alpha": 1.0, "sigma_folds": 3})
+    probabilities = oof.set_index("id").loc[cases["id"]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1) and (probabilities.argmax(axis=1) == class_ids).mean() > 0.8
