@@ -29,12 +29,6 @@ from kedro.config import OmegaConfigLoader
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from sentence_reduction.pipelines.train.fine_tuning import (  # noqa: E402
-    prepare_vocabulary,
-    resolve_deepspeed_config,
-    train_fold,
-)
-
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  # noqa: E402
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels  # noqa: E402
@@ -44,8 +38,15 @@ from sentence_reduction.pipelines.train.domain_features import fit_feature_model
 from sentence_reduction.pipelines.train.ensemble import choose_ensemble  # noqa: E402
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, stack_fold_probabilities  # noqa: E402
 from sentence_reduction.pipelines.train.regression import fit_regression  # noqa: E402
+from sentence_reduction.pipelines.train.transformer import (  # noqa: E402
+    candidate_training,
+    prepare_vocabulary,
+    resolve_deepspeed_config,
+    train_fold,
+)
 
 SCORES = ("final_score", "score", "ext_acc")
+CLASSICAL = ("baseline", "features", "regression")
 
 
 def main() -> None:
@@ -80,21 +81,21 @@ def main() -> None:
         start = time.perf_counter()
         oof[name] = fit()[1]
         timings[name] = time.perf_counter() - start
-    if arguments.transformer:
-        for index, truncation in enumerate(arguments.truncation or [parameters["model"]["truncation"]]):
-            name = "transformer" if index == 0 else f"transformer_{truncation}"
+    for candidate, settings in parameters["transformer_candidates"].items() if arguments.transformer else ():
+        for index, truncation in enumerate(arguments.truncation or [settings["model"].get("truncation", "head")]):
+            name = candidate if index == 0 else f"{candidate}_{truncation}"
             start = time.perf_counter()
             oof[name] = _transformer(
-                model_input, folds, class_table, parameters, truncation, arguments.transformer_folds
+                model_input, folds, class_table, parameters, candidate, truncation, arguments.transformer_folds
             )
             timings[name] = time.perf_counter() - start
     metrics = {
         name: evaluate_candidate(table, model_input, class_table, parameters["evaluation"])
         for name, table in oof.items()
     }
-    partial = arguments.transformer_folds is not None
-    blended = {name: table for name, table in oof.items() if not (name.startswith("transformer") and partial)}
-    blended = {name: table for name, table in blended.items() if not name.startswith("transformer_")}
+    # Partly trained candidates, and the extra truncations measured, stay out of the ensemble.
+    whole = {name for name in parameters["transformer_candidates"] if arguments.transformer_folds is None}
+    blended = {name: table for name, table in oof.items() if name in whole or name in CLASSICAL}
     choice, ensemble_metrics, _, _ = choose_ensemble(
         model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )
@@ -115,24 +116,38 @@ def _transformer(
     folds: pd.DataFrame,
     class_table: pd.DataFrame,
     parameters: dict,
+    candidate: str,
     truncation: str,
     n_folds: int | None,
 ) -> pd.DataFrame:
-    """The fold transformers' out-of-fold probabilities (of the first ``n_folds``, or all), with
+    """A transformer candidate's out-of-fold probabilities (of the first ``n_folds`` folds, or all), with
     ``truncation``, trained from scratch."""
-    model = {**parameters["model"], "truncation": truncation}
+    settings = parameters["transformer_candidates"][candidate]
+    model = {**settings["model"], "truncation": truncation}
     vocabulary = prepare_vocabulary(model_input, model)
     test_cases = model_input[["id", "fact"]].head(1)  # the node predicts a test set too; one row is enough
     with tempfile.TemporaryDirectory() as work_dir:
-        training = {
-            **parameters["training"],
-            "work_dir": work_dir,
-            "arguments": {**parameters["training"]["arguments"], "report_to": "none", "disable_tqdm": True},
-        }
+        training = candidate_training(
+            parameters["training"],
+            {
+                **settings.get("training", {}),
+                "work_dir": work_dir,
+                "arguments": {"report_to": "none", "disable_tqdm": True},
+            },
+        )
         deepspeed_config = resolve_deepspeed_config(training)
         tables = [
             train_fold(
-                model_input, folds, test_cases, vocabulary, class_table, deepspeed_config, model, training, fold
+                model_input,
+                folds,
+                test_cases,
+                vocabulary,
+                class_table,
+                deepspeed_config,
+                model,
+                training,
+                candidate,
+                fold,
             )[1]
             for fold in sorted(set(folds["fold"]) - {NOT_HELD_OUT})[:n_folds]
         ]
