@@ -94,12 +94,6 @@ build_model(ModelSettings(pretrained_path=sys.argv[1]), num_labels=5, vocab_size
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finetune/model.py (not this change's file): `_quiet_load_report` raises transformers.modeling_utils' "
-    "level to ERROR, which makes transformers 5 run `verify_tp_plan` and warn 'The following layers were not "
-    "sharded: <every layer>'; and transformers' 'Loading weights' progress bar is drawn at every load",
-)
 def test_a_load_prints_its_one_report_line_and_nothing_else(tmp_path):
     """What a reader sees of one load, once per fold: the report line, no table, warning or progress bar."""
     folder = hub_folder(tmp_path / "bert-tiny", "model.safetensors")

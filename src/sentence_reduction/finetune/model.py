@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from sentence_reduction.finetune.attention import use_fused_attention
 from sentence_reduction.finetune.dropout import draw_dropout_masks_with_aten
@@ -116,14 +117,25 @@ def _names(keys: list[str], shown: int = 4) -> str:
 
 @contextlib.contextmanager
 def _quiet_load_report():
-    """transformers' own load report (a warning of its `modeling_utils` logger) held back."""
+    """transformers' own load report (a warning of its `modeling_utils` logger) and its "Loading weights"
+    progress bar held back. The report is filtered by its text rather than by raising the logger's level:
+    at WARNING or above transformers also checks a tensor-parallel plan and warns of every layer."""
     report_logger = logging.getLogger("transformers.modeling_utils")
-    level = report_logger.level
-    report_logger.setLevel(logging.ERROR)
+    report_filter = _WithoutLoadReport()
+    report_logger.addFilter(report_filter)
+    progress_bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        report_logger.setLevel(level)
+        report_logger.removeFilter(report_filter)
+        if progress_bar:
+            hf_logging.enable_progress_bar()
+
+
+class _WithoutLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
 
 
 def _attention_implementation(settings: ModelSettings) -> str:
