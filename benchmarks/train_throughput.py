@@ -257,13 +257,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def deep_merge(base: dict, over: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    """The project's key-by-key merge (`finetune.arguments.deep_merge`), imported when first used: it
+    imports torch, which a configuration's process must import after its environment is set."""
+    from sentence_reduction.finetune.arguments import deep_merge as merge
+
+    return merge(base, over)
 
 
 def project_parameters() -> dict:

@@ -114,3 +114,19 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port in 30000-49000")
+
+
+# Eight short rulings of different crimes, awards and points: the tiny fold jobs of the tests train on them.
+RULINGS = [
+    f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
+    for crime, years, praise, points in [
+        ("盗窃", "三", 2, 85.5),
+        ("诈骗", "十", 6, 120),
+        ("抢劫", "八", 1, 40),
+        ("贩卖毒品", "十五", 4, 99),
+        ("故意伤害", "五", 3, 70),
+        ("受贿", "七", 5, 110),
+        ("交通肇事", "二", 0, 12),
+        ("盗窃", "六", 7, 150),
+    ]
+]

@@ -26,19 +26,8 @@ from sentence_reduction.pipelines.train import create_predict_pipeline, create_t
 from sentence_reduction.pipelines.train.pipeline import CLASSICAL_CANDIDATES, FOLD_TRAINING, INFERENCE
 from sentence_reduction.pipelines.train.transformer import candidate_training, prepare_vocabulary, train_fold
 
-RULINGS = [
-    f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
-    for crime, years, praise, points in [
-        ("盗窃", "三", 2, 85.5),
-        ("诈骗", "十", 6, 120),
-        ("抢劫", "八", 1, 40),
-        ("贩卖毒品", "十五", 4, 99),
-        ("故意伤害", "五", 3, 70),
-        ("受贿", "七", 5, 110),
-        ("交通肇事", "二", 0, 12),
-        ("盗窃", "六", 7, 150),
-    ]
-]
+from .conftest import RULINGS
+
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
 

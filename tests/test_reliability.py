@@ -50,7 +50,7 @@ from sentence_reduction.finetune.fold_cache import load_result
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary
 
-from .conftest import TINY_MODEL_PARAMETERS, copy_project, kedro_environment
+from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, kedro_environment
 
 CANDIDATE = "megatron_bert"  # conf/base's one transformer candidate: its folds are <candidate>.fold_<n>
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
@@ -306,21 +306,6 @@ class _CrashAfterSave(TrainerCallback):
 
 class _Killed(Exception):
     pass
-
-
-RULINGS = [
-    f"罪犯某，男，因{crime}罪判处有期徒刑{years}年。该犯获得表扬{praise}次，累计奖励分{points}分。本院认为可予减刑。"
-    for crime, years, praise, points in [
-        ("盗窃", "三", 2, 85.5),
-        ("诈骗", "十", 6, 120),
-        ("抢劫", "八", 1, 40),
-        ("贩卖毒品", "十五", 4, 99),
-        ("故意伤害", "五", 3, 70),
-        ("受贿", "七", 5, 110),
-        ("交通肇事", "二", 0, 12),
-        ("盗窃", "六", 7, 150),
-    ]
-]
 
 
 def _tiny_job() -> FoldJob:

@@ -78,14 +78,16 @@ class TrainingSettings:
     def merged_with(self, overrides: dict[str, Any]) -> TrainingSettings:
         """These settings with ``overrides`` (a part of the `training` parameters) merged in key by key,
         as a candidate's own `training` is merged over the shared one."""
-        return TrainingSettings.from_params(_deep_merge(dataclasses.asdict(self), overrides or {}))
+        return TrainingSettings.from_params(deep_merge(dataclasses.asdict(self), overrides or {}))
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in key by key (nested dicts merged, anything else replaced), as
+    Kedro's soft merge of environments does; neither input is changed."""
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
