@@ -8,6 +8,7 @@ regression candidate, so both read the same evidence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,18 +39,14 @@ def fit_baseline(
     baseline: dict[str, Any],
 ) -> tuple[list[Pipeline], pd.DataFrame]:
     """The fold models and the held-out cases' class probabilities, on the transformers' folds."""
-    inputs = linear_inputs(model_input, domain_features)
-    analyzer = text_analyzer(model_input["fact"], baseline)
-
-    def make_classifier() -> Pipeline:
-        return make_pipeline(
-            linear_features(analyzer, baseline), LogisticRegression(C=baseline["C"], max_iter=baseline["max_iter"])
-        )
-
-    # One BLAS thread: beside torch's threads, more oversubscribe the cores (14 s against 1 s a fit
-    # on 2 cores), and the sparse solver gains little from them anyway.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return fit_out_of_fold(make_classifier, inputs, model_input, fold_assignments, len(class_table))
+    return fit_on_linear_features(
+        lambda: LogisticRegression(C=baseline["C"], max_iter=baseline["max_iter"]),
+        model_input,
+        domain_features,
+        fold_assignments,
+        class_table,
+        baseline,
+    )
 
 
 def predict_baseline(
@@ -59,9 +56,38 @@ def predict_baseline(
     class_table: pd.DataFrame,
 ) -> pd.DataFrame:
     """The test cases' class probabilities: the mean of the fold models'."""
+    return predict_on_linear_features(baseline_models, test_cases, test_domain_features, class_table)
+
+
+def fit_on_linear_features(
+    make_estimator: Callable[[], Any],
+    model_input: pd.DataFrame,
+    domain_features: pd.DataFrame,
+    fold_assignments: pd.DataFrame,
+    class_table: pd.DataFrame,
+    baseline: dict[str, Any],
+) -> tuple[list[Pipeline], pd.DataFrame]:
+    """One model per fold of `linear_features` (as ``baseline`` describes them) into ``make_estimator()``,
+    and the held-out cases' class probabilities: what the linear and the regression candidates share."""
+    inputs = linear_inputs(model_input, domain_features)
+    analyzer = text_analyzer(model_input["fact"], baseline)
+
+    def make_classifier() -> Pipeline:
+        return make_pipeline(linear_features(analyzer, baseline), make_estimator())
+
+    # One BLAS thread: beside torch's threads, more oversubscribe the cores (14 s against 1 s a fit
+    # on 2 cores), and the sparse solver gains little from them anyway.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fit_out_of_fold(make_classifier, inputs, model_input, fold_assignments, len(class_table))
+
+
+def predict_on_linear_features(
+    models: list[Pipeline], test_cases: pd.DataFrame, test_domain_features: pd.DataFrame, class_table: pd.DataFrame
+) -> pd.DataFrame:
+    """The test cases' class probabilities from fold models of `fit_on_linear_features`: their mean."""
     inputs = linear_inputs(test_cases, test_domain_features)
     with threadpool_limits(limits=1, user_api="blas"):
-        probabilities = mean_class_probabilities(baseline_models, inputs, len(class_table))
+        probabilities = mean_class_probabilities(models, inputs, len(class_table))
     return probability_table(test_cases["id"], probabilities)
 
 

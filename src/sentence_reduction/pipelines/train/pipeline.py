@@ -39,8 +39,8 @@ FOLD_TRAINING = "fold_training"
 
 
 def create_train_pipeline(n_folds: int, transformer_candidates: Sequence[str]) -> Pipeline:
-    """Each transformer candidate trained on fold_0 .. fold_{n-1}; baseline and domain-feature model on
-    the same folds; each candidate's out-of-fold metrics; the ensemble chosen out of fold; the submission."""
+    """Each transformer candidate trained on fold_0 .. fold_{n-1}; the classical candidates on the same
+    folds; each candidate's out-of-fold metrics; the ensemble chosen out of fold; the submission."""
     transformers = sum((_transformer_candidate(name, n_folds) for name in transformer_candidates), Pipeline([]))
     candidates = (*transformer_candidates, *CLASSICAL_CANDIDATES)
     return transformers + _classical_candidates() + _ensemble_choice(candidates) + _inference(candidates)

@@ -15,11 +15,9 @@ from scipy.stats import norm
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.pipeline import Pipeline, make_pipeline
-from threadpoolctl import threadpool_limits
+from sklearn.pipeline import Pipeline
 
-from sentence_reduction.pipelines.train.baseline import linear_features, linear_inputs, text_analyzer
-from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
+from sentence_reduction.pipelines.train.baseline import fit_on_linear_features, predict_on_linear_features
 
 
 class LogMonthsRegressionClassifier(ClassifierMixin, BaseEstimator):
@@ -59,18 +57,15 @@ def fit_regression(
     regression: dict[str, Any],
 ) -> tuple[list[Pipeline], pd.DataFrame]:
     """The fold models and the held-out cases' class probabilities, on the features ``baseline`` describes."""
-    inputs = linear_inputs(model_input, domain_features)
-    analyzer = text_analyzer(model_input["fact"], baseline)
     months = class_table["months"].astype(float).tolist()
-
-    def make_classifier() -> Pipeline:
-        return make_pipeline(
-            linear_features(analyzer, baseline),
-            LogMonthsRegressionClassifier(Ridge(alpha=regression["alpha"]), months, regression["sigma_folds"]),
-        )
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        return fit_out_of_fold(make_classifier, inputs, model_input, fold_assignments, len(class_table))
+    return fit_on_linear_features(
+        lambda: LogMonthsRegressionClassifier(Ridge(alpha=regression["alpha"]), months, regression["sigma_folds"]),
+        model_input,
+        domain_features,
+        fold_assignments,
+        class_table,
+        baseline,
+    )
 
 
 def predict_regression(
@@ -80,7 +75,4 @@ def predict_regression(
     class_table: pd.DataFrame,
 ) -> pd.DataFrame:
     """The test cases' class probabilities: the mean of the fold models'."""
-    inputs = linear_inputs(test_cases, test_domain_features)
-    with threadpool_limits(limits=1, user_api="blas"):
-        probabilities = mean_class_probabilities(regression_models, inputs, len(class_table))
-    return probability_table(test_cases["id"], probabilities)
+    return predict_on_linear_features(regression_models, test_cases, test_domain_features, class_table)
