@@ -1,9 +1,10 @@
 """The train pipeline's classical candidates and their ensemble, out of fold, on a labelled CSV.
 
 Runs the pipeline's own node functions with the project's parameters (conf/base, or --env): validation,
-normalisation, label encoding and folds as the data pipeline does them, then the baseline, the feature
-model and the regression, each candidate's out-of-fold metrics, and the ensemble chosen out of fold with
-its nested estimate. Prints FinalScore, Score and ExtAcc of each, the majority class and the wall time.
+normalisation, label encoding and folds as the data pipeline does them, then the classical candidates
+(the baseline, the feature model, the regression, the ordinal model), each candidate's out-of-fold
+metrics, and the ensemble chosen out of fold with its nested estimate. Prints FinalScore, Score and
+ExtAcc of each, the majority class and the wall time.
 With ``--transformer`` also the fold transformers as the environment's parameters train them (on a
 2-core CPU they cost more than the rest together), once per ``--truncation`` given (each reported; the
 first joins the ensemble), without MLflow, in a temporary work folder (no resumed results). With
@@ -21,6 +22,7 @@ import argparse
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -33,11 +35,10 @@ from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels  # noqa: E402
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings  # noqa: E402
-from sentence_reduction.pipelines.train.baseline import fit_baseline  # noqa: E402
 from sentence_reduction.pipelines.train.domain_features import fit_feature_model, parse_domain_features  # noqa: E402
 from sentence_reduction.pipelines.train.ensemble import choose_ensemble  # noqa: E402
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, stack_fold_probabilities  # noqa: E402
-from sentence_reduction.pipelines.train.regression import fit_regression  # noqa: E402
+from sentence_reduction.pipelines.train.pipeline import CLASSICAL_CANDIDATES, LINEAR_FEATURE_CANDIDATES  # noqa: E402
 from sentence_reduction.pipelines.train.transformer import (  # noqa: E402
     candidate_training,
     prepare_vocabulary,
@@ -46,7 +47,6 @@ from sentence_reduction.pipelines.train.transformer import (  # noqa: E402
 )
 
 SCORES = ("final_score", "score", "ext_acc")
-CLASSICAL = ("baseline", "features", "regression")
 
 
 def main() -> None:
@@ -68,16 +68,14 @@ def main() -> None:
     features = parse_domain_features(model_input)
 
     timings, oof = {}, {}
-    for name, fit in (
-        ("baseline", lambda: fit_baseline(model_input, features, folds, class_table, parameters["baseline"])),
-        ("features", lambda: fit_feature_model(features, model_input, folds, class_table, parameters["feature_model"])),
-        (
-            "regression",
-            lambda: fit_regression(
-                model_input, features, folds, class_table, parameters["baseline"], parameters["regression"]
-            ),
-        ),
-    ):
+    fits = {
+        name: partial(fit, model_input, features, folds, class_table, parameters["baseline"], *_own(own, parameters))
+        for name, (fit, own) in LINEAR_FEATURE_CANDIDATES.items()
+    }
+    fits["features"] = partial(
+        fit_feature_model, features, model_input, folds, class_table, parameters["feature_model"]
+    )
+    for name, fit in fits.items():
         start = time.perf_counter()
         oof[name] = fit()[1]
         timings[name] = time.perf_counter() - start
@@ -95,7 +93,7 @@ def main() -> None:
     }
     # Partly trained candidates, and the extra truncations measured, stay out of the ensemble.
     whole = {name for name in parameters["transformer_candidates"] if arguments.transformer_folds is None}
-    blended = {name: table for name, table in oof.items() if name in whole or name in CLASSICAL}
+    blended = {name: table for name, table in oof.items() if name in whole or name in CLASSICAL_CANDIDATES}
     choice, ensemble_metrics, _, _ = choose_ensemble(
         model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )
@@ -109,6 +107,11 @@ def main() -> None:
     print(f"{'majority class':22s} {_scores(ensemble_metrics['majority_class'])}")
     print(f"ensemble chosen: {choice}")
     print(f"wall time {wall:.1f} s")
+
+
+def _own(dataset: str | None, parameters: dict) -> list:
+    """A candidate's own parameters, named as its node's input (``params:<key>``), or none."""
+    return [parameters[dataset.removeprefix("params:")]] if dataset else []
 
 
 def _transformer(

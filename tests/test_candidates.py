@@ -217,7 +217,7 @@ def test_predict_is_each_fold_models_predictions_and_the_nodes_tagged_inference(
     assert not [node.name for node in predict.nodes if FOLD_TRAINING in node.tags or "fit_" in node.name]
     # it reads the saved models, never the training cases
     assert {f"{name}.fold_{fold}.model" for name in CANDIDATES for fold in (0, 1)} <= predict.inputs()
-    assert {"baseline_models", "regression_models", "feature_models", "ensemble"} <= predict.inputs()
+    assert {"baseline_models", "regression_models", "ordinal_models", "feature_models", "ensemble"} <= predict.inputs()
     assert "model_input_table" not in predict.inputs() and "fold_assignments" not in predict.inputs()
     assert "submission" in predict.outputs()
 

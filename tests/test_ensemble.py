@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_baseline
+from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_on_linear_features
 from sentence_reduction.pipelines.train.domain_features import parse_domain_features
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, probability_table
@@ -151,6 +151,6 @@ def test_baseline_yields_out_of_fold_and_test_probabilities_over_every_class():
     probabilities = oof.set_index("id").loc[model_input["id"]].to_numpy()
     assert probabilities.shape == (N_CASES, N_CLASSES) and np.allclose(probabilities.sum(axis=1), 1)
     assert (probabilities.argmax(axis=1) == class_ids).all()
-    test = predict_baseline(models, model_input.head(3), features.head(3), CLASS_TABLE)
+    test = predict_on_linear_features(models, model_input.head(3), features.head(3), CLASS_TABLE)
     assert test["id"].tolist() == ["id_0", "id_1", "id_2"]
     assert (test.drop(columns="id").to_numpy().argmax(axis=1) == class_ids[:3]).all()

@@ -1,5 +1,6 @@
-"""The linear candidate's text features and the regression candidate: the analyzer chosen by the text's
-form, the parsed features beside the n-grams, log-months probabilities; and both on real rows."""
+"""The candidates on the linear features (the linear, the regression and the ordinal candidates): the
+analyzer chosen by the text's form, the parsed features beside the n-grams, log-months and cumulative
+probabilities; and the parser on real rows."""
 
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.baseline import fit_baseline, linear_inputs, text_analyzer
 from sentence_reduction.pipelines.train.domain_features import parse_domain_features
+from sentence_reduction.pipelines.train.ordinal import CumulativeClassifier, fit_ordinal
 from sentence_reduction.pipelines.train.regression import LogMonthsRegressionClassifier, fit_regression
 
 DEV_ROWS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "dc611_dev_segmented.csv"
@@ -70,12 +72,30 @@ def test_log_months_probabilities_peak_at_the_predicted_months():
     assert probabilities[2, 2] > probabilities[2, 0]
 
 
-def test_both_linear_candidates_learn_the_recommendation_from_segmented_text_out_of_fold():
+def test_cumulative_probabilities_cover_the_classes_seen_in_their_order():
+    # Class 2 of 0..4 never occurs in training: the thresholds are between the classes seen.
+    inputs = np.array([[0.0], [1.0], [3.0], [4.0]] * 10)
+    class_ids = np.array([0, 1, 3, 4] * 10)
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = CumulativeClassifier(LogisticRegression(C=100.0)).fit(inputs, class_ids)
+    assert classifier.classes_.tolist() == [0, 1, 3, 4]
+    probabilities = classifier.predict_proba(np.array([[0.0], [1.0], [3.0], [4.0], [2.0]]))
+    assert probabilities.shape == (5, 4) and np.allclose(probabilities.sum(axis=1), 1) and (probabilities > 0).all()
+    assert probabilities[:4].argmax(axis=1).tolist() == [0, 1, 2, 3]
+    # between the classes seen, the mass sits on the neighbours of the missing class
+    assert probabilities[4, 1] + probabilities[4, 2] > 0.8
+    with pytest.raises(ValueError, match="at least two classes"):
+        CumulativeClassifier(LogisticRegression()).fit(inputs[:3], np.zeros(3, dtype=int))
+
+
+def test_every_linear_feature_candidate_learns_the_recommendation_from_segmented_text_out_of_fold():
     cases, folds = _segmented_cases()
     features = parse_domain_features(cases)
     for fit in (
         lambda: fit_baseline(cases, features, folds, CLASS_TABLE, BASELINE),
         lambda: fit_regression(cases, features, folds, CLASS_TABLE, BASELINE, {"alpha": 1.0, "sigma_folds": 3}),
+        lambda: fit_ordinal(cases, features, folds, CLASS_TABLE, BASELINE, {"C": 10.0, "max_iter": 300}),
     ):
         models, oof = fit()
         probabilities = oof.set_index("id").loc[cases["id"]].to_numpy()

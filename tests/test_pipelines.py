@@ -178,7 +178,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     metrics = json.loads((data / "08_reporting" / "megatron_bert_metrics.json").read_text())
     assert metrics["cases"] == 1000 and metrics["decoding"] in {"argmax", "expected_score"}
     assert 0 <= metrics["final_score"] <= 1
-    candidates = ["megatron_bert", "baseline", "features", "regression"]
+    candidates = ["megatron_bert", "baseline", "features", "regression", "ordinal"]
     for candidate in candidates:  # every candidate's probabilities, on the same cases
         oof = pd.read_parquet(data / "07_model_output" / f"{candidate}_oof_probabilities.parquet")
         assert len(oof) == 1000 and set(oof["id"]) == set(pd.read_csv(data / "01_raw" / "sample" / "train.csv")["id"])
@@ -213,6 +213,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
         "baseline_final_score",
         "features_final_score",
         "regression_final_score",
+        "ordinal_final_score",
         "ensemble_score",
         "ensemble_ext_acc",
         "ensemble_majority_class_final_score",

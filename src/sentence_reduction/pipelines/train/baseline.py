@@ -49,16 +49,6 @@ def fit_baseline(
     )
 
 
-def predict_baseline(
-    baseline_models: list[Pipeline],
-    test_cases: pd.DataFrame,
-    test_domain_features: pd.DataFrame,
-    class_table: pd.DataFrame,
-) -> pd.DataFrame:
-    """The test cases' class probabilities: the mean of the fold models'."""
-    return predict_on_linear_features(baseline_models, test_cases, test_domain_features, class_table)
-
-
 def fit_on_linear_features(
     make_estimator: Callable[[], Any],
     model_input: pd.DataFrame,
@@ -84,7 +74,8 @@ def fit_on_linear_features(
 def predict_on_linear_features(
     models: list[Pipeline], test_cases: pd.DataFrame, test_domain_features: pd.DataFrame, class_table: pd.DataFrame
 ) -> pd.DataFrame:
-    """The test cases' class probabilities from fold models of `fit_on_linear_features`: their mean."""
+    """The test cases' class probabilities from fold models of `fit_on_linear_features` (the linear, the
+    regression and the ordinal candidates'): their mean."""
     inputs = linear_inputs(test_cases, test_domain_features)
     with threadpool_limits(limits=1, user_api="blas"):
         probabilities = mean_class_probabilities(models, inputs, len(class_table))

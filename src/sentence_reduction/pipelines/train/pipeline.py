@@ -1,6 +1,6 @@
 """Wiring of the `train` and `predict` pipelines: the candidates (each transformer candidate in its own
 namespace, one branch per fold inside it; the linear model on n-grams and parsed features; the
-domain-feature trees; the log-months regression) and their ensemble. `predict` is the nodes tagged
+domain-feature trees; the log-months regression; the ordinal model) and their ensemble. `predict` is the nodes tagged
 `inference` (the same in both) and each saved fold model's predictions."""
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_baseline
+from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_on_linear_features
 from sentence_reduction.pipelines.train.domain_features import (
     fit_feature_model,
     parse_domain_features,
     predict_feature_model,
 )
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, plot_candidates
+from sentence_reduction.pipelines.train.ordinal import fit_ordinal
 from sentence_reduction.pipelines.train.out_of_fold import (
     average_test_probabilities,
     evaluate_candidate,
     stack_fold_probabilities,
 )
-from sentence_reduction.pipelines.train.regression import fit_regression, predict_regression
+from sentence_reduction.pipelines.train.regression import fit_regression
 from sentence_reduction.pipelines.train.submission import write_submission
 from sentence_reduction.pipelines.train.transformer import (
     candidate_training,
@@ -32,7 +33,14 @@ from sentence_reduction.pipelines.train.transformer import (
     train_fold,
 )
 
-CLASSICAL_CANDIDATES = ("baseline", "features", "regression")
+CLASSICAL_CANDIDATES = ("baseline", "features", "regression", "ordinal")
+# The candidates on the linear features (n-grams and parsed features, as `params:baseline` describes
+# them): name -> (fit function, its own parameters or None). `features` is the trees on parsed features.
+LINEAR_FEATURE_CANDIDATES = {
+    "baseline": (fit_baseline, None),
+    "regression": (fit_regression, "params:regression"),
+    "ordinal": (fit_ordinal, "params:ordinal"),
+}
 # Nodes the train and predict pipelines share; tracking.py reads `fold_training` (a fold's MLflow run).
 INFERENCE = "inference"
 FOLD_TRAINING = "fold_training"
@@ -156,28 +164,25 @@ def _fold_training(name: str, fold: int) -> Node:
 
 
 def _classical_candidates() -> Pipeline:
-    """What only training does for the classical candidates: fit the linear model, the regression and the
-    feature model per fold, and evaluate each out of fold."""
+    """What only training does for the classical candidates: fit the linear model, the regression, the
+    ordinal model and the feature model per fold, and evaluate each out of fold."""
     return Pipeline(
         [
-            Node(
-                fit_baseline,
-                inputs=["model_input_table", "domain_features", "fold_assignments", "class_table", "params:baseline"],
-                outputs=["baseline_models", "baseline_oof_probabilities"],
-                name="fit_baseline",
-            ),
-            Node(
-                fit_regression,
-                inputs=[
-                    "model_input_table",
-                    "domain_features",
-                    "fold_assignments",
-                    "class_table",
-                    "params:baseline",
-                    "params:regression",
-                ],
-                outputs=["regression_models", "regression_oof_probabilities"],
-                name="fit_regression",
+            *(
+                Node(
+                    fit,
+                    inputs=[
+                        "model_input_table",
+                        "domain_features",
+                        "fold_assignments",
+                        "class_table",
+                        "params:baseline",
+                        *([own_parameters] if own_parameters else []),
+                    ],
+                    outputs=[f"{candidate}_models", f"{candidate}_oof_probabilities"],
+                    name=f"fit_{candidate}",
+                )
+                for candidate, (fit, own_parameters) in LINEAR_FEATURE_CANDIDATES.items()
             ),
             Node(
                 parse_domain_features,
@@ -208,6 +213,7 @@ def _classical_candidates() -> Pipeline:
                     ("baseline", "baseline_metrics", "evaluate_baseline"),
                     ("features", "features_metrics", "evaluate_feature_model"),
                     ("regression", "regression_metrics", "evaluate_regression"),
+                    ("ordinal", "ordinal_metrics", "evaluate_ordinal"),
                 )
             ),
         ]
@@ -248,19 +254,15 @@ def _inference(candidates: Sequence[str]) -> Pipeline:
     models, the saved ensemble applied to every candidate's, the submission."""
     return Pipeline(
         [
-            Node(
-                predict_baseline,
-                inputs=["baseline_models", "normalised_test_cases", "test_domain_features", "class_table"],
-                outputs="baseline_test_probabilities",
-                name="predict_baseline",
-                tags=INFERENCE,
-            ),
-            Node(
-                predict_regression,
-                inputs=["regression_models", "normalised_test_cases", "test_domain_features", "class_table"],
-                outputs="regression_test_probabilities",
-                name="predict_regression",
-                tags=INFERENCE,
+            *(
+                Node(
+                    predict_on_linear_features,
+                    inputs=[f"{candidate}_models", "normalised_test_cases", "test_domain_features", "class_table"],
+                    outputs=f"{candidate}_test_probabilities",
+                    name=f"predict_{candidate}",
+                    tags=INFERENCE,
+                )
+                for candidate in LINEAR_FEATURE_CANDIDATES
             ),
             Node(
                 parse_domain_features,

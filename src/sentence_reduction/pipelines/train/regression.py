@@ -17,7 +17,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from sentence_reduction.pipelines.train.baseline import fit_on_linear_features, predict_on_linear_features
+from sentence_reduction.pipelines.train.baseline import fit_on_linear_features
 
 
 class LogMonthsRegressionClassifier(ClassifierMixin, BaseEstimator):
@@ -66,13 +66,3 @@ def fit_regression(
         class_table,
         baseline,
     )
-
-
-def predict_regression(
-    regression_models: list[Pipeline],
-    test_cases: pd.DataFrame,
-    test_domain_features: pd.DataFrame,
-    class_table: pd.DataFrame,
-) -> pd.DataFrame:
-    """The test cases' class probabilities: the mean of the fold models'."""
-    return predict_on_linear_features(regression_models, test_cases, test_domain_features, class_table)

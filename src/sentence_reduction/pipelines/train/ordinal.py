@@ -1,0 +1,66 @@
+"""The ordinal candidate: the months as ordered classes, one logistic regression per threshold between
+neighbouring classes (Frank and Hall's ordinal classification) on the linear candidate's features.
+
+A multinomial model treats every wrong class alike; here each model answers "more than m months?", so
+neighbouring months share their evidence, as the metric's log-distance scoring rewards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.multioutput import MultiOutputClassifier
+from sklearn.pipeline import Pipeline
+
+from sentence_reduction.pipelines.train.baseline import fit_on_linear_features
+
+_FLOOR = 1e-6  # cumulative estimates that cross would give a class a negative probability
+
+
+class CumulativeClassifier(ClassifierMixin, BaseEstimator):
+    """Ordered classes (their ids in order) from binary classifiers of ``P(class > c)``, one per class
+    ``c`` seen in training but the last; a class's probability is the drop between its neighbours'."""
+
+    def __init__(self, estimator: Any):
+        self.estimator = estimator
+
+    def fit(self, inputs: Any, class_ids: np.ndarray) -> CumulativeClassifier:
+        class_ids = np.asarray(class_ids)
+        self.classes_ = np.unique(class_ids)
+        if len(self.classes_) < 2:
+            raise ValueError("the ordinal candidate needs at least two classes among the training cases")
+        above = (class_ids[:, None] > self.classes_[None, :-1]).astype(int)
+        self.thresholds_ = MultiOutputClassifier(clone(self.estimator)).fit(inputs, above)
+        return self
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        above = np.column_stack([probabilities[:, 1] for probabilities in self.thresholds_.predict_proba(inputs)])
+        # Independent models may cross: P(class > c) must not rise with c.
+        above = np.minimum.accumulate(above, axis=1)
+        ones, zeros = np.ones((len(above), 1)), np.zeros((len(above), 1))
+        cumulative = np.hstack([ones, above, zeros])
+        probabilities = np.clip(cumulative[:, :-1] - cumulative[:, 1:], _FLOOR, None)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def fit_ordinal(
+    model_input: pd.DataFrame,
+    domain_features: pd.DataFrame,
+    fold_assignments: pd.DataFrame,
+    class_table: pd.DataFrame,
+    baseline: dict[str, Any],
+    ordinal: dict[str, Any],
+) -> tuple[list[Pipeline], pd.DataFrame]:
+    """The fold models and the held-out cases' class probabilities, on the features ``baseline`` describes."""
+    return fit_on_linear_features(
+        lambda: CumulativeClassifier(LogisticRegression(C=ordinal["C"], max_iter=ordinal["max_iter"])),
+        model_input,
+        domain_features,
+        fold_assignments,
+        class_table,
+        baseline,
+    )
