@@ -64,7 +64,8 @@ def main() -> None:
     normalised = normalise_rulings(cases, parameters["text_normalisation"])
     class_table = build_class_table(cases, parameters["label_encoding"])
     model_input = encode_labels(normalised, class_table)
-    folds = assign_folds(model_input, parameters["folds"])
+    fold_seed = parameters["folds"]["seed"] if arguments.fold_seed is None else arguments.fold_seed
+    folds = assign_folds(model_input, {**parameters["folds"], "seed": fold_seed})
     features = parse_domain_features(model_input)
 
     timings, oof = {}, {}
@@ -99,7 +100,8 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
 
-    print(f"{arguments.csv}: {len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds")
+    shape = f"{len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds (seed {fold_seed})"
+    print(f"{arguments.csv}: {shape}")
     print(f"{'':22s} {'FinalScore':>10s} {'Score':>7s} {'ExtAcc':>7s}  decoding        fit s")
     for name, values in metrics.items():
         print(f"{name:22s} {_scores(values)}  {values['decoding']:15s} {timings[name]:6.1f}  {values['cases']} cases")
@@ -165,6 +167,7 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", type=Path, help="a labelled CSV (the `columns:` map names its columns)")
     parser.add_argument("--env", default="local", help="the Kedro environment whose parameters to use")
+    parser.add_argument("--fold-seed", type=int, help="another split of the folds (their seed), to see its noise")
     parser.add_argument("--transformer", action="store_true", help="also the fold transformers")
     parser.add_argument("--truncation", nargs="+", help="with --transformer: each of these (head, tail, head_tail)")
     parser.add_argument("--transformer-folds", type=int, help="with --transformer: only the first N folds")
