@@ -133,6 +133,9 @@ def test_texts_in_which_the_parser_finds_nothing_still_fit():
     folds = pd.DataFrame({"id": cases["id"], "fold": np.arange(60) % 3})
     features = parse_domain_features(cases)
     assert features["recommended_months"].isna().all() and features["crime"].isna().all()
-    _, oof = fit_regression(cases, features, folds, class_table, BASELINE, {"alpha": 1.0, "sigma_folds": 3})
-    probabilities = oof.set_index("id").loc[cases["id"]].to_numpy()
-    assert np.allclose(probabilities.sum(axis=1), 1) and (probabilities.argmax(axis=1) == class_ids).mean() > 0.8
+    for fit in (
+        lambda: fit_regression(cases, features, folds, class_table, BASELINE, {"alpha": 1.0, "sigma_folds": 3}),
+        lambda: fit_ordinal(cases, features, folds, class_table, BASELINE, {"C": 10.0, "max_iter": 300}),
+    ):
+        probabilities = fit()[1].set_index("id").loc[cases["id"]].to_numpy()
+        assert np.allclose(probabilities.sum(axis=1), 1) and (probabilities.argmax(axis=1) == class_ids).mean() > 0.8
