@@ -498,3 +498,52 @@ def test_residual_setting_off_leaves_the_embeddings_alone() -> None:
 
     model = apply_runtime_settings(make_model(make_config()), ModelSettings(residual_in_autocast_dtype=False))
     assert len(model.bert.embeddings._forward_hooks) == 0
+
+
+def test_a_post_ln_encoders_residual_stream_is_each_layer_norms_output_in_bf16_under_autocast() -> None:
+    """BERT (post-LN): the embeddings and every layer norm of the encoder hand on bf16 under autocast;
+    without autocast the logits are the plain model's; with the setting off no hook is added."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings
+
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=NUM_LABELS,
+    )
+    torch.manual_seed(0)
+    plain = BertForSequenceClassification(config).train()
+    model = apply_runtime_settings(copy.deepcopy(plain), ModelSettings())
+    apply_runtime_settings(model, ModelSettings())  # applying again adds no second hook
+    norms = [module for module in model.bert.encoder.modules() if isinstance(module, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * config.num_hidden_layers
+    assert all(len(module._forward_hooks) == 1 for module in [model.bert.embeddings, *norms])
+    outputs: list[torch.dtype] = []
+    for module in [model.bert.encoder.layer[1].attention.output, model.bert.encoder.layer[1]]:
+        module.register_forward_hook(lambda module, args, output: outputs.append(output[0].dtype))
+    batch = make_batch()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    loss.backward()
+    assert outputs == [torch.bfloat16, torch.bfloat16]  # the stream after each layer norm of the layer
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_loss = plain(**batch).loss
+    assert abs(plain_loss.item() - loss.item()) < 0.05  # same model, bf16 rounding apart
+
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        difference = (model(**batch).logits - plain(**batch).logits).abs().max().item()
+    assert outputs[-1] == torch.float32
+    assert difference < 1e-5
+
+    untouched = apply_runtime_settings(copy.deepcopy(plain), ModelSettings(residual_in_autocast_dtype=False))
+    assert not any(module._forward_hooks for module in untouched.modules())

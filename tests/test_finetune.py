@@ -325,6 +325,23 @@ def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path,
     assert counters["stats"]["unique_graphs"] == (2 if regional else 1)
 
 
+def test_regional_compilation_compiles_the_layers_in_the_compile_mode_and_not_the_whole_model(tmp_path, monkeypatch):
+    """`torch_compile_mode` goes to the layers' compilation; left to the Trainer, it would switch its
+    whole-model compilation back on."""
+    modes = []
+    compile_function = torch.compile
+    monkeypatch.setattr(
+        torch,
+        "compile",
+        lambda *args, **kwargs: (modes.append(kwargs.get("mode")), compile_function(*args, **kwargs))[1],
+    )
+    arguments = {**TINY_TRAINING["arguments"], "torch_compile": True, "torch_compile_mode": "reduce-overhead"}
+    training = {**TINY_TRAINING, "arguments": arguments, "regional_compilation": True}
+    trainer = build_trainer(tiny_job(training=training), tmp_path / "checkpoints")
+    assert modes == ["reduce-overhead"] * len(trainer.model.base_model.encoder.layer)
+    assert trainer.args.torch_compile is False and trainer.args.torch_compile_mode is None
+
+
 def test_compiled_layers_match_eager_and_serve_a_later_model_without_compiling():
     """`compile_layers`: the same logits as eager for batches with and without a mask, of several
     lengths; a second model (a later fold) reuses the graphs: nothing is compiled again."""

@@ -121,7 +121,10 @@ def training_arguments(training: TrainingSettings, output_dir: Path, on_gpu: boo
     merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
     values = effective_arguments(training, on_gpu)
     if compiles_layers(training, on_gpu):
-        values["torch_compile"] = False  # the layers are compiled by `trainer.build_trainer` itself
+        # The layers are compiled by `trainer.build_trainer` itself, in `torch_compile_mode`; a mode
+        # left here would switch the Trainer's whole-model compilation back on.
+        values["torch_compile"] = False
+        values.pop("torch_compile_mode", None)
     if not trains_with_deepspeed(training, on_gpu, world_size=int(os.environ.get("WORLD_SIZE", "1"))):
         values.pop("deepspeed", None)
     if not on_gpu:

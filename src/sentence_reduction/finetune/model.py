@@ -17,11 +17,12 @@ from transformers.utils import logging as hf_logging
 
 from sentence_reduction.finetune.attention import use_fused_attention
 from sentence_reduction.finetune.dropout import draw_dropout_masks_with_aten
+from sentence_reduction.finetune.sdpa_backend import attention_implementation
 
 logger = logging.getLogger(__name__)
 
-# MegatronBert runs the project's own SDPA attention (`finetune.attention`) and its pre-LN residual
-# stream can stay in bf16; other architectures take transformers' own SDPA attention.
+# MegatronBert runs the project's own SDPA attention (`finetune.attention`); other architectures take
+# transformers' own SDPA attention. MegatronBert is pre-LN, the other BERT-family encoders post-LN.
 MEGATRON_BERT = "megatron-bert"
 
 
@@ -39,10 +40,12 @@ class ModelSettings:
     character vocabulary is built from the training texts.
     ``fused_attention``: SDPA instead of eager attention (MegatronBert: the project's own module;
     others: transformers' ``attn_implementation="sdpa"``); with it, ``unpadded_without_mask`` runs
-    batches that have no padding without an attention mask (SDPA's mask-free kernels are faster).
-    ``residual_in_autocast_dtype``: under mixed precision, keep MegatronBert's residual stream between
-    layers in the autocast dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do
-    (post-LN encoders such as BERT normalise the stream in fp32 after every layer: nothing to keep).
+    batches that have no padding without an attention mask (SDPA's mask-free kernels are faster), and
+    ``attention_backend`` (flash, efficient, cudnn or math; encoders other than MegatronBert) is the SDPA
+    kernel tried first (``finetune.sdpa_backend``), null: torch's own choice.
+    ``residual_in_autocast_dtype``: under mixed precision, keep the residual stream in the autocast
+    dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do
+    (`keep_residual_in_autocast_dtype`).
     ``dropout_masks_from_aten``: hidden dropout draws its masks with ATen's Bernoulli kernel instead
     of inside inductor's fused kernels (``finetune.dropout``).
     ``truncation``: what a text longer than ``max_length`` keeps (``finetune.text.tokenise``): its
@@ -60,6 +63,7 @@ class ModelSettings:
     truncation: str = "head"
     head_share: float = 0.5
     fused_attention: bool = True
+    attention_backend: str | None = None
     unpadded_without_mask: bool = True
     residual_in_autocast_dtype: bool = True
     dropout_masks_from_aten: bool = False
@@ -139,7 +143,11 @@ class _WithoutLoadReport(logging.Filter):
 
 
 def _attention_implementation(settings: ModelSettings) -> str:
-    return "sdpa" if settings.fused_attention else "eager"
+    if not settings.fused_attention:
+        if settings.attention_backend is not None:
+            raise ValueError("model.attention_backend chooses an SDPA kernel: it needs fused_attention")
+        return "eager"
+    return attention_implementation(settings.attention_backend)
 
 
 def apply_runtime_settings(model: PreTrainedModel, settings: ModelSettings) -> PreTrainedModel:
@@ -148,17 +156,20 @@ def apply_runtime_settings(model: PreTrainedModel, settings: ModelSettings) -> P
     them again through this."""
     if model.config.model_type != MEGATRON_BERT:
         model.set_attn_implementation(_attention_implementation(settings))
+    elif settings.attention_backend is not None:
+        raise ValueError("model.attention_backend applies to transformers' SDPA attention, not MegatronBert's own")
     elif settings.fused_attention:
         use_fused_attention(model)
-    if settings.residual_in_autocast_dtype and model.config.model_type == MEGATRON_BERT:
+    if settings.residual_in_autocast_dtype:
         keep_residual_in_autocast_dtype(model)
     if settings.dropout_masks_from_aten:
         draw_dropout_masks_with_aten(model)
     return model
 
 
-def compile_layers(model: PreTrainedModel, dynamic: bool | None) -> None:
-    """Regional compilation: each encoder layer compiled in place, the rest of the model left eager.
+def compile_layers(model: PreTrainedModel, dynamic: bool | None, mode: str | None = None) -> None:
+    """Regional compilation: each encoder layer compiled in place (torch.compile's ``mode``), the rest
+    of the model left eager.
 
     The layers share their code, so the graph compiled for the first one serves all of them, and the
     layers of a later fold's model too (same process): the 1.3B model compiles one layer's graph
@@ -166,23 +177,28 @@ def compile_layers(model: PreTrainedModel, dynamic: bool | None) -> None:
     Any BERT-family encoder: its layers are ``base_model.encoder.layer``.
     """
     for layer in model.base_model.encoder.layer:
-        layer.compile(dynamic=dynamic)
+        layer.compile(dynamic=dynamic, mode=mode)
 
 
 def keep_residual_in_autocast_dtype(model: PreTrainedModel) -> None:
-    """Under autocast, hand the layers the embeddings in the autocast dtype (bf16) instead of fp32.
+    """Under autocast, keep the residual stream in the autocast dtype (bf16) instead of fp32.
 
-    Under autocast the embeddings (fp32 tables) come out fp32 and every residual addition
-    (bf16 sublayer output + fp32 stream) stays fp32, so the layer norms, dropouts and residual
-    additions around each sublayer move twice the bytes. Cast once at the bottom, the whole
-    stream stays bf16, as it is in Megatron-LM (which pre-trained Erlangshen) and in DeepSpeed's
-    bf16 mode (the winning solution); layer norms still compute in fp32 under autocast. Without
-    autocast (CPU, DeepSpeed's bf16 weights) the hook changes nothing.
+    Under autocast a layer norm computes and returns fp32, whatever its input: the embeddings come out
+    fp32, and every residual addition (bf16 sublayer output + fp32 stream) stays fp32, so the layer
+    norms, dropouts and residual additions around each sublayer move twice the bytes. MegatronBert
+    (pre-LN) adds each sublayer to the stream: cast once at the bottom (the embeddings), the whole
+    stream stays bf16. A post-LN encoder (BERT, RoBERTa...) makes its stream of each layer norm's
+    output: each of those is cast too. That is the stream of Megatron-LM (which pre-trained Erlangshen)
+    and of DeepSpeed's bf16 mode (the winning solution); layer norms still compute in fp32 under
+    autocast. Without autocast (CPU, DeepSpeed's bf16 weights) the hooks change nothing.
     """
-    embeddings = model.base_model.embeddings
-    if not getattr(embeddings, "_residual_in_autocast_dtype", False):
-        embeddings.register_forward_hook(_cast_to_autocast_dtype)
-        embeddings._residual_in_autocast_dtype = True
+    modules = [model.base_model.embeddings]
+    if model.config.model_type != MEGATRON_BERT:
+        modules += [module for module in model.base_model.encoder.modules() if isinstance(module, torch.nn.LayerNorm)]
+    for module in modules:
+        if not getattr(module, "_residual_in_autocast_dtype", False):
+            module.register_forward_hook(_cast_to_autocast_dtype)
+            module._residual_in_autocast_dtype = True
 
 
 def _cast_to_autocast_dtype(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:

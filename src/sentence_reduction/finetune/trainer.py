@@ -19,6 +19,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from sentence_reduction.finetune.arguments import (
     TrainingSettings,
     compiles_layers,
+    effective_arguments,
     inductor_settings,
     training_arguments,
 )
@@ -224,7 +225,9 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     # not the whole model by the Trainer (see `training_arguments`).
     regional = compiles_layers(training, on_gpu)
     if regional:
-        compile_layers(model, dynamic=not unpadded)
+        compile_layers(
+            model, dynamic=not unpadded, mode=effective_arguments(training, on_gpu).get("torch_compile_mode")
+        )
     trainer = FoldTrainer(
         model=model,
         args=arguments,
