@@ -18,8 +18,9 @@ to `--out`; a table is printed last.
         --trace default --infer 1024 --out results.jsonl
     # a BERT-large-shaped encoder on the HF Trainer's default path and on the project's
     python benchmarks/train_throughput.py --configs matmul,bert_large_hf_default,bert_large --infer 1024
-    # the attention backends and projection GEMMs at the model's shapes
+    # the attention backends and projection GEMMs at the model's shapes (and at BERT-large's)
     python benchmarks/train_throughput.py --configs attention --out results.jsonl
+    python benchmarks/train_throughput.py --configs attention --attention-heads 16 --head-size 64
     # 1 GPU vs 2 GPUs with ZeRO-2
     python benchmarks/train_throughput.py --configs matmul,default_zero2,default_zero2@2
     # CPU smoke test of the script itself (tiny model, few steps)
@@ -73,13 +74,13 @@ DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
 #   default_<change>               the project's path with that one change (or diagnostic)
 #   bert_large_hf_default          a BERT-large-shaped encoder on the HF Trainer's default path
 #   bert_large                     the same encoder on the project's path
-#   bert_large_<change>            the same with one part of the project's path taken out
+#   bert_large_<change>            the same with one part of the project's path taken out, or one change
 SYNCHRONISING = {"logging_nan_inf_filter": True, "accelerator_config": {"non_blocking": False}}
 # The Hugging Face Trainer as a user gets it: bf16 autocast over fp32 weights, the model's own attention
-# (transformers' SDPA for BERT), its fused AdamW and clip, no compilation, no DeepSpeed on one GPU, a mask
-# on every batch, and the Trainer's per-step synchronisations.
+# (transformers' SDPA for BERT) and fp32 residual stream, its fused AdamW and clip, no compilation, no
+# DeepSpeed on one GPU, a mask on every batch, and the Trainer's per-step synchronisations.
 HF_TRAINER_DEFAULT = {
-    "model": {"unpadded_without_mask": False, "dropout_masks_from_aten": False},
+    "model": {"unpadded_without_mask": False, "dropout_masks_from_aten": False, "residual_in_autocast_dtype": False},
     "training": {
         "regional_compilation": False,
         "bf16_master_weights": False,
@@ -104,10 +105,16 @@ ENCODERS = {
         },
     },
 }
-# The project's path for an encoder of many small parameter tensors (a BERT-large: about 390): the
-# master weights updated by torch's fused AdamW over each group's lists, not one kernel per parameter
-# (finetune/master_weights.py; docs/encoders.md).
-BERT_CANDIDATE = {"encoder": "bert_large", "training": {"master_weight_update": "multi_tensor"}}
+# The project's path for BERT-family encoders (docs/encoders.md): the master weights updated by torch's
+# fused AdamW over each group's lists, not one kernel per parameter (a BERT-large has about 390 parameter
+# tensors; finetune/master_weights.py), the residual stream in bf16 (each layer norm's output: conf/base's
+# residual_in_autocast_dtype), and no dropout on the attention probabilities (cuDNN's attention kernel
+# runs 1.4x faster without it at this shape).
+BERT_CANDIDATE = {
+    "encoder": "bert_large",
+    "model": {"config_overrides": {"attention_probs_dropout_prob": 0.0}},
+    "training": {"master_weight_update": "multi_tensor"},
+}
 
 
 def deep_merge_specs(base: dict, over: dict) -> dict:
@@ -196,6 +203,23 @@ CONFIGS: dict[str, dict] = {
     "bert_large_per_parameter_update": deep_merge_specs(
         BERT_CANDIDATE, {"training": {"master_weight_update": "per_parameter"}}
     ),
+    # BERT's own dropout of 0.1 on the attention probabilities
+    "bert_large_attention_dropout": deep_merge_specs(
+        BERT_CANDIDATE, {"model": {"config_overrides": {"attention_probs_dropout_prob": 0.1}}}
+    ),
+    # the residual stream in fp32, as transformers' BERT has it under autocast
+    "bert_large_fp32_residual": deep_merge_specs(BERT_CANDIDATE, {"model": {"residual_in_autocast_dtype": False}}),
+    # both: the project's path for BERT-family encoders before 2026-12-04
+    "bert_large_attention_dropout_fp32_residual": deep_merge_specs(
+        BERT_CANDIDATE,
+        {"model": {"residual_in_autocast_dtype": False, "config_overrides": {"attention_probs_dropout_prob": 0.1}}},
+    ),
+    # SDPA's flash or memory-efficient kernel tried first (torch 2.11 picks cuDNN's, the fastest of the
+    # three at 16 heads of 64 with and without dropout; finetune/sdpa_backend.py)
+    "bert_large_flash_attention": deep_merge_specs(BERT_CANDIDATE, {"model": {"attention_backend": "flash"}}),
+    "bert_large_efficient_attention": deep_merge_specs(BERT_CANDIDATE, {"model": {"attention_backend": "efficient"}}),
+    # CUDA graphs for each compiled layer's forward and backward (torch.compile's reduce-overhead mode)
+    "bert_large_cudagraphs": deep_merge_specs(BERT_CANDIDATE, {"gpu": {"torch_compile_mode": "reduce-overhead"}}),
 }
 
 TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
@@ -213,6 +237,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     parser.add_argument("--batch", type=int, default=32, help="per-device train batch")
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--attention-heads", type=int, default=8, help="`attention`: heads (BERT-large: 16)")
+    parser.add_argument("--head-size", type=int, default=256, help="`attention`: head size (BERT-large: 64)")
     parser.add_argument(
         "--infer",
         type=int,
@@ -309,7 +335,9 @@ def make_job(name: str, args: argparse.Namespace, world_size: int):
     model.update(max_length=args.max_length, vocabulary_min_frequency=1)
     if args.tiny:
         model["config_overrides"] = dict(model.get("config_overrides") or {}, **TINY_MODEL)
-    total_steps = args.warmup + args.steps + (args.profile_steps + 1 if args.profile_steps else 0)
+    # One untimed step at least after the window: on 2026-12-04 the window's last step, then the last of
+    # `train()`, took 0.3-0.5 s more than the others on every path but DeepSpeed's (docs/encoders.md).
+    total_steps = args.warmup + args.steps + args.profile_steps + 1
     training["arguments"].update(
         max_steps=total_steps,
         per_device_train_batch_size=args.batch,
@@ -450,7 +478,8 @@ def peak_from_results(args: argparse.Namespace) -> float:
 
 
 def attention_worker(args: argparse.Namespace) -> None:
-    """The model's attention and projection shapes alone (batch 32 x 512, 8 heads of 256, bf16).
+    """The model's attention and projection shapes alone (batch 32 x 512, bf16; 8 heads of 256, or
+    ``--attention-heads`` of ``--head-size``: 16 of 64 for the BERT-large shape).
 
     SDPA forward + backward per backend, with no mask and with the additive (batch, 1, seq, seq)
     mask the model passes when a batch has padding; and the query/key/value projection as three
@@ -460,7 +489,9 @@ def attention_worker(args: argparse.Namespace) -> None:
     from torch.nn import functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    batch, heads, seq, head = (2, 2, 64, 32) if args.tiny else (args.batch, 8, args.max_length, 256)
+    batch, heads, seq, head = (
+        (2, 2, 64, 32) if args.tiny else (args.batch, args.attention_heads, args.max_length, args.head_size)
+    )
     hidden = heads * head
 
     def time_ms(function, repeats=10) -> float:
@@ -495,7 +526,11 @@ def attention_worker(args: argparse.Namespace) -> None:
                     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
                     out.backward(grad)
 
-                record = {"config": "attention", "case": f"sdpa {backend_name} mask={mask_name} dropout={dropout}"}
+                record = {
+                    "config": "attention",
+                    "case": f"sdpa {backend_name} mask={mask_name} dropout={dropout}",
+                    "shape": [batch, heads, seq, head],
+                }
                 try:
                     with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
                         ms = time_ms(step)
@@ -630,7 +665,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     from transformers import TrainerCallback
 
     from sentence_reduction.finetune import trainer as fold_trainer
-    from sentence_reduction.finetune.arguments import compiles_layers
+    from sentence_reduction.finetune.arguments import compiles_layers, effective_arguments
 
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", "/tmp/ext")
@@ -739,7 +774,9 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     samples = args.batch * world_size * steps
     samples_per_s = samples / elapsed
     tflops_per_gpu = samples_per_s * flops["train_flop_per_sample"] / world_size / 1e12
-    host_steps = [b - a for a, b in zip(timer.host_step_ends[warmup:], timer.host_step_ends[warmup + 1 :])]
+    # the host's time of each timed step (host_step_ends[k] is the end of step k + 1)
+    ends = timer.host_step_ends[max(warmup - 1, 0) :]
+    host_steps = [b - a for a, b in zip(ends, ends[1:])]
     memory = {}
     if on_gpu:
         memory = {
@@ -758,6 +795,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "samples_per_s": round(samples_per_s, 2),
         "step_s": round(elapsed / steps, 4),
         "host_step_s_median": round(sorted(host_steps)[len(host_steps) // 2], 4) if host_steps else None,
+        "host_steps_s": [round(seconds, 4) for seconds in host_steps],
         "tflops_per_gpu": round(tflops_per_gpu, 1),
         "peak_bf16_matmul_tflops": peak,
         "share_of_peak": round(tflops_per_gpu / peak, 3) if peak else None,
@@ -778,7 +816,9 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "inductor_config": job.training.inductor_config,
         "torch_compile": bool(args_used.torch_compile),
         "regional_compilation": compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
-        "torch_compile_mode": args_used.torch_compile_mode,
+        # the Trainer's, or the layers' under regional compilation
+        "torch_compile_mode": effective_arguments(job.training, on_gpu).get("torch_compile_mode"),
+        "attention_dropout": getattr(trainer.model.config, "attention_probs_dropout_prob", None),
         "logging_nan_inf_filter": args_used.logging_nan_inf_filter,
         "non_blocking": bool(getattr(args_used.accelerator_config, "non_blocking", False)),
         "optim": str(getattr(args_used.optim, "value", args_used.optim)),
@@ -903,6 +943,8 @@ def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
         f"--steps={args.steps}",
         f"--batch={args.batch}",
         f"--max-length={args.max_length}",
+        f"--attention-heads={args.attention_heads}",
+        f"--head-size={args.head_size}",
         f"--infer={args.infer}",
         f"--out={args.out}",
         f"--workdir={args.workdir}",
