@@ -55,7 +55,7 @@ from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, kedro_enviro
 CANDIDATE = "megatron_bert"  # conf/base's one transformer candidate: its folds are <candidate>.fold_<n>
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
-SCIKIT_LEARN_MODELS = ["baseline_models.pkl", "feature_models.pkl", "regression_models.pkl", "ordinal_models.pkl"]
+SCIKIT_LEARN_MODELS = ["baseline_models.pkl", "feature_models.pkl", "ordinal_models.pkl", "regression_models.pkl"]
 
 # Two folds of a tiny model, two epochs of 16 steps each (500 training cases, batches of 32), evaluated
 # and checkpointed every 6 steps: fold_1 has a checkpoint in the middle of its second epoch (step 18)
