@@ -15,17 +15,21 @@ from sentence_reduction.finetune.attention import MegatronBertSdpaSelfAttention,
 LENGTHS = [12, 9, 4, 1]  # the last row is [CLS] alone: every other key is padding
 SEQ_LEN = max(LENGTHS)
 NUM_LABELS = 5
+# The tiny encoder's shape, for MegatronBert and BERT alike.
+TINY_SHAPE = {
+    "vocab_size": 100,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "max_position_embeddings": 32,
+}
 
 
 def make_config(hidden_dropout: float = 0.0, attention_dropout: float = 0.0) -> MegatronBertConfig:
     # initializer_range 0.2 (not 0.02) gives peaked attention, so a wrong mask shows up in the outputs.
     return MegatronBertConfig(
-        vocab_size=100,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=32,
+        **TINY_SHAPE,
         hidden_dropout_prob=hidden_dropout,
         attention_probs_dropout_prob=attention_dropout,
         initializer_range=0.2,
@@ -508,12 +512,7 @@ def test_a_post_ln_encoders_residual_stream_is_each_layer_norms_output_in_bf16_u
     from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings
 
     config = BertConfig(
-        vocab_size=100,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=32,
+        **TINY_SHAPE,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=NUM_LABELS,
