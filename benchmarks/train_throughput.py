@@ -220,6 +220,11 @@ CONFIGS: dict[str, dict] = {
     "bert_large_efficient_attention": deep_merge_specs(BERT_CANDIDATE, {"model": {"attention_backend": "efficient"}}),
     # CUDA graphs for each compiled layer's forward and backward (torch.compile's reduce-overhead mode)
     "bert_large_cudagraphs": deep_merge_specs(BERT_CANDIDATE, {"gpu": {"torch_compile_mode": "reduce-overhead"}}),
+    # the whole model compiled by the Trainer (forward and backward one graph each), with CUDA graphs
+    "bert_large_whole_model_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"regional_compilation": False}}),
+    "bert_large_whole_model_cudagraphs": deep_merge_specs(
+        BERT_CANDIDATE, {"training": {"regional_compilation": False}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
+    ),
 }
 
 TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
