@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from sentence_reduction.pipelines.train.baseline import fit_on_linear_features
 
-_FLOOR = 1e-6  # cumulative estimates that cross would give a class a negative probability
+_FLOOR = 1e-6  # a class between equal cumulative estimates gets 0, which would veto it in a product
 
 
 class CumulativeClassifier(ClassifierMixin, BaseEstimator):

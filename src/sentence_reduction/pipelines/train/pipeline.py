@@ -1,7 +1,7 @@
 """Wiring of the `train` and `predict` pipelines: the candidates (each transformer candidate in its own
 namespace, one branch per fold inside it; the linear model on n-grams and parsed features; the
-domain-feature trees; the log-months regression; the ordinal model) and their ensemble. `predict` is the nodes tagged
-`inference` (the same in both) and each saved fold model's predictions."""
+domain-feature trees; the log-months regression; the ordinal model) and their ensemble. `predict` is
+the nodes tagged `inference` (the same in both) and each saved fold model's predictions."""
 
 from __future__ import annotations
 
