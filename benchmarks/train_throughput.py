@@ -43,9 +43,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import cProfile
 import gzip
 import json
 import os
+import pstats
 import random
 import shutil
 import signal
@@ -82,7 +84,7 @@ SYNCHRONISING = {"logging_nan_inf_filter": True, "accelerator_config": {"non_blo
 HF_TRAINER_DEFAULT = {
     "model": {"unpadded_without_mask": False, "dropout_masks_from_aten": False, "residual_in_autocast_dtype": False},
     "training": {
-        "regional_compilation": False,
+        "compiled_region": "model",
         "bf16_master_weights": False,
         "clip_in_fused_optimizer": False,
         "compile_predictions": False,
@@ -149,7 +151,8 @@ CONFIGS: dict[str, dict] = {
     "default_deepspeed": {"training": {"deepspeed_single_process": True}},  # ZeRO-1 kept on one GPU
     "default_deepspeed_uncompiled": {"training": {"deepspeed_single_process": True}, "gpu": {"torch_compile": False}},
     "default_fp32_weights": {"training": {"bf16_master_weights": False}},  # bf16 autocast over fp32 weights
-    "default_whole_model_compiled": {"training": {"regional_compilation": False}},  # by the Trainer
+    "default_whole_model_compiled": {"training": {"compiled_region": "model"}},  # by the Trainer
+    "default_encoder_compiled": {"training": {"compiled_region": "encoder"}},  # the layers as one graph
     "default_fp32_residual": {"model": {"residual_in_autocast_dtype": False}},
     "default_synchronising": {"gpu": SYNCHRONISING},  # the Trainer's NaN/inf loss filter, blocking copies
     "default_masked_fp32_residual_synchronising": {
@@ -221,9 +224,14 @@ CONFIGS: dict[str, dict] = {
     # CUDA graphs for each compiled layer's forward and backward (torch.compile's reduce-overhead mode)
     "bert_large_cudagraphs": deep_merge_specs(BERT_CANDIDATE, {"gpu": {"torch_compile_mode": "reduce-overhead"}}),
     # the whole model compiled by the Trainer (forward and backward one graph each), with CUDA graphs
-    "bert_large_whole_model_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"regional_compilation": False}}),
+    "bert_large_whole_model_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"compiled_region": "model"}}),
     "bert_large_whole_model_cudagraphs": deep_merge_specs(
-        BERT_CANDIDATE, {"training": {"regional_compilation": False}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
+        BERT_CANDIDATE, {"training": {"compiled_region": "model"}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
+    ),
+    # the stack of layers compiled as one graph, with and without CUDA graphs
+    "bert_large_encoder_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"compiled_region": "encoder"}}),
+    "bert_large_encoder_cudagraphs": deep_merge_specs(
+        BERT_CANDIDATE, {"training": {"compiled_region": "encoder"}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
     ),
 }
 
@@ -277,6 +285,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0,
         help="after the timed steps, profile this many steps (kernel time by category), "
         "then report the host-device synchronisations of one more step",
+    )
+    parser.add_argument(
+        "--host-profile-steps",
+        type=int,
+        default=0,
+        help="after the timed (and profiled) steps, run this many under cProfile: the training thread's "
+        "Python and builtin functions by their own time per step",
     )
     parser.add_argument(
         "--trace", default="", help="comma-separated configurations whose profile is also written as a Chrome trace"
@@ -342,7 +357,7 @@ def make_job(name: str, args: argparse.Namespace, world_size: int):
         model["config_overrides"] = dict(model.get("config_overrides") or {}, **TINY_MODEL)
     # One untimed step at least after the window: on 2026-12-04 the window's last step, then the last of
     # `train()`, took 0.3-0.5 s more than the others on every path but DeepSpeed's (docs/encoders.md).
-    total_steps = args.warmup + args.steps + args.profile_steps + 1
+    total_steps = args.warmup + args.steps + args.profile_steps + args.host_profile_steps + 1
     training["arguments"].update(
         max_steps=total_steps,
         per_device_train_batch_size=args.batch,
@@ -579,7 +594,8 @@ def kernel_category(name: str) -> str:
 
 
 def profile_summary(profiler, steps: int, wall_s: float) -> dict:
-    """Device time per step by kernel category, and the 25 kernels that take the most."""
+    """Device time per step by kernel category, the 25 kernels that take the most, and the 25 host
+    operations that take the most CPU time of their own."""
     import torch
     from torch.autograd import DeviceType
 
@@ -596,12 +612,50 @@ def profile_summary(profiler, steps: int, wall_s: float) -> dict:
         category = kernel_category(name)
         categories[category] = categories.get(category, 0.0) + ms
     per_kernel.sort(key=lambda item: -item[1])
+    # the host's side: operators and runtime calls (cudaLaunchKernel...) by their own CPU time, every thread
+    host = sorted(
+        (
+            (event.key, event.self_cpu_time_total / 1e3 / steps, event.count / steps)
+            for event in profiler.key_averages()
+            if event.device_type == DeviceType.CPU and event.self_cpu_time_total > 0
+        ),
+        key=lambda item: -item[1],
+    )
     return {
         "profiled_steps": steps,
         "wall_ms_per_step": round(wall_s * 1e3 / steps, 2),
         "kernel_ms_per_step": round(sum(ms for _, ms, _ in per_kernel), 2),
         "category_ms_per_step": {k: round(v, 2) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
         "top_kernels": [[name[:160], round(ms, 3), round(count, 1)] for name, ms, count in per_kernel[:25]],
+        "host_self_ms_per_step": round(sum(ms for _, ms, _ in host), 2),
+        "top_host_operations": [[name[:160], round(ms, 3), round(count, 1)] for name, ms, count in host[:25]],
+    }
+
+
+def host_profile_summary(profiler, steps: int, wall_s: float) -> dict:
+    """The 30 functions of the training thread with the most time of their own, and the 30 with the
+    most in all (callees included), per step, under cProfile (which slows Python down: compare the
+    shares, not the times, with unprofiled steps)."""
+    stats = pstats.Stats(profiler)
+
+    def rows(key: int) -> list:
+        ranked = sorted(stats.stats.items(), key=lambda item: -item[1][key])[:30]
+        return [
+            [
+                f"{Path(file).name}:{line} {function}"[:120],
+                round(own * 1e3 / steps, 2),
+                round(total * 1e3 / steps, 2),
+                round(calls / steps, 1),
+            ]
+            for (file, line, function), (_, calls, own, total, _) in ranked
+        ]
+
+    return {
+        "host_profiled_steps": steps,
+        "wall_ms_per_step": round(wall_s * 1e3 / steps, 2),
+        "columns": ["function", "own ms/step", "total ms/step", "calls/step"],
+        "by_own_time": rows(2),
+        "by_total_time": rows(3),
     }
 
 
@@ -670,7 +724,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
     from transformers import TrainerCallback
 
     from sentence_reduction.finetune import trainer as fold_trainer
-    from sentence_reduction.finetune.arguments import compiles_layers, effective_arguments
+    from sentence_reduction.finetune.arguments import compiled_region, effective_arguments
 
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", "/tmp/ext")
@@ -714,6 +768,21 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
                 except Exception as error:  # a profiling failure must not lose the measurement
                     self.profile_record = {"failed": f"{type(error).__name__}: {error}"}
                     args.profile_steps = 0
+            if args.host_profile_steps:
+                self.host_profile(step)
+
+        # Last, `host_profile_steps` steps under cProfile (the training thread only: the backward's
+        # host work runs on autograd's device thread and shows as the time waited in it).
+        def host_profile(self, step: int):
+            first = warmup + steps + (args.profile_steps + 1 if args.profile_steps else 0)
+            if step == first:
+                self.host_profiler = cProfile.Profile()
+                self.host_profile_start = time.perf_counter()
+                self.host_profiler.enable()
+            elif step == first + args.host_profile_steps:
+                self.host_profiler.disable()
+                wall = time.perf_counter() - self.host_profile_start
+                self.host_profile_record = host_profile_summary(self.host_profiler, args.host_profile_steps, wall)
 
         # After the timed window: `profile_steps` steps under torch.profiler, then one step with
         # CUDA's sync debug mode on, which warns at every operation that waits for the device.
@@ -820,7 +889,7 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         "bf16_master_weights": job.training.bf16_master_weights,
         "inductor_config": job.training.inductor_config,
         "torch_compile": bool(args_used.torch_compile),
-        "regional_compilation": compiles_layers(job.training, on_gpu=torch.cuda.is_available()),
+        "compiled_region": compiled_region(job.training, on_gpu=torch.cuda.is_available()),
         # the Trainer's, or the layers' under regional compilation
         "torch_compile_mode": effective_arguments(job.training, on_gpu).get("torch_compile_mode"),
         "attention_dropout": getattr(trainer.model.config, "attention_probs_dropout_prob", None),
@@ -841,6 +910,8 @@ def train_worker(name: str, args: argparse.Namespace) -> None:
         emit(record, args.out)
         if getattr(timer, "profile_record", None):
             emit({"config": f"{record['config']}+profile", **timer.profile_record}, args.out)
+        if getattr(timer, "host_profile_record", None):
+            emit({"config": f"{record['config']}+host_profile", **timer.host_profile_record}, args.out)
     elif memory:
         print(f"rank {rank} {memory}", flush=True)
 
@@ -957,6 +1028,7 @@ def run_driver(args: argparse.Namespace, argv: list[str]) -> None:
         f"--peak-tflops={args.peak_tflops}",
     ]
     passthrough += [f"--profile-steps={args.profile_steps}", f"--trace={args.trace}"]
+    passthrough += [f"--host-profile-steps={args.host_profile_steps}"]
     passthrough += [f"--infer-batch={args.infer_batch}"] if args.infer_batch else []
     passthrough += ["--tiny"] if args.tiny else []
     for spec in [c for c in args.configs.split(",") if c]:

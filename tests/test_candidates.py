@@ -107,9 +107,9 @@ def test_training_settings_default_to_one_process_without_the_gpu_options():
     assert settings.in_training_evaluation == InTrainingEvaluation(fraction=1.0, min_rows=0)
     assert settings.launcher == LauncherSettings() and settings.launcher.world_size == 1
     assert settings.checkpoint_every_minutes is None
+    assert settings.compiled_region == "model"  # what the Trainer's own torch_compile compiles
     assert not any(
         (
-            settings.regional_compilation,
             settings.compile_predictions,
             settings.deepspeed_single_process,
             settings.clip_in_fused_optimizer,

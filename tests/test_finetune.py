@@ -295,11 +295,12 @@ def test_training_evaluates_on_the_sample_and_predicts_the_whole_held_out_fold(t
     assert result.eval_probabilities.shape == (8, 4)
 
 
-@pytest.mark.parametrize("regional", [False, True], ids=["whole_model", "layers"])
-def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path, regional):
+@pytest.mark.parametrize("region", ["model", "layers", "encoder"])
+def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path, region):
     """Texts of many lengths padded per batch, a short last batch, evaluation on the way: compiled
     once for training (torch.compile would otherwise recompile when the second batch's length
     differs). Regional compilation also compiles evaluation's forward: its one graph more."""
+    regional = region != "model"
     torch._dynamo.reset()
     texts = [("罪犯某因盗窃罪判处有期徒刑三年" * 5)[: 6 + 2 * index] for index in range(24)]
     arguments = {
@@ -309,7 +310,7 @@ def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path,
         "per_device_train_batch_size": 3,
         "save_strategy": "no",
     }
-    training = {**TINY_TRAINING, "arguments": arguments, "regional_compilation": regional}
+    training = {**TINY_TRAINING, "arguments": arguments, "compiled_region": region}
     job = tiny_job(train_texts=texts[:16], eval_texts=texts[16:], training=training)
     trainer = build_trainer(job, tmp_path / "checkpoints")
     assert trainer.args.torch_compile is not regional  # the layers are compiled by the engine instead
@@ -323,9 +324,10 @@ def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path,
     assert len(set(lengths)) >= 4
     assert trainer.state.log_history and any("eval_loss" in entry for entry in trainer.state.log_history)
     assert counters["stats"]["unique_graphs"] == (2 if regional else 1)
+    assert not counters["graph_break"]
 
 
-def test_regional_compilation_compiles_the_layers_in_the_compile_mode_and_not_the_whole_model(tmp_path, monkeypatch):
+def test_regional_compilation_compiles_the_region_in_the_compile_mode_and_not_the_whole_model(tmp_path, monkeypatch):
     """`torch_compile_mode` goes to the layers' compilation; left to the Trainer, it would switch its
     whole-model compilation back on."""
     modes = []
@@ -336,10 +338,20 @@ def test_regional_compilation_compiles_the_layers_in_the_compile_mode_and_not_th
         lambda *args, **kwargs: (modes.append(kwargs.get("mode")), compile_function(*args, **kwargs))[1],
     )
     arguments = {**TINY_TRAINING["arguments"], "torch_compile": True, "torch_compile_mode": "reduce-overhead"}
-    training = {**TINY_TRAINING, "arguments": arguments, "regional_compilation": True}
+    training = {**TINY_TRAINING, "arguments": arguments, "compiled_region": "layers"}
     trainer = build_trainer(tiny_job(training=training), tmp_path / "checkpoints")
     assert modes == ["reduce-overhead"] * len(trainer.model.base_model.encoder.layer)
     assert trainer.args.torch_compile is False and trainer.args.torch_compile_mode is None
+    modes.clear()
+    training = {**training, "compiled_region": "encoder"}
+    trainer = build_trainer(tiny_job(training=training), tmp_path / "encoder")
+    assert modes == ["reduce-overhead"]  # the stack of layers, once
+    assert trainer.args.torch_compile is False and trainer.args.torch_compile_mode is None
+
+
+def test_an_unknown_compiled_region_is_refused():
+    with pytest.raises(ValueError, match="training.compiled_region: 'layer' is not one of layers, encoder, model"):
+        TrainingSettings.from_params({"compiled_region": "layer"})
 
 
 def test_compiled_layers_match_eager_and_serve_a_later_model_without_compiling():

@@ -29,6 +29,10 @@ _ARGUMENT_DEFAULTS = {
 }
 
 
+# What `torch_compile` compiles (`training.compiled_region`; docs/performance.md, docs/encoders.md).
+COMPILED_REGIONS = ("layers", "encoder", "model")
+
+
 @dataclass
 class InTrainingEvaluation:
     """Which held-out rows are evaluated during training (the metric histories in MLflow): a fixed
@@ -53,7 +57,7 @@ class TrainingSettings:
     work_dir: str = "data/06_models/work"
     in_training_evaluation: InTrainingEvaluation = field(default_factory=InTrainingEvaluation)
     checkpoint_every_minutes: float | None = None
-    regional_compilation: bool = False
+    compiled_region: str = "model"
     compile_predictions: bool = False
     deepspeed_single_process: bool = False
     clip_in_fused_optimizer: bool = False
@@ -71,6 +75,10 @@ class TrainingSettings:
         values = dict(params)
         values["in_training_evaluation"] = InTrainingEvaluation(**(values.get("in_training_evaluation") or {}))
         values["launcher"] = LauncherSettings.from_params(values.get("launcher") or {})
+        if values.get("compiled_region", "model") not in COMPILED_REGIONS:
+            raise ValueError(
+                f"training.compiled_region: {values['compiled_region']!r} is not one of {', '.join(COMPILED_REGIONS)}"
+            )
         for name in ("arguments", "gpu_arguments", "inductor_config"):
             values[name] = dict(values.get(name) or {})
         return cls(**values)
@@ -110,18 +118,24 @@ def trains_with_deepspeed(training: TrainingSettings, on_gpu: bool, world_size: 
     return world_size > 1 or training.deepspeed_single_process
 
 
-def compiles_layers(training: TrainingSettings, on_gpu: bool) -> bool:
-    """Whether ``torch_compile`` compiles each encoder layer (``training.regional_compilation``)
-    rather than the whole model."""
-    return bool(effective_arguments(training, on_gpu).get("torch_compile")) and training.regional_compilation
+def compiled_region(training: TrainingSettings, on_gpu: bool) -> str | None:
+    """What ``torch_compile`` compiles (``training.compiled_region``): ``layers`` (each encoder layer)
+    or ``encoder`` (the layers as one graph), both compiled by `trainer.build_trainer`; ``model``, the
+    whole model, by the Trainer; None without compilation."""
+    return training.compiled_region if effective_arguments(training, on_gpu).get("torch_compile") else None
+
+
+def compiles_a_region(training: TrainingSettings, on_gpu: bool) -> bool:
+    """Whether the project compiles a part of the model itself rather than the Trainer the whole."""
+    return compiled_region(training, on_gpu) in ("layers", "encoder")
 
 
 def training_arguments(training: TrainingSettings, output_dir: Path, on_gpu: bool, run_name: str) -> TrainingArguments:
     """`TrainingArguments` from the `training.arguments` parameters, with `training.gpu_arguments`
     merged in on GPU (bf16, DeepSpeed, fused optimizer, compilation) and `use_cpu` otherwise."""
     values = effective_arguments(training, on_gpu)
-    if compiles_layers(training, on_gpu):
-        # The layers are compiled by `trainer.build_trainer` itself, in `torch_compile_mode`; a mode
+    if compiles_a_region(training, on_gpu):
+        # The region is compiled by `trainer.build_trainer` itself, in `torch_compile_mode`; a mode
         # left here would switch the Trainer's whole-model compilation back on.
         values["torch_compile"] = False
         values.pop("torch_compile_mode", None)

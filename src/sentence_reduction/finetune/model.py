@@ -167,6 +167,24 @@ def apply_runtime_settings(model: PreTrainedModel, settings: ModelSettings) -> P
     return model
 
 
+def compile_region(model: PreTrainedModel, region: str, dynamic: bool | None, mode: str | None = None) -> None:
+    """Compile a region of the model in place (torch.compile's ``mode``), the rest left eager:
+    ``layers``, each encoder layer (`compile_layers`), or ``encoder``, the stack of layers as one graph.
+
+    One graph for the stack is called once a step forward and once backward instead of once per layer
+    each way, so the host's share per step (dynamo's guards, AOTAutograd's wrappers) is paid once, and
+    CUDA graphs (``mode: reduce-overhead``) can record it: each layer compiled apart runs its forward
+    before the previous layers' backward, which CUDA-graph trees do not record. It compiles the layers'
+    code once per layer, though: a longer first step (docs/encoders.md).
+    """
+    if region == "layers":
+        compile_layers(model, dynamic, mode)
+    elif region == "encoder":
+        model.base_model.encoder.compile(dynamic=dynamic, mode=mode)
+    else:
+        raise ValueError(f"compile_region: {region!r} is neither layers nor encoder")
+
+
 def compile_layers(model: PreTrainedModel, dynamic: bool | None, mode: str | None = None) -> None:
     """Regional compilation: each encoder layer compiled in place (torch.compile's ``mode``), the rest
     of the model left eager.

@@ -18,14 +18,15 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from sentence_reduction.finetune.arguments import (
     TrainingSettings,
-    compiles_layers,
+    compiled_region,
+    compiles_a_region,
     effective_arguments,
     inductor_settings,
     training_arguments,
 )
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.master_weights import MasterWeightAdamW
-from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers, omits_full_masks
+from sentence_reduction.finetune.model import ModelSettings, build_model, compile_region, omits_full_masks
 from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
 from sentence_reduction.scoring import classification_metrics, softmax
 
@@ -221,12 +222,15 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     # (Compiled layers still get no mask for a batch without padding: eager transformers drops an
     # all-ones mask above them, one graph more and SDPA's faster unmasked kernel.)
     unpadded = _fills_max_length(train_dataset, eval_dataset, max_length=settings.max_length)
-    # Regional compilation: the layers compiled here (for any length unless no text needs padding),
-    # not the whole model by the Trainer (see `training_arguments`).
-    regional = compiles_layers(training, on_gpu)
+    # Regional compilation: the layers, or the encoder, compiled here (for any length unless no text
+    # needs padding), not the whole model by the Trainer (see `training_arguments`).
+    regional = compiles_a_region(training, on_gpu)
     if regional:
-        compile_layers(
-            model, dynamic=not unpadded, mode=effective_arguments(training, on_gpu).get("torch_compile_mode")
+        compile_region(
+            model,
+            compiled_region(training, on_gpu),
+            dynamic=not unpadded,
+            mode=effective_arguments(training, on_gpu).get("torch_compile_mode"),
         )
     trainer = FoldTrainer(
         model=model,
