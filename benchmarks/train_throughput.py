@@ -110,12 +110,13 @@ ENCODERS = {
 # The project's path for BERT-family encoders (docs/encoders.md): the master weights updated by torch's
 # fused AdamW over each group's lists, not one kernel per parameter (a BERT-large has about 390 parameter
 # tensors; finetune/master_weights.py), the residual stream in bf16 (each layer norm's output: conf/base's
-# residual_in_autocast_dtype), and no dropout on the attention probabilities (cuDNN's attention kernel
-# runs 1.4x faster without it at this shape).
+# residual_in_autocast_dtype), no dropout on the attention probabilities (cuDNN's attention kernel
+# runs 1.4x faster without it at this shape), and the stack of layers compiled as one graph (a step's
+# host time below the GPU's).
 BERT_CANDIDATE = {
     "encoder": "bert_large",
     "model": {"config_overrides": {"attention_probs_dropout_prob": 0.0}},
-    "training": {"master_weight_update": "multi_tensor"},
+    "training": {"master_weight_update": "multi_tensor", "compiled_region": "encoder"},
 }
 
 
@@ -221,17 +222,18 @@ CONFIGS: dict[str, dict] = {
     # three at 16 heads of 64 with and without dropout; finetune/sdpa_backend.py)
     "bert_large_flash_attention": deep_merge_specs(BERT_CANDIDATE, {"model": {"attention_backend": "flash"}}),
     "bert_large_efficient_attention": deep_merge_specs(BERT_CANDIDATE, {"model": {"attention_backend": "efficient"}}),
-    # CUDA graphs for each compiled layer's forward and backward (torch.compile's reduce-overhead mode)
+    # each layer compiled on its own (the 1.3B model's region), with and without CUDA graphs for each
+    # compiled layer's forward and backward (torch.compile's reduce-overhead mode)
+    "bert_large_layers_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"compiled_region": "layers"}}),
+    "bert_large_layers_cudagraphs": deep_merge_specs(
+        BERT_CANDIDATE, {"training": {"compiled_region": "layers"}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
+    ),
+    # CUDA graphs for the compiled stack of layers, forward and backward
     "bert_large_cudagraphs": deep_merge_specs(BERT_CANDIDATE, {"gpu": {"torch_compile_mode": "reduce-overhead"}}),
     # the whole model compiled by the Trainer (forward and backward one graph each), with CUDA graphs
     "bert_large_whole_model_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"compiled_region": "model"}}),
     "bert_large_whole_model_cudagraphs": deep_merge_specs(
         BERT_CANDIDATE, {"training": {"compiled_region": "model"}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
-    ),
-    # the stack of layers compiled as one graph, with and without CUDA graphs
-    "bert_large_encoder_compiled": deep_merge_specs(BERT_CANDIDATE, {"training": {"compiled_region": "encoder"}}),
-    "bert_large_encoder_cudagraphs": deep_merge_specs(
-        BERT_CANDIDATE, {"training": {"compiled_region": "encoder"}, "gpu": {"torch_compile_mode": "reduce-overhead"}}
     ),
 }
 
