@@ -195,3 +195,36 @@ def test_life_and_death_headers_and_a_commutation_that_is_no_original_term():
 def test_a_text_without_the_header_or_any_proposal_has_no_crime_from_the_word_criminal():
     features = ruling_features("罪犯某，男，汉族，现在某监狱服刑。本院认为，该犯确有悔改表现。")
     assert features["crime"] is None and features["proposal_stated"] == 0
+
+
+@pytest.mark.parametrize(
+    ("snippet", "stance"),
+    [
+        # The court adopts or supports the proposal: segmented, and raw with its commas.
+        ("建议 减刑 六个月 本院认为 确有 悔改 表现 减刑 建议 合法 予以 采纳", "adopted"),
+        ("建议 减刑 六个月 执行 机关 提请 减刑 幅度 本院 予以 采纳", "adopted"),
+        ("建议对该犯减刑六个月。本院认为，执行机关提请减刑的意见，本院予以支持。", "adopted"),
+        ("监狱提请对该犯减刑六个月，对该减刑建议，本院予以采纳。", "adopted"),
+        # It adjusts it: declines, lowers, or keeps a reservation in its reasoning.
+        ("建议 减刑 六个月 执行 机关 提请 减刑 幅度 不当 本院 予以 调整", "adjusted"),
+        ("建议 减刑 六个月 检察机关 建议 下调 减刑 幅度 予以 支持", "adjusted"),
+        ("建议对该犯减刑六个月。对执行机关的减刑建议，本院不予采纳。", "adjusted"),
+        ("建议 减刑 六个月 本院认为 确有 悔改 表现 但 未 履行 财产性 判项 减刑 幅度", "adjusted"),
+        # Neither: the facts or evidence confirmed, a "但" before the court's reasoning, 不但 in it.
+        ("建议 减刑 六个月 上述 事实 证据 本院 予以 确认 本院认为 符合 法定 减刑 条件", None),
+        ("建议 减刑 六个月 但 该犯 系 累犯 本院认为 确有 悔改 表现 可予 减刑", None),
+        ("建议减刑六个月。本院认为，该犯不但认罪悔罪，而且积极劳动，可予减刑。", None),
+    ],
+)
+def test_the_courts_stance_on_the_proposal(snippet, stance):
+    features = ruling_features(snippet)
+    assert features["recommended_months"] == 6
+    assert (features["proposal_adopted"], features["proposal_adjusted"]) == (stance == "adopted", stance == "adjusted")
+    for name in ("adopted", "adjusted"):
+        value = features[f"{name}_months"]
+        assert value == 6 if stance == name else math.isnan(value), (name, value)
+
+
+def test_a_stance_without_a_stated_amount_has_no_stance_months():
+    features = ruling_features("执行机关提请对该犯减刑，本院认为，其减刑建议合法，予以采纳。")
+    assert features["proposal_adopted"] == 1 and math.isnan(features["adopted_months"])

@@ -27,7 +27,7 @@ from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean
 ANALYZERS = ("auto", "word", "char")
 # Features read as categories by a linear model: the crime, and the recommended months, whose value the
 # granted months equal in most rulings that state it (a category lets each value carry its own weight).
-_CATEGORICAL = ["crime", "recommended_months"]
+_CATEGORICAL = ["crime", "recommended_months", "adopted_months", "adjusted_months"]
 _NUMERIC = [column for column in FEATURE_COLUMNS if column != "crime"]
 
 
