@@ -208,6 +208,7 @@ def test_a_text_without_the_header_or_any_proposal_has_no_crime_from_the_word_cr
         # It adjusts it: declines, lowers, or keeps a reservation in its reasoning.
         ("建议 减刑 六个月 执行 机关 提请 减刑 幅度 不当 本院 予以 调整", "adjusted"),
         ("建议 减刑 六个月 检察机关 建议 下调 减刑 幅度 予以 支持", "adjusted"),
+        ("建议 减刑 六个月 提请 减刑 建议 合法 但 提请 幅度 偏高 本院 予以 减低", "adjusted"),
         ("建议对该犯减刑六个月。对执行机关的减刑建议，本院不予采纳。", "adjusted"),
         ("建议 减刑 六个月 本院认为 确有 悔改 表现 但 未 履行 财产性 判项 减刑 幅度", "adjusted"),
         # Neither: the facts or evidence confirmed, a "但" before the court's reasoning, 不但 in it.

@@ -54,7 +54,8 @@ _ADOPTS = re.compile(
 )
 # An adjustment overrides an adoption found in the same ruling (a "不予 采纳" matches both).
 _ADJUSTS = re.compile(
-    rf"(?:不予|不能|不应|未予|部分|难以){_S}(?:采纳|支持|认可|准许)|予以{_S}调整|幅度{_S}(?:过大|偏大|不当)"
+    rf"(?:不予|不能|不应|未予|部分|难以){_S}(?:采纳|支持|认可|准许)|予以{_S}(?:调整|减低|降低|核减)"
+    rf"|幅度{_S}(?:过大|偏大|过高|偏高|不当)"
     rf"|下调{_S}(?:减刑{_S})?幅度"
 )
 # A reduction granted before: to life from death, or by (to) a term; "裁定 减刑" alone may be the present one.
@@ -104,8 +105,9 @@ _CONDUCT_STARTS = re.compile(
     "|".join(_spaced(word) for word in ("经审理查明", "执行机关", "服刑期间", "本院认为", "改造期间", "确有悔改"))
 )
 
+_COURT_REASONS = re.compile(_spaced("本院认为"))
 # A reservation in the court's reasoning ("本院认为 … 确有 悔改 表现 … 但 未 履行 财产性 判项"): it lowers the amount.
-_RESERVATION = re.compile(_spaced("本院认为") + r".*(?<!不)(?:但|然而)")
+_RESERVATION = re.compile(r"(?<!不)(?:但|然而)")
 
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _UNITS = {"十": 10, "百": 100, "千": 1000}
@@ -155,7 +157,7 @@ def ruling_features(text: str) -> dict[str, Any]:
     crimes = _header_crimes(text) or _crimes(sentencing) or _crimes(text)
     previous = list(_PREVIOUS.finditer(text))
     reduced_by = [_term_months(match) for match in previous if not match.group("kind").startswith("减为")]
-    adjusted = bool(_ADJUSTS.search(text) or _RESERVATION.search(text))
+    adjusted = bool(_ADJUSTS.search(text) or _RESERVATION.search(_court_reasoning(text)))
     adopted = bool(_ADOPTS.search(text)) and not adjusted
     recommended = _first_term(_RECOMMENDED, text)
     return {
@@ -181,6 +183,13 @@ def ruling_features(text: str) -> dict[str, Any]:
         "property_unpaid": int(bool(_UNPAID.search(text))),
         "property_paid": int(bool(_PAID.search(text))),
     }
+
+
+def _court_reasoning(text: str) -> str:
+    """The court's reasoning: the text after its first 本院认为, empty where the ruling has none (a CAIL
+    fact, a truncated head)."""
+    match = _COURT_REASONS.search(text)
+    return text[match.end() :] if match else ""
 
 
 def parse_chinese_numeral(text: str) -> float:
