@@ -162,6 +162,8 @@ def test_feature_model_learns_the_recommendation_out_of_fold():
         ("建议 犯 减去 有期徒刑 一年 四个 建议 城郊 人民检察院", 16),
         ("理由 建议 予以 减刑 一年 六个月 服刑 期间", 18),
         ("确有 悔改 表现 提请 本院 减刑 15 天 服刑", 0.5),
+        # A revised proposal: the later amount.
+        ("确有 悔改 表现 提请 减刑 九个 但 财产性 判项 未 履行 减刑 幅度 三个 鉴此 提请 法院 减刑 六个月", 6),
         # Must not match: a proposal without its amount, a month of the calendar, a working-day count.
         ("提请 减刑 符合 法律 条件 提请 程序 符合 法律", None),
         ("建议 减刑 原判 8 月份 被告人", None),

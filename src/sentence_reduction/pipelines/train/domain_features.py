@@ -159,7 +159,8 @@ def ruling_features(text: str) -> dict[str, Any]:
     reduced_by = [_term_months(match) for match in previous if not match.group("kind").startswith("减为")]
     adjusted = bool(_ADJUSTS.search(text) or _RESERVATION.search(_court_reasoning(text)))
     adopted = bool(_ADOPTS.search(text)) and not adjusted
-    recommended = _first_term(_RECOMMENDED, text)
+    # A later statement of the amount revises an earlier one ("提请 减刑 九个 但 … 鉴此 提请 法院 减刑 六个月").
+    recommended = _last_term(_RECOMMENDED, text)
     return {
         "crime": crimes[0] if crimes else None,
         "crime_count": len(crimes),
@@ -226,6 +227,11 @@ def _terms(pattern: re.Pattern, text: str) -> list[float]:
 def _first_term(pattern: re.Pattern, text: str) -> float:
     terms = _terms(pattern, text)
     return terms[0] if terms else np.nan
+
+
+def _last_term(pattern: re.Pattern, text: str) -> float:
+    terms = _terms(pattern, text)
+    return terms[-1] if terms else np.nan
 
 
 def _sentencing_term(pattern: re.Pattern, sentencing: str, text: str) -> float:
