@@ -6,12 +6,18 @@ import pytest
 
 from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_on_linear_features
 from sentence_reduction.pipelines.train.domain_features import parse_domain_features
-from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine
+from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine, fitted_weights
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, probability_table
 
 N_CASES, N_CLASSES = 200, 4
 CLASS_TABLE = pd.DataFrame({"class_id": range(N_CLASSES), "months": [0, 3, 6, 12]})
-ENSEMBLE = {"weight_step": 0.25, "combinations": ["probabilities", "log_probabilities"], "min_gain": 0.005}
+ENSEMBLE = {"search": "fitted", "min_gain": 0.0}
+GRID = {
+    "search": "grid",
+    "weight_step": 0.25,
+    "combinations": ["probabilities", "log_probabilities"],
+    "min_gain": 0.005,
+}
 AUTO = {"decoding": "auto"}
 
 BASELINE = {
@@ -77,7 +83,8 @@ def test_a_strong_candidate_is_chosen_alone_over_a_noise_candidate():
     assert set(report["months"]) >= {"0", "3", "6", "12"}
 
 
-def test_complementary_candidates_are_blended():
+@pytest.mark.parametrize("ensemble", [ENSEMBLE, GRID], ids=["fitted", "grid"])
+def test_complementary_candidates_are_blended(ensemble):
     model_input, folds, class_ids = _cases()
     first_half = np.arange(N_CASES) < N_CASES // 2
     left, right = _knowing(class_ids, first_half, seed=5), _knowing(class_ids, ~first_half, seed=6)
@@ -85,13 +92,42 @@ def test_complementary_candidates_are_blended():
         model_input,
         folds,
         CLASS_TABLE,
-        ENSEMBLE,
+        ensemble,
         AUTO,
         left=_table(model_input, left),
         right=_table(model_input, right),
     )
     assert choice["weights"]["left"] > 0 and choice["weights"]["right"] > 0
     assert metrics["ext_acc"] > 0.9  # each alone is right on half the cases and guesses on the rest
+
+
+def test_fitted_weights_are_the_mixture_of_highest_likelihood():
+    model_input, folds, class_ids = _cases()
+    rng = np.random.default_rng(9)
+    stacked = np.stack(
+        [
+            _knowing(class_ids, rng.random(N_CASES) < 0.6, seed=10),
+            _knowing(class_ids, rng.random(N_CASES) < 0.3, seed=11),
+            rng.dirichlet(np.ones(N_CLASSES), size=N_CASES),
+        ]
+    )
+
+    def log_likelihood(weights: np.ndarray) -> float:
+        return np.log(combine(stacked, weights, "probabilities")[np.arange(N_CASES), class_ids]).mean()
+
+    weights = fitted_weights(stacked, class_ids)
+    assert weights.sum() == pytest.approx(1) and (weights >= 0).all()
+    assert weights[0] > weights[1] > weights[2]  # the better informed, the heavier
+    steps = 40
+    grid = [np.array([a, b, steps - a - b]) / steps for a in range(steps + 1) for b in range(steps + 1 - a)]
+    assert log_likelihood(weights) >= max(log_likelihood(point) for point in grid) - 1e-9
+
+
+def test_an_unknown_search_is_refused():
+    model_input, folds, class_ids = _cases()
+    table = _table(model_input, _knowing(class_ids, np.ones(N_CASES, bool), seed=7))
+    with pytest.raises(ValueError, match="ensemble search must be one of"):
+        choose_ensemble(model_input, folds, CLASS_TABLE, {**ENSEMBLE, "search": "stacking"}, AUTO, one=table)
 
 
 def test_out_of_fold_scores_compare_the_decoded_months_with_the_cases_own_months():

@@ -1,10 +1,13 @@
 """The ensemble of the candidates: chosen from out-of-fold probabilities alone, estimated honestly by
 nested folds, applied to the test probabilities.
 
-The search space is kept small on purpose (a simplex grid of weights, two ways to combine, the decoding
-rules) and holds every single candidate; a blend is chosen over the best single candidate only when it
-scores ``ensemble.min_gain`` more, so a weak candidate is dropped rather than blended in on noise. The
-nested estimate shows what the choice itself is worth on cases it was not chosen on.
+The search is kept small on purpose and holds every single candidate. Under ``ensemble.search: fitted``
+the blend's weights are those of highest out-of-fold likelihood (a mixture fitted by EM): one smooth
+optimum, where the best FinalScore over a grid of weights is the maximum of many noisy scores and moves
+from one fold split to the next. ``grid`` searches a simplex grid of weights and two ways to combine. A
+blend is chosen over the best single candidate only when it scores ``ensemble.min_gain`` more, so a weak
+candidate is dropped rather than blended in on noise. The nested estimate shows what the choice itself
+is worth on cases it was not chosen on.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sentence_reduction.scoring import DECODING_RULES, classification_metrics, d
 logger = logging.getLogger(__name__)
 
 COMBINATIONS = ("probabilities", "log_probabilities")
+SEARCHES = ("fitted", "grid")
 _FLOOR = 1e-6  # a class a candidate gives 0 must not veto it in a product of probabilities
 
 
@@ -43,10 +47,12 @@ def choose_ensemble(
     stacked, class_ids, true_months = _stack(oof_probabilities, model_input)
     folds = case_folds(model_input.loc[model_input["id"].isin(oof_probabilities[names[0]]["id"])], fold_assignments)
     months = class_table["months"].tolist()
-    options = _options(len(names), ensemble, evaluation)
 
-    min_gain = ensemble["min_gain"]
-    best = _best(options, stacked, true_months, months, min_gain)
+    def choose(cases: np.ndarray) -> tuple:
+        options = _options(stacked[:, cases], class_ids[cases], ensemble, evaluation)
+        return _best(options, stacked[:, cases], true_months[cases], months, ensemble["min_gain"])
+
+    best = choose(np.ones(len(class_ids), dtype=bool))
     nested_probabilities = np.zeros((len(class_ids), len(months)))
     nested_predicted = np.zeros(len(class_ids), dtype=int)
     chosen_by_fold = []
@@ -55,7 +61,7 @@ def choose_ensemble(
         held_out = folds == fold
         # One fold alone leaves nothing to choose on: the choice is then scored on its own cases.
         chosen_on = ~held_out if len(held_out_folds) > 1 else held_out
-        option = _best(options, stacked[:, chosen_on], true_months[chosen_on], months, min_gain)
+        option = choose(chosen_on)
         nested_probabilities[held_out] = combine(stacked[:, held_out], *option[:2])
         nested_predicted[held_out] = decode(nested_probabilities[held_out], months, option[2])
         chosen_by_fold.append(_describe(option, names))
@@ -128,9 +134,17 @@ def _stack(
     return np.stack([probabilities for probabilities, _, _ in arrays]), arrays[0][1], arrays[0][2]
 
 
-def _options(n_candidates: int, ensemble: dict[str, Any], evaluation: dict[str, Any]) -> list[tuple]:
-    """Every (weights, combination, decoding) the search tries; fewer candidates first, so that a tie
-    goes to the simpler ensemble."""
+def _options(stacked: np.ndarray, class_ids: np.ndarray, ensemble: dict[str, Any], evaluation: dict[str, Any]) -> list:
+    """Every (weights, combination, decoding) the search tries: each candidate alone, and the fitted blend
+    or the grid's; fewer candidates first, so that a tie goes to the simpler ensemble."""
+    n_candidates = len(stacked)
+    rules = DECODING_RULES if evaluation["decoding"] == "auto" else (evaluation["decoding"],)
+    if ensemble["search"] == "fitted":
+        singles = [(weights, "probabilities") for weights in np.eye(n_candidates)]
+        blends = [(fitted_weights(stacked, class_ids), "probabilities")] if n_candidates > 1 else []
+        return [(weights, combination, rule) for weights, combination in singles + blends for rule in rules]
+    if ensemble["search"] != "grid":
+        raise ValueError(f"ensemble search must be one of {SEARCHES}, not {ensemble['search']!r}")
     steps = round(1 / ensemble["weight_step"])
     grid = [
         np.array(counts) / steps
@@ -138,13 +152,30 @@ def _options(n_candidates: int, ensemble: dict[str, Any], evaluation: dict[str, 
         if sum(counts) == steps
     ]
     grid.sort(key=lambda weights: (np.count_nonzero(weights), -weights.max()))
-    rules = DECODING_RULES if evaluation["decoding"] == "auto" else (evaluation["decoding"],)
     options = []
     for weights in grid:
         # One candidate alone is the same under both combinations.
         combinations = ensemble["combinations"] if np.count_nonzero(weights) > 1 else ensemble["combinations"][:1]
         options += [(weights, combination, rule) for combination in combinations for rule in rules]
     return options
+
+
+def fitted_weights(
+    stacked: np.ndarray, class_ids: np.ndarray, iterations: int = 1000, tolerance: float = 1e-9
+) -> np.ndarray:
+    """The mixture weights over the candidates' ``stacked[c]`` probabilities of highest likelihood of
+    the true classes: EM for a mixture's weights, each step the mean share of each case's likelihood that
+    each candidate carries, which never lowers the likelihood."""
+    likelihoods = np.clip(stacked[:, np.arange(len(class_ids)), class_ids].T, _FLOOR, None)
+    weights = np.full(len(stacked), 1 / len(stacked))
+    for _ in range(iterations):
+        shares = likelihoods * weights
+        updated = (shares / shares.sum(axis=1, keepdims=True)).mean(axis=0)
+        converged = np.abs(updated - weights).max() < tolerance
+        weights = updated
+        if converged:
+            break
+    return weights
 
 
 def _best(
