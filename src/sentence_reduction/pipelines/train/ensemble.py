@@ -4,10 +4,11 @@ nested folds, applied to the test probabilities.
 The search is kept small on purpose and holds every single candidate. Under ``ensemble.search: fitted``
 the blend's weights are those of highest out-of-fold likelihood (a mixture fitted by EM): one smooth
 optimum, where the best FinalScore over a grid of weights is the maximum of many noisy scores and moves
-from one fold split to the next. ``grid`` searches a simplex grid of weights and two ways to combine. A
-blend is chosen over the best single candidate only when it scores ``ensemble.min_gain`` more, so a weak
-candidate is dropped rather than blended in on noise. The nested estimate shows what the choice itself
-is worth on cases it was not chosen on.
+from one fold split to the next; a weak candidate gets a weight near 0. ``grid`` searches a simplex grid
+of weights and two ways to combine. A blend is chosen over the best single candidate only when it scores
+``ensemble.min_gain`` more: the guard the grid's maximum over many options needs, so that a weak candidate
+is dropped rather than blended in on noise. The nested estimate shows what the choice itself is worth on
+cases it was not chosen on.
 """
 
 from __future__ import annotations
