@@ -25,8 +25,9 @@ from sentence_reduction.pipelines.train.domain_features import FEATURE_COLUMNS
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 ANALYZERS = ("auto", "word", "char")
-# Features read as categories by a linear model: the crime, and the recommended months, whose value the
-# granted months equal in most rulings that state it (a category lets each value carry its own weight).
+# Features read as categories by a linear model: the crime, and the recommended months (also under the
+# court's stance), whose value the granted months equal in most rulings that state it (a category lets
+# each value carry its own weight).
 _CATEGORICAL = ["crime", "recommended_months", "adopted_months", "adjusted_months"]
 _NUMERIC = [column for column in FEATURE_COLUMNS if column != "crime"]
 
