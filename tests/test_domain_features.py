@@ -231,3 +231,24 @@ def test_the_courts_stance_on_the_proposal(snippet, stance):
 def test_a_stance_without_a_stated_amount_has_no_stance_months():
     features = ruling_features("执行机关提请对该犯减刑，本院认为，其减刑建议合法，予以采纳。")
     assert features["proposal_adopted"] == 1 and math.isnan(features["adopted_months"])
+
+
+@pytest.mark.parametrize(
+    ("snippet", "refused", "remaining"),
+    [
+        # The court refuses, or the procuratorate advises it to: segmented and raw.
+        ("本院认为 上次 减刑 获得 表扬 奖励 但 认知 能力 认罪 悔罪 情况 本次 暂 不予 减刑", 1, 0),
+        ("检察机关 出具 出庭 意见 建议 不予 减刑 本院认为 服刑 期间 悔改 表现", 1, 0),
+        ("本院认为，该犯有能力履行财产性判项而拒不履行，不予减刑。", 1, 0),
+        # The whole remaining term taken off, proposed or decided.
+        ("建议 人民法院 犯 减去 有期徒刑 剩余 刑期 服刑 期间 认罪 悔罪", 0, 1),
+        ("执行机关建议减去有期徒刑六个月，超过其服刑期限，依法减去余刑。", 0, 1),
+        # Neither: a reduction granted, the remaining term weighed but not taken off, a term "减去" alone.
+        ("本院认为 确有 悔改 表现 符合 法定 减刑 条件 可予 减刑", 0, 0),
+        ("综合 该犯 犯罪 性质 财产性 判项 履行 情况 剩余 刑期 因素 减刑 幅度", 0, 0),
+        ("建议 减去 有期徒刑 六个月 本院认为 予以 采纳", 0, 0),
+    ],
+)
+def test_a_refused_reduction_and_the_remaining_term_taken_off(snippet, refused, remaining):
+    features = ruling_features(snippet)
+    assert (features["reduction_refused"], features["remaining_term"]) == (refused, remaining)

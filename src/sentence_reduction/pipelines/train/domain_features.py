@@ -58,6 +58,12 @@ _ADJUSTS = re.compile(
     rf"|幅度{_S}(?:过大|偏大|过高|偏高|不当)"
     rf"|下调{_S}(?:减刑{_S})?幅度"
 )
+# A reduction refused, by the court or on the procuratorate's advice ("本次 暂 不予 减刑", "建议 不予 减刑"):
+# the ruling grants none.
+_REFUSED = re.compile(rf"不予{_S}(?:减刑|减去)|(?:暂缓|不宜){_S}减刑")
+# The whole remaining term taken off ("减去 有期徒刑 剩余 刑期", "依法 减去 余刑"): the amount is what is left
+# to serve, not a stated term.
+_REMAINING_TERM = re.compile(rf"减去{_S}(?:有期徒刑{_S})?(?:剩余{_S}刑期|余刑)")
 # A reduction granted before: to life from death, or by (to) a term; "裁定 减刑" alone may be the present one.
 _PREVIOUS = re.compile(
     rf"(?:裁定|曾|已|先后|上次){_CLAUSE}{{0,25}}?"
@@ -121,6 +127,8 @@ FEATURE_COLUMNS = [
     "proposal_stated",
     "proposal_adopted",
     "proposal_adjusted",
+    "reduction_refused",
+    "remaining_term",
     "adopted_months",
     "adjusted_months",
     "original_term_months",
@@ -169,6 +177,8 @@ def ruling_features(text: str) -> dict[str, Any]:
         "proposal_stated": int(bool(_PROPOSAL.search(text))),
         "proposal_adopted": int(adopted),
         "proposal_adjusted": int(adjusted),
+        "reduction_refused": int(bool(_REFUSED.search(text))),
+        "remaining_term": int(bool(_REMAINING_TERM.search(text))),
         "adopted_months": recommended if adopted else np.nan,
         "adjusted_months": recommended if adjusted else np.nan,
         "original_term_months": _original_term(sentencing, text),
