@@ -96,7 +96,7 @@ def main() -> None:
     whole = {name for name in parameters["transformer_candidates"] if arguments.transformer_folds is None}
     blended = {name: table for name, table in oof.items() if name in whole or name in CLASSICAL_CANDIDATES}
     choice, ensemble_metrics, _, _ = choose_ensemble(
-        model_input, folds, class_table, features, parameters["ensemble"], parameters["evaluation"], **blended
+        model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )
     wall = time.perf_counter() - started
 

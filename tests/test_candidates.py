@@ -202,11 +202,7 @@ def test_two_candidates_train_on_every_fold_in_their_namespaces_and_both_feed_th
     choose = next(node for node in train.nodes if node.name == "choose_ensemble")
     assert {f"{name}_oof_probabilities" for name in everyone} <= set(choose.inputs)
     apply = next(node for node in train.nodes if node.name == "apply_ensemble")
-    assert set(apply.inputs) == {
-        "ensemble",
-        "test_domain_features",
-        *(f"{name}_test_probabilities" for name in everyone),
-    }
+    assert set(apply.inputs) == {"ensemble", *(f"{name}_test_probabilities" for name in everyone)}
     plot = next(node for node in train.nodes if node.name == "plot_candidates")
     assert {f"{name}_metrics" for name in everyone} <= set(plot.inputs)
     assert "submission" in train.all_outputs()

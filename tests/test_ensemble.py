@@ -11,13 +11,12 @@ from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, p
 
 N_CASES, N_CLASSES = 200, 4
 CLASS_TABLE = pd.DataFrame({"class_id": range(N_CLASSES), "months": [0, 3, 6, 12]})
-ENSEMBLE = {"search": "fitted", "min_gain": 0.0, "weights_by": None, "min_part_cases": 20}
+ENSEMBLE = {"search": "fitted", "min_gain": 0.0}
 GRID = {
     "search": "grid",
     "weight_step": 0.25,
     "combinations": ["probabilities", "log_probabilities"],
     "min_gain": 0.005,
-    "weights_by": None,
 }
 AUTO = {"decoding": "auto"}
 
@@ -49,12 +48,6 @@ def _cases(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     return model_input, folds, class_ids
 
 
-def _features(model_input: pd.DataFrame, stated: np.ndarray | None = None) -> pd.DataFrame:
-    """Parsed features of the cases: ``recommended_months`` stated (6) where ``stated``, missing elsewhere."""
-    stated = np.zeros(len(model_input), bool) if stated is None else stated
-    return pd.DataFrame({"id": model_input["id"], "recommended_months": np.where(stated, 6.0, np.nan)})
-
-
 def _knowing(class_ids: np.ndarray, known: np.ndarray, seed: int) -> np.ndarray:
     """Probabilities peaked on the true class where ``known``, random elsewhere."""
     rng = np.random.default_rng(seed)
@@ -77,7 +70,6 @@ def test_a_strong_candidate_is_chosen_alone_over_a_noise_candidate():
         model_input,
         folds,
         CLASS_TABLE,
-        _features(model_input),
         ENSEMBLE,
         AUTO,
         noise=_table(model_input, noise),
@@ -100,7 +92,6 @@ def test_complementary_candidates_are_blended(ensemble):
         model_input,
         folds,
         CLASS_TABLE,
-        _features(model_input),
         ensemble,
         AUTO,
         left=_table(model_input, left),
@@ -108,58 +99,6 @@ def test_complementary_candidates_are_blended(ensemble):
     )
     assert choice["weights"]["left"] > 0 and choice["weights"]["right"] > 0
     assert metrics["ext_acc"] > 0.9  # each alone is right on half the cases and guesses on the rest
-
-
-def test_weights_by_a_parsed_feature_fits_each_part_its_own_blend():
-    """One candidate knows the cases that state the recommended months, the other the rest: one set of
-    weights has to share between them, two sets give each part its knowing candidate."""
-    model_input, folds, class_ids = _cases()
-    stated = np.random.default_rng(12).random(N_CASES) < 0.4
-    features = _features(model_input, stated)
-    sharp, smooth = _knowing(class_ids, stated, seed=13), _knowing(class_ids, ~stated, seed=14)
-    tables = {"sharp": _table(model_input, sharp), "smooth": _table(model_input, smooth)}
-    by_part = {**ENSEMBLE, "weights_by": "recommended_months"}
-    choice, metrics, _, _ = choose_ensemble(model_input, folds, CLASS_TABLE, features, by_part, AUTO, **tables)
-    _, shared, _, _ = choose_ensemble(model_input, folds, CLASS_TABLE, features, ENSEMBLE, AUTO, **tables)
-    assert choice["weights_by"] == "recommended_months"
-    assert choice["weights"]["sharp"] > 0.9 and choice["weights_where_unstated"]["smooth"] > 0.9
-    assert metrics["loss"] < shared["loss"] - 0.1
-
-    test_ids = pd.Series(["t_stated", "t_unstated"])
-    test_features = pd.DataFrame({"id": test_ids, "recommended_months": [6.0, np.nan]})
-    one_hot = {
-        name: probability_table(test_ids, np.eye(N_CLASSES)[[index, index]]) for index, name in enumerate(tables)
-    }
-    combined = apply_ensemble(choice, test_features, **one_hot).drop(columns="id").to_numpy()
-    assert combined[0, 0] > 0.9 and combined[1, 1] > 0.9  # sharp's class where stated, smooth's elsewhere
-
-
-def test_a_part_too_small_for_weights_of_its_own_takes_every_cases_weights():
-    model_input, folds, class_ids = _cases()
-    stated = np.arange(N_CASES) < 8  # 6 training cases a fold: fewer than min_part_cases
-    sharp, smooth = _knowing(class_ids, stated, seed=13), _knowing(class_ids, ~stated, seed=14)
-    tables = {"sharp": _table(model_input, sharp), "smooth": _table(model_input, smooth)}
-    by_part = {**ENSEMBLE, "weights_by": "recommended_months"}
-    choice, _, _, _ = choose_ensemble(
-        model_input, folds, CLASS_TABLE, _features(model_input, stated), by_part, AUTO, **tables
-    )
-    shared, _, _, _ = choose_ensemble(model_input, folds, CLASS_TABLE, _features(model_input), ENSEMBLE, AUTO, **tables)
-    assert choice["weights"] == pytest.approx(shared["weights"])
-
-
-def test_weights_by_needs_the_fitted_search_and_a_parsed_column():
-    model_input, folds, class_ids = _cases()
-    tables = {
-        name: _table(model_input, _knowing(class_ids, np.ones(N_CASES, bool), seed))
-        for name, seed in (("a", 1), ("b", 2))
-    }
-    features = _features(model_input)
-    with pytest.raises(ValueError, match="weights_by needs search: fitted"):
-        choose_ensemble(
-            model_input, folds, CLASS_TABLE, features, {**GRID, "weights_by": "recommended_months"}, AUTO, **tables
-        )
-    with pytest.raises(ValueError, match="parsed feature column, not 'amount'"):
-        choose_ensemble(model_input, folds, CLASS_TABLE, features, {**ENSEMBLE, "weights_by": "amount"}, AUTO, **tables)
 
 
 def test_fitted_weights_are_the_mixture_of_highest_likelihood():
@@ -188,9 +127,7 @@ def test_an_unknown_search_is_refused():
     model_input, folds, class_ids = _cases()
     table = _table(model_input, _knowing(class_ids, np.ones(N_CASES, bool), seed=7))
     with pytest.raises(ValueError, match="ensemble search must be one of"):
-        choose_ensemble(
-            model_input, folds, CLASS_TABLE, _features(model_input), {**ENSEMBLE, "search": "stacking"}, AUTO, one=table
-        )
+        choose_ensemble(model_input, folds, CLASS_TABLE, {**ENSEMBLE, "search": "stacking"}, AUTO, one=table)
 
 
 def test_out_of_fold_scores_compare_the_decoded_months_with_the_cases_own_months():
@@ -206,9 +143,7 @@ def test_out_of_fold_scores_compare_the_decoded_months_with_the_cases_own_months
     assert metrics["accuracy"] == 1.0
     assert metrics["ext_acc"] == pytest.approx(1 - longer.mean())
     assert metrics["final_score"] < 1.0
-    _, estimate, _, _ = choose_ensemble(
-        model_input, folds, CLASS_TABLE, _features(model_input), ENSEMBLE, AUTO, perfect=perfect
-    )
+    _, estimate, _, _ = choose_ensemble(model_input, folds, CLASS_TABLE, ENSEMBLE, AUTO, perfect=perfect)
     assert estimate["ext_acc"] == pytest.approx(1 - longer.mean())
 
 
@@ -216,9 +151,7 @@ def test_candidates_over_different_cases_are_refused():
     model_input, folds, class_ids = _cases()
     table = _table(model_input, _knowing(class_ids, np.ones(N_CASES, bool), seed=7))
     with pytest.raises(ValueError, match="cover different cases"):
-        choose_ensemble(
-            model_input, folds, CLASS_TABLE, _features(model_input), ENSEMBLE, AUTO, one=table, other=table.iloc[1:]
-        )
+        choose_ensemble(model_input, folds, CLASS_TABLE, ENSEMBLE, AUTO, one=table, other=table.iloc[1:])
 
 
 def test_apply_ensemble_combines_the_test_tables_by_the_saved_weights():
@@ -226,14 +159,13 @@ def test_apply_ensemble_combines_the_test_tables_by_the_saved_weights():
     one = probability_table(ids, np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]]))
     other = probability_table(ids, np.array([[0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]]))
     ensemble = {"weights": {"one": 0.75, "other": 0.25}, "combination": "probabilities", "decoding": "argmax"}
-    features = pd.DataFrame({"id": ids})
-    combined = apply_ensemble(ensemble, features, one=one, other=other)
+    combined = apply_ensemble(ensemble, one=one, other=other)
     assert combined["id"].tolist() == ["t_0", "t_1"]
     assert np.allclose(combined.drop(columns="id").to_numpy()[0], [0.55, 0.25, 0.1, 0.1])
     with pytest.raises(ValueError, match="combines"):
-        apply_ensemble(ensemble, features, one=one)
+        apply_ensemble(ensemble, one=one)
     with pytest.raises(ValueError, match="not over the same test ids"):
-        apply_ensemble(ensemble, features, one=one, other=other.iloc[::-1].reset_index(drop=True))
+        apply_ensemble(ensemble, one=one, other=other.iloc[::-1].reset_index(drop=True))
 
 
 def test_log_combination_is_a_normalised_weighted_geometric_mean():

@@ -9,10 +9,6 @@ of weights and two ways to combine. A blend is chosen over the best single candi
 ``ensemble.min_gain`` more: the guard the grid's maximum over many options needs, so that a weak candidate
 is dropped rather than blended in on noise. The nested estimate shows what the choice itself is worth on
 cases it was not chosen on.
-
-With ``ensemble.weights_by`` (a parsed feature, e.g. the recommended months) the fitted blend has two sets
-of weights: one for the cases whose ruling states it, one for the rest. Where the ruling states the
-amount, the sharp candidates that read it earn the weight; where it does not, the smooth regression does.
 """
 
 from __future__ import annotations
@@ -42,7 +38,6 @@ def choose_ensemble(
     model_input: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     class_table: pd.DataFrame,
-    domain_features: pd.DataFrame,
     ensemble: dict[str, Any],
     evaluation: dict[str, Any],
     **oof_probabilities: pd.DataFrame,
@@ -51,16 +46,12 @@ def choose_ensemble(
     its metrics estimated by nested folds; the confusion matrix and per-class report of that estimate."""
     names = list(oof_probabilities)
     stacked, class_ids, true_months = _stack(oof_probabilities, model_input)
-    cases = model_input.loc[model_input["id"].isin(oof_probabilities[names[0]]["id"])]
-    folds = case_folds(cases, fold_assignments)
-    stated = _stated(cases["id"], domain_features, ensemble["weights_by"])
+    folds = case_folds(model_input.loc[model_input["id"].isin(oof_probabilities[names[0]]["id"])], fold_assignments)
     months = class_table["months"].tolist()
 
-    def choose(chosen_on: np.ndarray) -> tuple:
-        options = _options(stacked[:, chosen_on], class_ids[chosen_on], stated[chosen_on], ensemble, evaluation)
-        return _best(
-            options, stacked[:, chosen_on], stated[chosen_on], true_months[chosen_on], months, ensemble["min_gain"]
-        )
+    def choose(cases: np.ndarray) -> tuple:
+        options = _options(stacked[:, cases], class_ids[cases], ensemble, evaluation)
+        return _best(options, stacked[:, cases], true_months[cases], months, ensemble["min_gain"])
 
     best = choose(np.ones(len(class_ids), dtype=bool))
     nested_probabilities = np.zeros((len(class_ids), len(months)))
@@ -72,12 +63,12 @@ def choose_ensemble(
         # One fold alone leaves nothing to choose on: the choice is then scored on its own cases.
         chosen_on = ~held_out if len(held_out_folds) > 1 else held_out
         option = choose(chosen_on)
-        nested_probabilities[held_out] = _blend(stacked[:, held_out], stated[held_out], *option[:2])
+        nested_probabilities[held_out] = combine(stacked[:, held_out], *option[:2])
         nested_predicted[held_out] = decode(nested_probabilities[held_out], months, option[2])
-        chosen_by_fold.append(_describe(option, names, ensemble["weights_by"]))
+        chosen_by_fold.append(_describe(option, names))
 
-    choice = _describe(best, names, ensemble["weights_by"])
-    in_sample = classification_metrics(_blend(stacked, stated, *best[:2]), class_ids, months, best[2], true_months)
+    choice = _describe(best, names)
+    in_sample = classification_metrics(combine(stacked, *best[:2]), class_ids, months, best[2], true_months)
     metrics = {
         "estimate": (
             f"nested: each of the {len(held_out_folds)} folds' cases predicted by the combination chosen on the "
@@ -105,11 +96,8 @@ def choose_ensemble(
     )
 
 
-def apply_ensemble(
-    ensemble: dict[str, Any], domain_features: pd.DataFrame, **test_probabilities: pd.DataFrame
-) -> pd.DataFrame:
-    """The ensemble's class probabilities for the test cases (``name=test table`` per candidate), with the
-    weights for the cases that state ``weights_by`` in their parsed ``domain_features`` and for the rest."""
+def apply_ensemble(ensemble: dict[str, Any], **test_probabilities: pd.DataFrame) -> pd.DataFrame:
+    """The ensemble's class probabilities for the test cases (``name=test table`` per candidate)."""
     names = list(ensemble["weights"])
     if set(names) != set(test_probabilities):
         raise ValueError(
@@ -120,11 +108,8 @@ def apply_ensemble(
         if not test_probabilities[name]["id"].equals(ids):
             raise ValueError(f"the test probabilities of {name!r} are not over the same test ids: rerun the pipeline")
     stacked = np.stack([test_probabilities[name].drop(columns="id").to_numpy() for name in names])
-    weights_by = ensemble.get("weights_by")
-    unstated = ensemble["weights_where_unstated"] if weights_by else ensemble["weights"]
-    weights = np.array([[ensemble["weights"][name] for name in names], [unstated[name] for name in names]])
-    stated = _stated(ids, domain_features, weights_by)
-    return probability_table(ids, _blend(stacked, stated, weights, ensemble["combination"]))
+    weights = np.array([ensemble["weights"][name] for name in names])
+    return probability_table(ids, combine(stacked, weights, ensemble["combination"]))
 
 
 def combine(stacked: np.ndarray, weights: np.ndarray, combination: str) -> np.ndarray:
@@ -139,24 +124,6 @@ def combine(stacked: np.ndarray, weights: np.ndarray, combination: str) -> np.nd
     raise ValueError(f"ensemble combination must be one of {COMBINATIONS}, not {combination!r}")
 
 
-def _stated(ids: pd.Series, domain_features: pd.DataFrame, weights_by: str | None) -> np.ndarray:
-    """Per case of ``ids``: does its ruling state ``weights_by`` (a parsed value, not missing and not 0)?
-    Every case does when ``weights_by`` is null, so that one set of weights serves all."""
-    if weights_by is None:
-        return np.ones(len(ids), dtype=bool)
-    if weights_by not in domain_features.columns:
-        raise ValueError(f"ensemble weights_by must be a parsed feature column, not {weights_by!r}")
-    values = ids.to_frame("id").merge(domain_features[["id", weights_by]], on="id", how="left", validate="one_to_one")
-    return (values[weights_by].notna() & (values[weights_by] != 0)).to_numpy()
-
-
-def _blend(stacked: np.ndarray, stated: np.ndarray, weights: np.ndarray, combination: str) -> np.ndarray:
-    """`combine` with ``weights[0]`` for the ``stated`` cases and ``weights[1]`` for the rest."""
-    return np.where(
-        stated[:, None], combine(stacked, weights[0], combination), combine(stacked, weights[1], combination)
-    )
-
-
 def _stack(
     oof_probabilities: dict[str, pd.DataFrame], model_input: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,22 +135,17 @@ def _stack(
     return np.stack([probabilities for probabilities, _, _ in arrays]), arrays[0][1], arrays[0][2]
 
 
-def _options(
-    stacked: np.ndarray, class_ids: np.ndarray, stated: np.ndarray, ensemble: dict[str, Any], evaluation: dict[str, Any]
-) -> list:
-    """Every (weights, combination, decoding) the search tries, the weights a row for the ``stated`` cases
-    and one for the rest: each candidate alone, and the fitted blend or the grid's; fewer candidates
-    first, so that a tie goes to the simpler ensemble."""
+def _options(stacked: np.ndarray, class_ids: np.ndarray, ensemble: dict[str, Any], evaluation: dict[str, Any]) -> list:
+    """Every (weights, combination, decoding) the search tries: each candidate alone, and the fitted blend
+    or the grid's; fewer candidates first, so that a tie goes to the simpler ensemble."""
     n_candidates = len(stacked)
     rules = DECODING_RULES if evaluation["decoding"] == "auto" else (evaluation["decoding"],)
     if ensemble["search"] == "fitted":
-        singles = [(np.stack([weights, weights]), "probabilities") for weights in np.eye(n_candidates)]
-        blends = [(_fitted_by_part(stacked, class_ids, stated, ensemble), "probabilities")] if n_candidates > 1 else []
+        singles = [(weights, "probabilities") for weights in np.eye(n_candidates)]
+        blends = [(fitted_weights(stacked, class_ids), "probabilities")] if n_candidates > 1 else []
         return [(weights, combination, rule) for weights, combination in singles + blends for rule in rules]
     if ensemble["search"] != "grid":
         raise ValueError(f"ensemble search must be one of {SEARCHES}, not {ensemble['search']!r}")
-    if ensemble["weights_by"] is not None:
-        raise ValueError("ensemble weights_by needs search: fitted (the grid has one set of weights)")
     steps = round(1 / ensemble["weight_step"])
     grid = [
         np.array(counts) / steps
@@ -195,21 +157,8 @@ def _options(
     for weights in grid:
         # One candidate alone is the same under both combinations.
         combinations = ensemble["combinations"] if np.count_nonzero(weights) > 1 else ensemble["combinations"][:1]
-        options += [(np.stack([weights, weights]), combination, rule) for combination in combinations for rule in rules]
+        options += [(weights, combination, rule) for combination in combinations for rule in rules]
     return options
-
-
-def _fitted_by_part(
-    stacked: np.ndarray, class_ids: np.ndarray, stated: np.ndarray, ensemble: dict[str, Any]
-) -> np.ndarray:
-    """The fitted weights of the ``stated`` cases and of the rest; a part of fewer than
-    ``min_part_cases`` cases takes the weights fitted on all of them."""
-    every = fitted_weights(stacked, class_ids)
-    parts = [
-        fitted_weights(stacked[:, part], class_ids[part]) if part.sum() >= ensemble["min_part_cases"] else every
-        for part in (stated, ~stated)
-    ]
-    return np.stack(parts)
 
 
 def fitted_weights(
@@ -231,45 +180,28 @@ def fitted_weights(
 
 
 def _best(
-    options: list[tuple],
-    stacked: np.ndarray,
-    stated: np.ndarray,
-    true_months: np.ndarray,
-    months: list[int],
-    min_gain: float,
+    options: list[tuple], stacked: np.ndarray, true_months: np.ndarray, months: list[int], min_gain: float
 ) -> tuple:
     """The option of highest FinalScore against the cases' own months (the first, so the simplest, of
     equals); a blend only when it beats the best single candidate by ``min_gain``."""
 
     def final_score(option: tuple) -> float:
         weights, combination, rule = option
-        predicted = decode(_blend(stacked, stated, weights, combination), months, rule)
+        predicted = decode(combine(stacked, weights, combination), months, rule)
         return competition_scores(month_of_class[predicted], true_months)["final_score"]
 
     month_of_class = np.asarray(months)
 
     scores = np.array([final_score(option) for option in options])
-    single = np.array(
-        [
-            (np.count_nonzero(option[0], axis=1) == 1).all() and (option[0][0] == option[0][1]).all()
-            for option in options
-        ]
-    )
+    single = np.array([np.count_nonzero(option[0]) == 1 for option in options])
     best, best_single = int(np.argmax(scores)), int(np.argmax(np.where(single, scores, -np.inf)))
     return options[best] if scores[best] >= scores[best_single] + min_gain else options[best_single]
 
 
-def _describe(option: tuple, names: list[str], weights_by: str | None) -> dict[str, Any]:
+def _describe(option: tuple, names: list[str]) -> dict[str, Any]:
     weights, combination, rule = option
-
-    def named(row: np.ndarray) -> dict[str, float]:
-        return {name: float(weight) for name, weight in zip(names, row, strict=True)}
-
-    unstated = {"weights_where_unstated": named(weights[1])} if weights_by else {}
     return {
-        "weights": named(weights[0]),
-        **unstated,
-        "weights_by": weights_by,
+        "weights": {name: float(weight) for name, weight in zip(names, weights, strict=True)},
         "combination": combination,
         "decoding": rule,
     }

@@ -229,7 +229,6 @@ def _ensemble_choice(candidates: Sequence[str]) -> Pipeline:
                     "model_input": "model_input_table",
                     "fold_assignments": "fold_assignments",
                     "class_table": "class_table",
-                    "domain_features": "domain_features",
                     "ensemble": "params:ensemble",
                     "evaluation": "params:evaluation",
                     **{candidate: f"{candidate}_oof_probabilities" for candidate in candidates},
@@ -281,11 +280,7 @@ def _inference(candidates: Sequence[str]) -> Pipeline:
             ),
             Node(
                 apply_ensemble,
-                inputs={
-                    "ensemble": "ensemble",
-                    "domain_features": "test_domain_features",
-                    **{c: f"{c}_test_probabilities" for c in candidates},
-                },
+                inputs={"ensemble": "ensemble", **{c: f"{c}_test_probabilities" for c in candidates}},
                 outputs="ensemble_test_probabilities",
                 name="apply_ensemble",
                 tags=INFERENCE,
