@@ -89,6 +89,22 @@ def test_cumulative_probabilities_cover_the_classes_seen_in_their_order():
         CumulativeClassifier(LogisticRegression()).fit(inputs[:3], np.zeros(3, dtype=int))
 
 
+def test_crossing_threshold_estimates_are_rearranged_not_cut():
+    """Independent threshold models may say P(class > 1) < P(class > 2): sorting each row keeps every
+    estimate, where a running minimum would leave class 2 with nothing."""
+
+    class Crossing:
+        def predict_proba(self, inputs):
+            return [np.array([[1 - p, p]]) for p in (0.9, 0.3, 0.6, 0.1)]
+
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = CumulativeClassifier(LogisticRegression())
+    classifier.classes_, classifier.thresholds_ = np.arange(5), Crossing()
+    probabilities = classifier.predict_proba(np.zeros((1, 1)))
+    assert np.allclose(probabilities, [[0.1, 0.3, 0.3, 0.2, 0.1]])
+
+
 def test_every_linear_feature_candidate_learns_the_recommendation_from_segmented_text_out_of_fold():
     cases, folds = _segmented_cases()
     features = parse_domain_features(cases)
