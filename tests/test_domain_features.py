@@ -135,19 +135,14 @@ def test_parse_chinese_numeral_refuses_other_text():
         parse_chinese_numeral("半")
 
 
-@pytest.mark.parametrize("ordinal", [True, False], ids=["thresholds", "multiclass"])
-def test_feature_model_learns_the_recommendation_out_of_fold(ordinal):
+def test_feature_model_learns_the_recommendation_out_of_fold():
     rng = np.random.default_rng(0)
     months = rng.choice([3, 6, 9, 12], size=120)
     facts = [f"罪犯某犯盗窃罪，判处有期徒刑{rng.integers(3, 15)}年。建议对该犯减刑{m}个月。" for m in months]
     model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(120)], "fact": facts, "class_id": months})
     folds = pd.DataFrame({"id": model_input["id"], "fold": np.arange(120) % 3})
     class_table = pd.DataFrame({"class_id": range(13), "months": range(13)})
-    parameters = {
-        "min_crime_cases": 5,
-        "ordinal": ordinal,
-        "classifier": {"max_iter": 20, "min_samples_leaf": 5, "random_state": 0},
-    }
+    parameters = {"min_crime_cases": 5, "classifier": {"max_iter": 20, "min_samples_leaf": 5, "random_state": 0}}
     features = parse_domain_features(model_input)
     models, oof = fit_feature_model(features, model_input, folds, class_table, parameters)
     assert len(models) == 3 and sorted(oof["id"]) == sorted(model_input["id"])

@@ -20,7 +20,6 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 _S = r"\s*"
@@ -329,8 +328,7 @@ def fit_feature_model(
     class_table: pd.DataFrame,
     feature_model: dict[str, Any],
 ) -> tuple[list[Pipeline], pd.DataFrame]:
-    """A gradient-boosted classifier on the domain features per fold (with ``feature_model.ordinal`` one per
-    threshold between the months, as the ordinal candidate's), and its out-of-fold probabilities.
+    """A gradient-boosted classifier on the domain features per fold, and its out-of-fold probabilities.
 
     One OpenMP thread: beside torch's threads in the same process, the trees' OpenMP threads contend for
     the cores (measured on 2 cores: 7 s with one thread, 29 s by default, 232 s with two)."""
@@ -347,10 +345,9 @@ def fit_feature_model(
         # A number the ruling does not give as -1, below every real value (a tree splits on it as on
         # missing): a column missing in every training case would break the trees' binning.
         numbers = SimpleImputer(strategy="constant", fill_value=-1, keep_empty_features=True)
-        trees = HistGradientBoostingClassifier(categorical_features=[0], **feature_model["classifier"])
         return make_pipeline(
             ColumnTransformer([("crime", crime, ["crime"]), ("numbers", numbers, FEATURE_COLUMNS[1:])]),
-            CumulativeClassifier(trees) if feature_model["ordinal"] else trees,
+            HistGradientBoostingClassifier(categorical_features=[0], **feature_model["classifier"]),
         )
 
     with threadpool_limits(limits=1, user_api="openmp"):
