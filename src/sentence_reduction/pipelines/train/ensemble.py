@@ -135,7 +135,9 @@ def _stack(
     return np.stack([probabilities for probabilities, _, _ in arrays]), arrays[0][1], arrays[0][2]
 
 
-def _options(stacked: np.ndarray, class_ids: np.ndarray, ensemble: dict[str, Any], evaluation: dict[str, Any]) -> list:
+def _options(
+    stacked: np.ndarray, class_ids: np.ndarray, ensemble: dict[str, Any], evaluation: dict[str, Any]
+) -> list[tuple]:
     """Every (weights, combination, decoding) the search tries: each candidate alone, and the fitted blend
     or the grid's; fewer candidates first, so that a tie goes to the simpler ensemble."""
     n_candidates = len(stacked)
