@@ -14,6 +14,11 @@ and left out of the ensemble.
     python benchmarks/real_rows.py ../shared/reference/dc611_dev_segmented.csv
     python benchmarks/real_rows.py data/01_raw/sample/train.csv
     python benchmarks/real_rows.py data/01_raw/sample/train.csv --transformer --truncation head tail head_tail
+    python benchmarks/real_rows.py ../shared/reference/dc611_dev_segmented.csv --fold-seed 42 0 1 --params ordinal.C=5
+
+``--fold-seed`` with several seeds measures each split of the folds and the mean over them (the split's
+noise is about as large as most changes measured); ``--params`` changes parameters as ``kedro run
+--params`` does, without editing ``conf/``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 from kedro.config import OmegaConfigLoader
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -51,7 +57,10 @@ SCORES = ("final_score", "score", "ext_acc")
 
 def main() -> None:
     arguments = _arguments()
-    parameters = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env=arguments.env)["parameters"]
+    changed = _runtime_params(arguments.params)
+    parameters = OmegaConfigLoader(
+        str(ROOT / "conf"), base_env="base", default_run_env=arguments.env, runtime_params=changed
+    )["parameters"]
     started = time.perf_counter()
     raw = pd.read_csv(arguments.csv, dtype=str, keep_default_na=False)
     raw.attrs["source"] = str(arguments.csv)
@@ -64,10 +73,35 @@ def main() -> None:
     normalised = normalise_rulings(cases, parameters["text_normalisation"])
     class_table = build_class_table(cases, parameters["label_encoding"])
     model_input = encode_labels(normalised, class_table)
-    fold_seed = parameters["folds"]["seed"] if arguments.fold_seed is None else arguments.fold_seed
-    folds = assign_folds(model_input, {**parameters["folds"], "seed": fold_seed})
     features = parse_domain_features(model_input)
 
+    final_scores: dict[str, list[float]] = {}
+    for fold_seed in arguments.fold_seed or [parameters["folds"]["seed"]]:
+        folds = assign_folds(model_input, {**parameters["folds"], "seed": fold_seed})
+        rows = _one_split(arguments, parameters, model_input, features, folds, class_table)
+        shape = f"{len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds"
+        print(f"{arguments.csv}: {shape} (seed {fold_seed})")
+        print(f"{'':22s} {'FinalScore':>10s} {'Score':>7s} {'ExtAcc':>7s}  decoding        fit s")
+        for name, (values, note) in rows.items():
+            print(f"{name:22s} {_scores(values)}  {note}")
+            final_scores.setdefault(name, []).append(values["final_score"])
+    if len(arguments.fold_seed or []) > 1:
+        print(f"mean FinalScore over the {len(arguments.fold_seed)} splits:")
+        for name, values in final_scores.items():
+            print(f"{name:22s} {sum(values) / len(values):10.4f}")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+
+
+def _one_split(
+    arguments: argparse.Namespace,
+    parameters: dict,
+    model_input: pd.DataFrame,
+    features: pd.DataFrame,
+    folds: pd.DataFrame,
+    class_table: pd.DataFrame,
+) -> dict[str, tuple[dict, str]]:
+    """Each candidate's, the nested ensemble's and the majority class's metrics on one split of the folds,
+    with a note to print beside each."""
     timings, oof = {}, {}
     fits = {
         name: partial(fit, model_input, features, folds, class_table, parameters["baseline"], *_own(own, parameters))
@@ -98,17 +132,21 @@ def main() -> None:
     choice, ensemble_metrics, _, _ = choose_ensemble(
         model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )
-    wall = time.perf_counter() - started
+    rows = {
+        name: (values, f"{values['decoding']:15s} {timings[name]:6.1f}  {values['cases']} cases")
+        for name, values in metrics.items()
+    }
+    rows["ensemble (nested)"] = (ensemble_metrics, f"of {', '.join(blended)}; chosen: {choice}")
+    rows["majority class"] = (ensemble_metrics["majority_class"], "")
+    return rows
 
-    shape = f"{len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds (seed {fold_seed})"
-    print(f"{arguments.csv}: {shape}")
-    print(f"{'':22s} {'FinalScore':>10s} {'Score':>7s} {'ExtAcc':>7s}  decoding        fit s")
-    for name, values in metrics.items():
-        print(f"{name:22s} {_scores(values)}  {values['decoding']:15s} {timings[name]:6.1f}  {values['cases']} cases")
-    print(f"{'ensemble (nested)':22s} {_scores(ensemble_metrics)}  of {', '.join(blended)}")
-    print(f"{'majority class':22s} {_scores(ensemble_metrics['majority_class'])}")
-    print(f"ensemble chosen: {choice}")
-    print(f"wall time {wall:.1f} s")
+
+def _runtime_params(items: list[str]) -> dict:
+    """``KEY=VALUE`` items, dotted keys into nested ones, as ``kedro run --params`` reads them."""
+    for item in items:
+        if "=" not in item or not item.partition("=")[0].strip():
+            raise SystemExit(f"--params: {item!r} is not KEY=VALUE (e.g. ordinal.C=5)")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items))
 
 
 def _own(dataset: str | None, parameters: dict) -> list:
@@ -167,7 +205,12 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", type=Path, help="a labelled CSV (the `columns:` map names its columns)")
     parser.add_argument("--env", default="local", help="the Kedro environment whose parameters to use")
-    parser.add_argument("--fold-seed", type=int, help="another split of the folds (their seed), to see its noise")
+    parser.add_argument(
+        "--fold-seed", type=int, nargs="+", help="other splits of the folds (seeds): each, and their mean"
+    )
+    parser.add_argument(
+        "--params", nargs="+", default=[], metavar="KEY=VALUE", help="changed parameters, as kedro run --params"
+    )
     parser.add_argument("--transformer", action="store_true", help="also the fold transformers")
     parser.add_argument("--truncation", nargs="+", help="with --transformer: each of these (head, tail, head_tail)")
     parser.add_argument("--transformer-folds", type=int, help="with --transformer: only the first N folds")
