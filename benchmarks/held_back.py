@@ -35,14 +35,17 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from changed_parameters import changed_parameters  # noqa: E402
+
 from sentence_reduction.metric import competition_scores  # noqa: E402
 
 
 def main() -> None:
     arguments = _arguments()
-    changes = OmegaConf.from_dotlist(arguments.params)
+    changes = changed_parameters(arguments.params)
+    # The columns as the copy will read them: conf/base and the changes (no conf/local).
     columns = OmegaConfigLoader(
-        str(ROOT / "conf"), base_env="base", default_run_env="local", runtime_params=OmegaConf.to_container(changes)
+        str(ROOT / "conf"), base_env="base", default_run_env="base", runtime_params=OmegaConf.to_container(changes)
     )["parameters"]["columns"]
     rows = pd.read_csv(arguments.csv, dtype=str, keep_default_na=False)
     final_scores = []

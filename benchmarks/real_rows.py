@@ -37,6 +37,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from changed_parameters import changed_parameters  # noqa: E402
+
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  # noqa: E402
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels  # noqa: E402
@@ -57,7 +59,7 @@ SCORES = ("final_score", "score", "ext_acc")
 
 def main() -> None:
     arguments = _arguments()
-    changed = _runtime_params(arguments.params)
+    changed = OmegaConf.to_container(changed_parameters(arguments.params))
     parameters = OmegaConfigLoader(
         str(ROOT / "conf"), base_env="base", default_run_env=arguments.env, runtime_params=changed
     )["parameters"]
@@ -139,14 +141,6 @@ def _one_split(
     rows["ensemble (nested)"] = (ensemble_metrics, f"of {', '.join(blended)}; chosen: {choice}")
     rows["majority class"] = (ensemble_metrics["majority_class"], "")
     return rows
-
-
-def _runtime_params(items: list[str]) -> dict:
-    """``KEY=VALUE`` items, dotted keys into nested ones, as ``kedro run --params`` reads them."""
-    for item in items:
-        if "=" not in item or not item.partition("=")[0].strip():
-            raise SystemExit(f"--params: {item!r} is not KEY=VALUE (e.g. ordinal.C=5)")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(items))
 
 
 def _own(dataset: str | None, parameters: dict) -> list:
