@@ -3,17 +3,21 @@ row and field; documented oddities are handled with a warning."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 import pyarrow
 import pytest
+import yaml
 
-from sentence_reduction.datasets import RulingsCSVDataset
+from sentence_reduction.datasets import RulingsDataset
 from sentence_reduction.input_errors import find_input_error
 from sentence_reduction.pipelines.data.ingestion import validate_rulings
 from sentence_reduction.pipelines.data.normalisation import mask_criminal_name, normalise_rulings
+
+from .conftest import PROJECT_ROOT
 
 COLUMNS = {"id": "id", "text": "fact", "label": "label"}
 VALIDATION = {"max_label_months": 600, "max_text_chars": 20000}
@@ -27,8 +31,8 @@ def _load(folder: Path, train: bytes | str | None = GOOD_TRAIN, test: bytes | st
         if content is not None:
             data = content.encode("utf-8") if isinstance(content, str) else content
             (folder / name).write_bytes(data)
-    train_raw = RulingsCSVDataset(str(folder / "train.csv")).load()
-    test_raw = RulingsCSVDataset(str(folder / "testA.csv")).load()
+    train_raw = RulingsDataset(str(folder / "train.csv")).load()
+    test_raw = RulingsDataset(str(folder / "testA.csv")).load()
     return validate_rulings(train_raw, test_raw, COLUMNS, VALIDATION)
 
 
@@ -80,11 +84,15 @@ BAD_INPUTS = [
 def test_bad_input_is_one_line_naming_file_row_and_field(tmp_path, case, train, test, file, row, field, words):
     with pytest.raises(Exception) as caught:
         _load(tmp_path, train, test)
-    error = find_input_error(caught.value)
-    assert error is not None, f"not an InputDataError: {caught.value!r}"
+    _assert_one_line(caught.value, tmp_path / file, row, field, words)
+
+
+def _assert_one_line(raised: BaseException, file: Path, row: int | None, field: str | None, words: str) -> None:
+    error = find_input_error(raised)
+    assert error is not None, f"not an InputDataError: {raised!r}"
     message = str(error)
     assert "\n" not in message
-    assert message.startswith(str(tmp_path / file))
+    assert message.startswith(str(file))
     assert words in message
     assert error.row == row
     if row is not None:
@@ -127,8 +135,8 @@ def test_column_names_are_parameters(tmp_path):
     (tmp_path / "testA.csv").write_text(f"fact_text\n{RULING}\n", encoding="utf-8")
     columns = {"id": None, "text": "fact_text", "label": "imprisonment"}
     train, test = validate_rulings(
-        RulingsCSVDataset(str(tmp_path / "train.csv")).load(),
-        RulingsCSVDataset(str(tmp_path / "testA.csv")).load(),
+        RulingsDataset(str(tmp_path / "train.csv")).load(),
+        RulingsDataset(str(tmp_path / "testA.csv")).load(),
         columns,
         VALIDATION,
     )
@@ -164,9 +172,100 @@ def test_validation_runs_on_pyarrow_backed_strings(tmp_path):
     (tmp_path / "testA.csv").write_text(f"id,fact\nid_5,{RULING}\n", encoding="utf-8")
     frames = []
     for name in ("train.csv", "testA.csv"):
-        raw = RulingsCSVDataset(str(tmp_path / name)).load()
+        raw = RulingsDataset(str(tmp_path / name)).load()
         arrow = raw.astype(pd.ArrowDtype(pyarrow.string()))
         arrow.attrs = raw.attrs
         frames.append(arrow)
     train_cases, test_cases = validate_rulings(*frames, COLUMNS, VALIDATION)
     assert train_cases["label"].tolist() == [6, 3] and len(test_cases) == 1
+
+
+# conf/cail2018 as shipped: CAIL2018's JSON lines mapped by configuration alone.
+CAIL2018_COLUMNS = yaml.safe_load((PROJECT_ROOT / "conf" / "cail2018" / "parameters_data.yml").read_text("utf-8"))[
+    "columns"
+]
+
+
+def _judgment(months: int | str, life: bool | str = False, death: bool = False) -> str:
+    """One line of CAIL2018's data_train.json."""
+    term = {"death_penalty": death, "imprisonment": months, "life_imprisonment": life}
+    meta = {"relevant_articles": [264], "accusation": ["盗窃"], "punish_of_money": 2000, "term_of_imprisonment": term}
+    return json.dumps({"fact": RULING, "meta": meta}, ensure_ascii=False)
+
+
+def _load_json_lines(folder: Path, train: list[str], test: list[str], columns: dict = CAIL2018_COLUMNS):
+    (folder / "data_train.json").write_bytes(("\r\n".join(train) + "\r\n\r\n").encode("utf-8"))
+    (folder / "data_test.json").write_text("\n".join(test) + "\n", encoding="utf-8")
+    train_raw = RulingsDataset(str(folder / "data_train.json")).load()
+    test_raw = RulingsDataset(str(folder / "data_test.json")).load()
+    return train_raw, *validate_rulings(train_raw, test_raw, columns, VALIDATION)
+
+
+def test_json_lines_are_read_as_cail2018_ships_them(tmp_path, caplog):
+    train = [_judgment(10), _judgment(0, life=True), _judgment(180), _judgment(0, death=True), _judgment(7)]
+    with caplog.at_level(logging.INFO):
+        train_raw, train_cases, test_cases = _load_json_lines(tmp_path, train, [_judgment(0, life=True), _judgment(24)])
+    # Nested keys become dotted columns; a value that is not a string keeps its JSON text.
+    assert train_raw["meta.term_of_imprisonment.imprisonment"].tolist() == ["10", "0", "180", "0", "7"]
+    assert train_raw["meta.term_of_imprisonment.life_imprisonment"].tolist()[:2] == ["false", "true"]
+    assert train_raw["meta.accusation"][0] == '["盗窃"]'
+    # Life and death sentences are left out of training, the rest keep the file's row numbers.
+    assert train_cases["label"].tolist() == [10, 180, 7]
+    assert train_cases["id"].tolist() == ["train_0", "train_2", "train_4"]
+    assert "2 of 5 rows left out" in caplog.text
+    assert test_cases["id"].tolist() == ["test_0", "test_1"]  # every test row is predicted
+
+
+def test_json_lines_keep_keys_a_row_lacks_empty(tmp_path):
+    rows = [
+        json.dumps({"fact": RULING, "months": 6, "extra": {"court": "某法院"}}),
+        json.dumps({"fact": RULING, "months": 8}),
+    ]
+    columns = {"id": None, "text": "fact", "label": "months"}
+    train_raw, train_cases, _ = _load_json_lines(tmp_path, rows, rows, columns)
+    assert train_raw["extra.court"].tolist() == ["某法院", ""]
+    assert train_cases["label"].tolist() == [6, 8]
+
+
+BAD_JSON_LINES = [
+    # (case, train lines, file, row, field, words in the message)
+    ("a broken line", [_judgment(10), '{"fact": "盗窃",'], "data_train.json", 2, None, "not a JSON line"),
+    ("a line that is a list", ["[1, 2]"], "data_train.json", 1, None, "must be an object"),
+    (
+        "a flag neither true nor false",
+        [_judgment(10), _judgment(0, life="maybe")],
+        "data_train.json",
+        2,
+        "meta.term_of_imprisonment.life_imprisonment",
+        "not true or false",
+    ),
+    # The row a bad label is on in the file, though a row before it was left out; a left-out row's label
+    # is not read.
+    (
+        "a bad label after a left-out row",
+        [_judgment(10), _judgment(-1, life=True), _judgment("三年")],
+        "data_train.json",
+        3,
+        "meta.term_of_imprisonment.imprisonment",
+        "whole number",
+    ),
+    ("every row left out", [_judgment(0, life=True)], "data_train.json", None, None, "every row is left out"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "train", "file", "row", "field", "words"), BAD_JSON_LINES, ids=[case[0] for case in BAD_JSON_LINES]
+)
+def test_bad_json_lines_are_one_line_naming_file_row_and_field(tmp_path, case, train, file, row, field, words):
+    with pytest.raises(Exception) as caught:
+        _load_json_lines(tmp_path, train, [_judgment(5)])
+    _assert_one_line(caught.value, tmp_path / file, row, field, words)
+
+
+def test_a_missing_exclusion_column_is_named(tmp_path):
+    columns = {**CAIL2018_COLUMNS, "exclude_if_true": ["meta.term_of_imprisonment.exile"]}
+    with pytest.raises(Exception) as caught:
+        _load_json_lines(tmp_path, [_judgment(10)], [_judgment(5)], columns)
+    _assert_one_line(
+        caught.value, tmp_path / "data_train.json", 0, "meta.term_of_imprisonment.exile", "exclude_if_true"
+    )

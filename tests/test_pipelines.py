@@ -88,6 +88,35 @@ def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
     )
 
 
+def test_cail2018_environment_reads_its_json_lines_by_configuration_alone(project_copy, tmp_path):
+    """`--env cail2018` on a folder holding CAIL2018's files as they ship: JSON lines, the months nested,
+    life and death sentences left out, terms of years binned (`label_encoding.scheme: auto`)."""
+    folder = tmp_path / "exercise_contest"
+    folder.mkdir()
+    for name, count in [("data_train.json", 120), ("data_test.json", 10)]:
+        lines = []
+        for i in range(count):
+            life, death = i % 20 == 1, i % 20 == 2
+            term = {"death_penalty": death, "imprisonment": 0 if life or death else [2, 6, 10, 24, 60, 180][i % 6]}
+            meta = {"accusation": ["盗窃"], "term_of_imprisonment": {**term, "life_imprisonment": life}}
+            lines.append(
+                json.dumps({"fact": f"被告人李某盗窃财物价值{1000 * (i + 1)}元。", "meta": meta}, ensure_ascii=False)
+            )
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    completed = run_kedro(
+        project_copy, "run", "--env", "cail2018", "--pipeline=data", "--params", f"raw_data_dir={folder}"
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    data = project_copy / "data"
+    model_input = pd.read_parquet(data / "05_model_input" / "model_input_table.parquet")
+    assert len(model_input) == 108  # 120 less 6 life and 6 death sentences
+    assert set(model_input["label"]) == {2, 6, 10, 24, 60, 180}
+    assert model_input["id"].iloc[:2].tolist() == ["train_0", "train_3"]
+    classes = pd.read_csv(data / "03_primary" / "class_table.csv")
+    assert classes["months"].max() == 180 and len(classes) < 180  # bins, not a class a month
+    assert len(pd.read_parquet(data / "05_model_input" / "test_cases.parquet")) == 10
+
+
 @pytest.mark.parametrize("raw_data_dir_set_in", ["--params", "conf/local"])
 def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path, raw_data_dir_set_in):
     """The folder named by `raw_data_dir` is the one read, set on the command line or in conf/local."""

@@ -1,4 +1,4 @@
-"""Project datasets: the competition's CSVs read strictly, models as safetensors, atomic saves.
+"""Project datasets: rulings files read strictly, models as safetensors, atomic saves.
 
 Every dataset that writes does so atomically (a temporary file beside the target, then a rename), so a
 run killed mid-save leaves the previous file or none, never a truncated one.
@@ -7,6 +7,7 @@ run killed mid-save leaves the previous file or none, never a truncated one.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,16 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-class RulingsCSVDataset(AbstractDataset[None, pd.DataFrame]):
-    """A competition CSV (`train.csv` / `testA.csv`) read as text columns, exactly as shipped.
+class RulingsDataset(AbstractDataset[None, pd.DataFrame]):
+    """A rulings file read as text columns, exactly as shipped: a CSV (the competition's `train.csv` /
+    `testA.csv`), or JSON lines where the name ends in ``.json`` or ``.jsonl`` (CAIL2018's
+    `data_train.json`), each object's nested keys flattened to dotted column names
+    (``meta.term_of_imprisonment.imprisonment``).
 
-    Accepts UTF-8 with or without a BOM, LF or CRLF line ends, and quoted fields holding commas or
-    newlines. Anything else (a GBK file, an empty file, a broken quote) raises `InputDataError`.
-    The frame's ``attrs["source"]`` names the file, so validation errors can name it too.
+    Accepts UTF-8 with or without a BOM, LF or CRLF line ends, and quoted CSV fields holding commas or
+    newlines. Anything else (a GBK file, an empty file, a broken quote, a line that is not a JSON object)
+    raises `InputDataError`. The frame's ``attrs["source"]`` names the file, so validation errors can
+    name it too.
     """
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
@@ -41,14 +46,11 @@ class RulingsCSVDataset(AbstractDataset[None, pd.DataFrame]):
     def load(self) -> pd.DataFrame:
         source = str(self._filepath)
         if not self._filepath.is_file():
-            raise InputDataError(source, "file not found (the folder must hold train.csv and testA.csv)")
+            raise InputDataError(source, "file not found (check raw_data_dir, train_file and test_file)")
         text = _decode_utf8(self._filepath.read_bytes(), source)
         if not text.strip():
             raise InputDataError(source, "file is empty")
-        try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-            raise InputDataError(source, f"not a readable CSV ({' '.join(str(error).split())})") from error
+        frame = _read_json_lines(text, source) if self._filepath.suffix in _JSON_LINES else _read_csv(text, source)
         frame.columns = [str(column).strip() for column in frame.columns]
         frame.attrs["source"] = source
         return frame
@@ -61,6 +63,47 @@ class RulingsCSVDataset(AbstractDataset[None, pd.DataFrame]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+_JSON_LINES = (".json", ".jsonl")
+
+
+def _read_csv(text: str, source: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputDataError(source, f"not a readable CSV ({' '.join(str(error).split())})") from error
+
+
+def _read_json_lines(text: str, source: str) -> pd.DataFrame:
+    """One JSON object a line (rows counted from 1, one a non-blank line), nested
+    objects flattened to dotted names, every value text as a CSV field would be: a string as it is, any
+    other value as JSON (``12``, ``true``, ``["盗窃"]``), a key a row lacks ``""``."""
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputDataError(
+                source, f"not a JSON line ({error.msg} at column {error.colno})", row=line_number
+            ) from error
+        if not isinstance(record, dict):
+            raise InputDataError(source, f"a JSON line must be an object, not {type(record).__name__}", row=line_number)
+        records.append(_flattened(record))
+    return pd.DataFrame.from_records(records).fillna("")
+
+
+def _flattened(record: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    fields = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            fields.update(_flattened(value, f"{name}."))
+        else:
+            fields[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return fields
 
 
 def _decode_utf8(raw: bytes, source: str) -> str:
@@ -164,6 +207,6 @@ __all__ = [
     "AtomicParquetDataset",
     "AtomicPickleDataset",
     "AtomicTextDataset",
-    "RulingsCSVDataset",
+    "RulingsDataset",
     "SequenceClassifierDataset",
 ]

@@ -39,7 +39,7 @@ from sentence_reduction.input_errors import find_input_error
 logger = logging.getLogger(__name__)
 
 INFERENCE_PIPELINE = "predict"
-# The inference pipeline's input that the model's user gives: the rulings, as `RulingsCSVDataset` reads them.
+# The inference pipeline's input that the model's user gives: the rulings, as `RulingsDataset` reads them.
 RULINGS_INPUT = "test_raw"
 
 
@@ -58,7 +58,7 @@ class RulingsPipelineModel(KedroPipelineModel):
 
 
 def rulings_table(model_input: pd.DataFrame) -> pd.DataFrame:
-    """The rulings as `RulingsCSVDataset` reads a file: every field text, an empty one "", names stripped
+    """The rulings as `RulingsDataset` reads a file: every field text, an empty one "", names stripped
     (MLflow parses a CSV or JSON request with inferred types and NaN for an empty field)."""
     table = pd.DataFrame(model_input)
     table = table.astype(object).where(table.notna(), "").astype(str)

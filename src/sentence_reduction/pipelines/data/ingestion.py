@@ -1,4 +1,4 @@
-"""Ingestion: the competition's CSVs (or a CAIL2018-style file mapped by column names) validated."""
+"""Ingestion: the competition's files (or a CAIL2018-style file mapped by column names) validated."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 _INTEGER = re.compile(r"^[+-]?\d+$")
 # Literal characters, not \u escapes: pandas may hand the pattern to pyarrow (RE2), which has none.
 _HAN = re.compile("[一-鿿]")  # U+4E00..U+9FFF
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
 def validate_rulings(
@@ -61,17 +62,43 @@ def _validate_cases(
     if raw.empty:
         raise InputDataError(source, "the file has a header but no rows")
 
-    raw = raw.reset_index(drop=True)
+    raw = raw.reset_index(drop=True)  # the index is the row's number in the file, less one, from here on
+    if labelled:
+        raw = _without_excluded(raw, source, columns.get("exclude_if_true") or [])
     if columns.get("id"):
         ids = raw[columns["id"]].str.strip()
     else:  # number the rows, apart in the two files so they can never collide
-        ids = pd.Series([f"{'train' if labelled else 'test'}_{i}" for i in raw.index])
+        ids = pd.Series([f"{'train' if labelled else 'test'}_{i}" for i in raw.index], index=raw.index)
     cases = pd.DataFrame({"id": ids, "fact": raw[columns["text"]]})
     _check_ids(cases["id"], source, columns.get("id") or "id")
     _check_texts(cases, source, columns["text"], validation)
     if labelled:
         cases["label"] = _parse_labels(raw[columns["label"]], cases["id"], source, columns["label"], validation)
-    return cases
+    return cases.reset_index(drop=True)
+
+
+def _without_excluded(raw: pd.DataFrame, source: str, flag_columns: list[str]) -> pd.DataFrame:
+    """The rows where none of ``flag_columns`` is true (true, 1, yes; false, 0, no or empty otherwise)."""
+    missing = [name for name in flag_columns if name not in raw.columns]
+    if missing:
+        raise InputDataError(
+            source, f"missing column(s) {missing} of exclude_if_true; the header has {list(raw.columns)}", 0, missing[0]
+        )
+    excluded = pd.Series(False, index=raw.index)
+    for name in flag_columns:
+        flags = raw[name].str.strip().str.lower()
+        unknown = ~flags.isin(_TRUE | _FALSE)
+        if unknown.any():
+            row = _row(unknown)
+            raise InputDataError(source, f"{raw[name].loc[row - 1]!r} is not true or false", row, name)
+        excluded |= flags.isin(_TRUE)
+    if excluded.all():
+        raise InputDataError(source, f"every row is left out by exclude_if_true {flag_columns}")
+    if excluded.any():
+        logger.info(
+            "%s: %d of %d rows left out (exclude_if_true %s)", source, int(excluded.sum()), len(raw), flag_columns
+        )
+    return raw[~excluded]
 
 
 def _source(raw: pd.DataFrame) -> str:
@@ -85,7 +112,7 @@ def _check_ids(ids: pd.Series, source: str, field: str) -> None:
     duplicated = ids.duplicated()
     if duplicated.any():
         row = _row(duplicated)
-        raise InputDataError(source, f"duplicate id {ids.iloc[row - 1]!r}", row, field)
+        raise InputDataError(source, f"duplicate id {ids.loc[row - 1]!r}", row, field)
 
 
 def _check_texts(cases: pd.DataFrame, source: str, field: str, validation: dict[str, Any]) -> None:
@@ -93,7 +120,7 @@ def _check_texts(cases: pd.DataFrame, source: str, field: str, validation: dict[
     empty = texts.str.strip() == ""
     if empty.any():
         row = _row(empty)
-        raise InputDataError(source, f"empty text (id {cases['id'].iloc[row - 1]!r})", row, field)
+        raise InputDataError(source, f"empty text (id {cases['id'].loc[row - 1]!r})", row, field)
     too_long = texts.str.len() > validation["max_text_chars"]
     if too_long.any():
         logger.warning(
@@ -110,7 +137,7 @@ def _check_texts(cases: pd.DataFrame, source: str, field: str, validation: dict[
             source,
             int(no_han.sum()),
             _row(no_han),
-            cases["id"].iloc[_row(no_han) - 1],
+            cases["id"].loc[_row(no_han) - 1],
         )
 
 
@@ -121,7 +148,7 @@ def _parse_labels(labels: pd.Series, ids: pd.Series, source: str, field: str, va
         row = _row(not_integer)
         raise InputDataError(
             source,
-            f"label {labels.iloc[row - 1]!r} is not a whole number of months (id {ids.iloc[row - 1]!r})",
+            f"label {labels.loc[row - 1]!r} is not a whole number of months (id {ids.loc[row - 1]!r})",
             row,
             field,
         )
@@ -131,8 +158,8 @@ def _parse_labels(labels: pd.Series, ids: pd.Series, source: str, field: str, va
         row = _row(out_of_range)
         raise InputDataError(
             source,
-            f"label {months.iloc[row - 1]} is outside 0..{validation['max_label_months']} months "
-            f"(id {ids.iloc[row - 1]!r})",
+            f"label {months.loc[row - 1]} is outside 0..{validation['max_label_months']} months "
+            f"(id {ids.loc[row - 1]!r})",
             row,
             field,
         )
@@ -140,5 +167,6 @@ def _parse_labels(labels: pd.Series, ids: pd.Series, source: str, field: str, va
 
 
 def _row(mask: pd.Series) -> int:
-    """1-based data row of the first True in ``mask`` (the header is row 0)."""
-    return int(mask.to_numpy().argmax()) + 1
+    """The file's data row (from 1; the header is row 0) of the first True in ``mask``, whose index is
+    the row's number less one (rows left out by ``exclude_if_true`` keep their numbers)."""
+    return int(mask.index[mask.to_numpy().argmax()]) + 1
