@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from changed_parameters import changed_parameters  # noqa: E402
 
+from sentence_reduction.config_loading import CONFIG_LOADER_ARGS  # noqa: E402
 from sentence_reduction.metric import competition_scores  # noqa: E402
 
 
@@ -44,9 +45,9 @@ def main() -> None:
     arguments = _arguments()
     changes = changed_parameters(arguments.params)
     # The columns as the copy will read them: conf/base and the changes (no conf/local).
-    columns = OmegaConfigLoader(
-        str(ROOT / "conf"), base_env="base", default_run_env="base", runtime_params=OmegaConf.to_container(changes)
-    )["parameters"]["columns"]
+    loader_settings = {**CONFIG_LOADER_ARGS, "default_run_env": "base"}
+    loader = OmegaConfigLoader(str(ROOT / "conf"), **loader_settings, runtime_params=OmegaConf.to_container(changes))
+    columns = loader["parameters"]["columns"]
     rows = pd.read_csv(arguments.csv, dtype=str, keep_default_na=False)
     final_scores = []
     for draw in arguments.draw:

@@ -1,4 +1,4 @@
-"""The train pipeline's classical candidates and their ensemble, out of fold, on a labelled CSV.
+"""The train pipeline's classical candidates and their ensemble, out of fold, on a labelled file.
 
 Runs the pipeline's own node functions with the project's parameters (conf/base, or --env): validation,
 normalisation, label encoding and folds as the data pipeline does them, then the classical candidates
@@ -15,6 +15,7 @@ and left out of the ensemble.
     python benchmarks/real_rows.py data/01_raw/sample/train.csv
     python benchmarks/real_rows.py data/01_raw/sample/train.csv --transformer --truncation head tail head_tail
     python benchmarks/real_rows.py ../shared/reference/dc611_dev_segmented.csv --fold-seed 42 0 1 --params ordinal.C=5
+    python benchmarks/real_rows.py /path/to/exercise_contest/data_train.json --env cail2018
 
 ``--fold-seed`` with several seeds measures each split of the folds and the mean over them (the split's
 noise is about as large as most changes measured); ``--params`` changes parameters as ``kedro run
@@ -39,6 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from changed_parameters import changed_parameters  # noqa: E402
 
+from sentence_reduction.config_loading import CONFIG_LOADER_ARGS  # noqa: E402
+from sentence_reduction.datasets import RulingsDataset  # noqa: E402
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  # noqa: E402
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels  # noqa: E402
@@ -60,12 +63,11 @@ SCORES = ("final_score", "score", "ext_acc")
 def main() -> None:
     arguments = _arguments()
     changed = OmegaConf.to_container(changed_parameters(arguments.params))
-    parameters = OmegaConfigLoader(
-        str(ROOT / "conf"), base_env="base", default_run_env=arguments.env, runtime_params=changed
-    )["parameters"]
+    # The project's loader settings: an environment merges into conf/base key by key, as in a kedro run.
+    loader_settings = {**CONFIG_LOADER_ARGS, "default_run_env": arguments.env}
+    parameters = OmegaConfigLoader(str(ROOT / "conf"), **loader_settings, runtime_params=changed)["parameters"]
     started = time.perf_counter()
-    raw = pd.read_csv(arguments.csv, dtype=str, keep_default_na=False)
-    raw.attrs["source"] = str(arguments.csv)
+    raw = RulingsDataset(str(arguments.file)).load()
     # The validation checks a test file beside the training file; one stand-in row satisfies it.
     columns = parameters["columns"]
     no_test = raw.head(1).drop(columns=columns["label"])
@@ -82,7 +84,7 @@ def main() -> None:
         folds = assign_folds(model_input, {**parameters["folds"], "seed": fold_seed})
         rows = _one_split(arguments, parameters, model_input, features, folds, class_table)
         shape = f"{len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds"
-        print(f"{arguments.csv}: {shape} (seed {fold_seed})")
+        print(f"{arguments.file}: {shape} (seed {fold_seed})")
         print(f"{'':22s} {'FinalScore':>10s} {'Score':>7s} {'ExtAcc':>7s}  decoding        fit s")
         for name, (values, note) in rows.items():
             print(f"{name:22s} {_scores(values)}  {note}")
@@ -197,7 +199,12 @@ def _scores(values: dict) -> str:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("csv", type=Path, help="a labelled CSV (the `columns:` map names its columns)")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="a labelled file as the pipeline reads one (a CSV, or JSON lines: CAIL2018's data_train.json with "
+        "--env cail2018); the `columns:` map names its columns",
+    )
     parser.add_argument("--env", default="local", help="the Kedro environment whose parameters to use")
     parser.add_argument(
         "--fold-seed", type=int, nargs="+", help="other splits of the folds (seeds): each, and their mean"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -130,3 +131,21 @@ RULINGS = [
         ("盗窃", "六", 7, 150),
     ]
 ]
+
+
+CAIL2018_MONTHS = [2, 6, 10, 24, 60, 180]
+
+
+def write_cail2018_judgments(path: Path, count: int) -> None:
+    """``count`` judgments in CAIL2018's format (JSON lines, the term nested under ``meta``): every 20th
+    from the second a life sentence, from the third a death sentence (no term), the rest's months
+    cycling through `CAIL2018_MONTHS`, each stated by the fact's wording of the amount stolen."""
+    amounts = ["较小", "较大", "较大", "巨大", "巨大", "特别巨大"]
+    lines = []
+    for i in range(count):
+        life, death = i % 20 == 1, i % 20 == 2
+        term = {"death_penalty": death, "imprisonment": 0 if life or death else CAIL2018_MONTHS[i % 6]}
+        meta = {"accusation": ["盗窃"], "term_of_imprisonment": {**term, "life_imprisonment": life}}
+        fact = f"被告人李某盗窃财物价值{1000 * (i + 1)}元，数额{amounts[i % 6]}。"
+        lines.append(json.dumps({"fact": fact, "meta": meta}, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, kedro_environment
+from tests.conftest import PROJECT_ROOT, kedro_environment, write_cail2018_judgments
 
 SAMPLE = PROJECT_ROOT / "data" / "01_raw" / "sample" / "train.csv"
 
@@ -77,3 +77,16 @@ def test_a_parameter_without_a_value_is_refused_before_any_run(script):
     completed = _benchmark(script, str(SAMPLE), "--params", "ordinal.C")
     assert completed.returncode != 0 and not completed.stdout
     assert "--params: 'ordinal.C' is not KEY=VALUE" in completed.stderr
+
+
+def test_cail2018_judgments_as_they_ship_under_their_environment(tmp_path):
+    judgments = tmp_path / "data_train.json"
+    write_cail2018_judgments(judgments, 150)
+    completed = _benchmark("real_rows.py", str(judgments), "--env", "cail2018", "--params", "folds.n_splits=3")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    # 150 judgments less the 8 life and 8 death sentences (every 20th from the second and the third).
+    assert any(line.startswith(f"{judgments}: 134 rows,") for line in lines), completed.stdout
+    scores = dict(re.findall(r"^(ordinal|majority class) +(\d\.\d{4})", completed.stdout, re.MULTILINE))
+    # The fact states the amount's wording that sets the months: a candidate learns it.
+    assert float(scores["ordinal"]) > float(scores["majority class"]) + 0.2, completed.stdout

@@ -25,7 +25,15 @@ from mlflow.tracking import MlflowClient
 from sentence_reduction.pipelines.data import create_pipeline
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
 
-from .conftest import PROJECT_ROOT, free_port, kedro_environment, run_kedro, written_outputs
+from .conftest import (
+    CAIL2018_MONTHS,
+    PROJECT_ROOT,
+    free_port,
+    kedro_environment,
+    run_kedro,
+    write_cail2018_judgments,
+    written_outputs,
+)
 
 CANDIDATES = ["megatron_bert"]  # conf/base's one transformer candidate
 
@@ -93,16 +101,8 @@ def test_cail2018_environment_reads_its_json_lines_by_configuration_alone(projec
     life and death sentences left out, terms of years binned (`label_encoding.scheme: auto`)."""
     folder = tmp_path / "exercise_contest"
     folder.mkdir()
-    for name, count in [("data_train.json", 120), ("data_test.json", 10)]:
-        lines = []
-        for i in range(count):
-            life, death = i % 20 == 1, i % 20 == 2
-            term = {"death_penalty": death, "imprisonment": 0 if life or death else [2, 6, 10, 24, 60, 180][i % 6]}
-            meta = {"accusation": ["盗窃"], "term_of_imprisonment": {**term, "life_imprisonment": life}}
-            lines.append(
-                json.dumps({"fact": f"被告人李某盗窃财物价值{1000 * (i + 1)}元。", "meta": meta}, ensure_ascii=False)
-            )
-        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_cail2018_judgments(folder / "data_train.json", 120)
+    write_cail2018_judgments(folder / "data_test.json", 10)
     completed = run_kedro(
         project_copy, "run", "--env", "cail2018", "--pipeline=data", "--params", f"raw_data_dir={folder}"
     )
@@ -110,7 +110,7 @@ def test_cail2018_environment_reads_its_json_lines_by_configuration_alone(projec
     data = project_copy / "data"
     model_input = pd.read_parquet(data / "05_model_input" / "model_input_table.parquet")
     assert len(model_input) == 108  # 120 less 6 life and 6 death sentences
-    assert set(model_input["label"]) == {2, 6, 10, 24, 60, 180}
+    assert set(model_input["label"]) == set(CAIL2018_MONTHS)
     assert model_input["id"].iloc[:2].tolist() == ["train_0", "train_3"]
     classes = pd.read_csv(data / "03_primary" / "class_table.csv")
     assert classes["months"].max() == 180 and len(classes) < 180  # bins, not a class a month

@@ -3,22 +3,13 @@
 from kedro.config import OmegaConfigLoader
 
 from sentence_reduction.config_environment import ConfigEnvironmentHooks
+
+# Kedro reads CONFIG_LOADER_ARGS here; the benchmarks read conf/ with the same arguments.
+from sentence_reduction.config_loading import CONFIG_LOADER_ARGS as CONFIG_LOADER_ARGS
 from sentence_reduction.run_recovery import KilledRunRecoveryHooks
 from sentence_reduction.serving import InferenceModelHooks
 from sentence_reduction.tracking import FoldTrackingHooks
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # An environment such as conf/erlangshen overrides single keys (model.max_length) without
-    # repeating the whole `model` or `training` block.
-    "merge_strategy": {"parameters": "soft", "globals": "soft"},
-    # The parameters are also the globals, so that the catalog reads a path set as a parameter wherever
-    # Kedro users set one: `raw_data_dir` in conf/base, conf/local/parameters.yml or another environment
-    # (`${globals:raw_data_dir}`), and `--params` in front of them (`${runtime_params:raw_data_dir, ...}`).
-    # (So a parameters file cannot use `${globals:...}` itself; it refers to other parameters directly.)
-    "config_patterns": {"globals": ["globals.yml", "parameters*", "parameters*/**", "**/parameters*"]},
-}
 
 HOOKS = (ConfigEnvironmentHooks(), FoldTrackingHooks(), KilledRunRecoveryHooks(), InferenceModelHooks())
