@@ -107,16 +107,18 @@ def log_inference_model(
     """Log ``inference`` with its artifacts from ``catalog`` as the model ``name`` of the active run,
     registered as ``registered_model_name``."""
     model = RulingsPipelineModel(pipeline=inference, catalog=catalog, input_name=RULINGS_INPUT)
-    columns = catalog.load("params:columns")
+    inputs = _input_columns(catalog.load("params:columns"))
+    rulings = catalog.load(RULINGS_INPUT)
     with tempfile.TemporaryDirectory() as parameters_folder:
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=model,
             artifacts=model.extract_pipeline_artifacts(parameters_saving_folder=Path(parameters_folder)),
-            signature=_signature(columns),
-            # Two rulings of the run's test file: MLflow checks that the model answers them, and stores a
-            # ready request (serving_input_example.json) with the model.
-            input_example=catalog.load(RULINGS_INPUT).head(2),
+            signature=_signature(inputs),
+            # Two rulings of the run's test file, the columns the model reads (a JSON-lines file has more):
+            # MLflow checks that the model answers them, and stores a ready request
+            # (serving_input_example.json) with the model.
+            input_example=rulings[[column for column in inputs if column in rulings.columns]].head(2),
             # The package goes with the model, so that it loads with the code it was trained with.
             code_paths=[str(Path(sentence_reduction.__file__).parent)],
             pip_requirements=_requirements(),
@@ -136,10 +138,14 @@ def _requirements() -> list[str]:
     return [f"torch=={importlib.metadata.version('torch').split('+')[0]}", *dependencies]
 
 
-def _signature(columns: dict[str, Any]) -> ModelSignature:
+def _input_columns(columns: dict[str, Any]) -> list[str]:
+    """The columns the model reads: the id (unless the rows are numbered) and the text."""
+    return [column for column in (columns.get("id"), columns["text"]) if column]
+
+
+def _signature(inputs: list[str]) -> ModelSignature:
     # Optional columns: a missing one is reported by the pipeline's validation, as for a file.
-    names = [column for column in (columns.get("id"), columns["text"]) if column]
     return ModelSignature(
-        inputs=Schema([ColSpec("string", column, required=False) for column in names]),
+        inputs=Schema([ColSpec("string", column, required=False) for column in inputs]),
         outputs=Schema([ColSpec("string", "id"), ColSpec("long", "label")]),
     )
