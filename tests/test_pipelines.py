@@ -97,14 +97,14 @@ def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
 
 
 def test_cail2018_environment_reads_its_json_lines_by_configuration_alone(project_copy, tmp_path):
-    """`--env cail2018` on a folder holding CAIL2018's files as they ship: JSON lines, the months nested,
-    life and death sentences left out, terms of years binned (`label_encoding.scheme: auto`)."""
+    """`--env cail2018` trains on a folder holding CAIL2018's files as they ship: JSON lines, the months
+    nested, life and death sentences left out, terms of years binned (`label_encoding.scheme: auto`)."""
     folder = tmp_path / "exercise_contest"
     folder.mkdir()
     write_cail2018_judgments(folder / "data_train.json", 120)
     write_cail2018_judgments(folder / "data_test.json", 10)
     completed = run_kedro(
-        project_copy, "run", "--env", "cail2018", "--pipeline=data", "--params", f"raw_data_dir={folder}"
+        project_copy, "run", "--env", "cail2018", "--pipelines=train", "--params", f"raw_data_dir={folder}"
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     data = project_copy / "data"
@@ -114,7 +114,11 @@ def test_cail2018_environment_reads_its_json_lines_by_configuration_alone(projec
     assert model_input["id"].iloc[:2].tolist() == ["train_0", "train_3"]
     classes = pd.read_csv(data / "03_primary" / "class_table.csv")
     assert classes["months"].max() == 180 and len(classes) < 180  # bins, not a class a month
-    assert len(pd.read_parquet(data / "05_model_input" / "test_cases.parquet")) == 10
+    submission = pd.read_csv(data / "07_model_output" / "submission.csv")
+    assert submission["id"].tolist() == [f"test_{i}" for i in range(10)]  # life and death sentences too
+    assert set(submission["label"]) <= set(classes["months"])
+    # The logged model's example request holds the columns it reads, not the file's others.
+    assert "extra inputs" not in completed.stdout + completed.stderr
 
 
 @pytest.mark.parametrize("raw_data_dir_set_in", ["--params", "conf/local"])
