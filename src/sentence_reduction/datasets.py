@@ -76,21 +76,18 @@ def _read_csv(text: str, source: str) -> pd.DataFrame:
 
 
 def _read_json_lines(text: str, source: str) -> pd.DataFrame:
-    """One JSON object a line (rows counted from 1, one a non-blank line), nested
-    objects flattened to dotted names, every value text as a CSV field would be: a string as it is, any
-    other value as JSON (``12``, ``true``, ``["盗窃"]``), a key a row lacks ``""``."""
+    """One JSON object a line (a row is a non-blank line, counted from 1), nested objects flattened to
+    dotted names, every value text as a CSV field would be: a string as it is, any other value as JSON
+    (``12``, ``true``, ``["盗窃"]``), a key a row lacks ``""``."""
+    lines = [line for line in text.splitlines() if line.strip()]
     records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for row, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise InputDataError(
-                source, f"not a JSON line ({error.msg} at column {error.colno})", row=line_number
-            ) from error
+            raise InputDataError(source, f"not a JSON line ({error.msg} at column {error.colno})", row) from error
         if not isinstance(record, dict):
-            raise InputDataError(source, f"a JSON line must be an object, not {type(record).__name__}", row=line_number)
+            raise InputDataError(source, f"a JSON line must be an object, not {type(record).__name__}", row)
         records.append(_flattened(record))
     return pd.DataFrame.from_records(records).fillna("")
 
