@@ -105,6 +105,9 @@ def _assert_one_line(raised: BaseException, file: Path, row: int | None, field: 
 def test_clean_files_become_id_fact_label(tmp_path):
     train, test = _load(tmp_path)
     assert list(train.columns) == ["id", "fact", "label"] and train["label"].tolist() == [6, 8, 0]
+    # Whole numbers as a float column writes them (12.0, 7.) are read as whole numbers.
+    train, _ = _load(tmp_path, train=f"id,fact,label\nid_0,{RULING},12.0\nid_1,{RULING},7.\nid_2,{RULING},+3\n")
+    assert train["label"].tolist() == [12, 7, 3]
     assert list(test.columns) == ["id", "fact"] and test["id"].tolist() == ["id_3", "id_4"]
 
 

@@ -12,7 +12,8 @@ from sentence_reduction.input_errors import InputDataError
 
 logger = logging.getLogger(__name__)
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
+# A whole number, also as a decimal with zero fractional digits ("12.0": a float column written out).
+_INTEGER = re.compile(r"^[+-]?\d+(?:\.0*)?$")
 # Literal characters, not \u escapes: pandas may hand the pattern to pyarrow (RE2), which has none.
 _HAN = re.compile("[一-鿿]")  # U+4E00..U+9FFF
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
@@ -152,7 +153,7 @@ def _parse_labels(labels: pd.Series, ids: pd.Series, source: str, field: str, va
             row,
             field,
         )
-    months = text.astype("int64")
+    months = text.str.replace(r"\.0*$", "", regex=True).astype("int64")
     out_of_range = (months < 0) | (months > validation["max_label_months"])
     if out_of_range.any():
         row = _row(out_of_range)
