@@ -96,7 +96,7 @@ def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
     )
 
 
-def test_cail2018_environment_reads_its_json_lines_by_configuration_alone(project_copy, tmp_path):
+def test_cail2018_environment_trains_on_its_json_lines_as_they_ship(project_copy, tmp_path):
     """`--env cail2018` trains on a folder holding CAIL2018's files as they ship: JSON lines, the months
     nested, life and death sentences left out, terms of years binned (`label_encoding.scheme: auto`)."""
     folder = tmp_path / "exercise_contest"
