@@ -1,4 +1,4 @@
-"""The whole train pipeline's submission, scored on rows held back from a labelled CSV.
+"""The whole train pipeline's submission, scored on rows held back from a labelled CSV (read as the pipeline reads one).
 
 For each draw, holds back ``--held-back`` of the CSV's rows (``DataFrame.sample`` with the draw as its
 seed), writes the rest as ``train.csv`` and the held-back rows without their labels as ``testA.csv``,
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from kedro.config import OmegaConfigLoader
 from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +36,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from changed_parameters import changed_parameters  # noqa: E402
 
-from sentence_reduction.config_loading import CONFIG_LOADER_ARGS  # noqa: E402
+from sentence_reduction.config_loading import load_parameters  # noqa: E402
+from sentence_reduction.datasets import RulingsDataset  # noqa: E402
 from sentence_reduction.metric import competition_scores  # noqa: E402
 
 
@@ -45,10 +45,8 @@ def main() -> None:
     arguments = _arguments()
     changes = changed_parameters(arguments.params)
     # The columns as the copy will read them: conf/base and the changes (no conf/local).
-    loader_settings = {**CONFIG_LOADER_ARGS, "default_run_env": "base"}
-    loader = OmegaConfigLoader(str(ROOT / "conf"), **loader_settings, runtime_params=OmegaConf.to_container(changes))
-    columns = loader["parameters"]["columns"]
-    rows = pd.read_csv(arguments.csv, dtype=str, keep_default_na=False)
+    columns = load_parameters(ROOT / "conf", "base", OmegaConf.to_container(changes))["columns"]
+    rows = RulingsDataset(str(arguments.csv)).load()
     final_scores = []
     for draw in arguments.draw:
         held = rows.sample(frac=arguments.held_back, random_state=draw)

@@ -32,7 +32,6 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from kedro.config import OmegaConfigLoader
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from changed_parameters import changed_parameters  # noqa: E402
 
-from sentence_reduction.config_loading import CONFIG_LOADER_ARGS  # noqa: E402
+from sentence_reduction.config_loading import load_parameters  # noqa: E402
 from sentence_reduction.datasets import RulingsDataset  # noqa: E402
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  # noqa: E402
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
@@ -63,9 +62,7 @@ SCORES = ("final_score", "score", "ext_acc")
 def main() -> None:
     arguments = _arguments()
     changed = OmegaConf.to_container(changed_parameters(arguments.params))
-    # The project's loader settings: an environment merges into conf/base key by key, as in a kedro run.
-    loader_settings = {**CONFIG_LOADER_ARGS, "default_run_env": arguments.env}
-    parameters = OmegaConfigLoader(str(ROOT / "conf"), **loader_settings, runtime_params=changed)["parameters"]
+    parameters = load_parameters(ROOT / "conf", arguments.env, changed)
     started = time.perf_counter()
     raw = RulingsDataset(str(arguments.file)).load()
     # The validation checks a test file beside the training file; one stand-in row satisfies it.
