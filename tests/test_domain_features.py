@@ -10,6 +10,7 @@ import pytest
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.domain_features import (
     FEATURE_COLUMNS,
+    TREE_ONLY_COLUMNS,
     fit_feature_model,
     parse_chinese_numeral,
     parse_domain_features,
@@ -114,12 +115,25 @@ def test_previous_reduction_amount_and_denied_recidivism():
 
 def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
     features = parse_domain_features(pd.DataFrame({"id": ["a"], "fact": ["罪犯某，男，汉族。本院认为，可予减刑。"]}))
-    assert list(features.columns) == ["id", *FEATURE_COLUMNS]
+    assert list(features.columns) == ["id", *FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
     row = features.iloc[0]
     assert row["crime"] is None and row["crime_count"] == 0
     for column in ("recommended_months", "original_term_months", "reward_points", "fine_yuan"):
         assert np.isnan(row[column]), column
     assert row[["praise_count", "merit_count", "recidivist", "property_unpaid", "previous_reductions"]].sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "measures"),
+    [
+        ("获得 表扬 2 次 记功 1 次 监狱 改造 积极 分子 奖励 84.5 上次 减刑 以来", (30, 3, 3, 1)),
+        ("获得表扬6次，记功1次。自上次减刑以来，累计奖励分85.33分。", (32, 3, 2, 1)),
+        ("该犯 减刑 一年 以后 表扬", (10, 0, 1, 0)),  # 减刑 一年 以后: no count from a last reduction
+    ],
+)
+def test_the_trees_measures_of_a_ruling(text, measures):
+    features = ruling_features(text)
+    assert tuple(features[column] for column in TREE_ONLY_COLUMNS) == measures
 
 
 @pytest.mark.parametrize(
@@ -135,14 +149,19 @@ def test_parse_chinese_numeral_refuses_other_text():
         parse_chinese_numeral("半")
 
 
-def test_feature_model_learns_the_recommendation_out_of_fold():
+@pytest.mark.parametrize("ordinal", [True, False], ids=["thresholds", "multiclass"])
+def test_feature_model_learns_the_recommendation_out_of_fold(ordinal):
     rng = np.random.default_rng(0)
     months = rng.choice([3, 6, 9, 12], size=120)
     facts = [f"罪犯某犯盗窃罪，判处有期徒刑{rng.integers(3, 15)}年。建议对该犯减刑{m}个月。" for m in months]
     model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(120)], "fact": facts, "class_id": months})
     folds = pd.DataFrame({"id": model_input["id"], "fold": np.arange(120) % 3})
     class_table = pd.DataFrame({"class_id": range(13), "months": range(13)})
-    parameters = {"min_crime_cases": 5, "classifier": {"max_iter": 20, "min_samples_leaf": 5, "random_state": 0}}
+    parameters = {
+        "min_crime_cases": 5,
+        "ordinal": ordinal,
+        "classifier": {"max_iter": 20, "min_samples_leaf": 5, "random_state": 0},
+    }
     features = parse_domain_features(model_input)
     models, oof = fit_feature_model(features, model_input, folds, class_table, parameters)
     assert len(models) == 3 and sorted(oof["id"]) == sorted(model_input["id"])

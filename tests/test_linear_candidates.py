@@ -10,8 +10,9 @@ import pytest
 
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.baseline import fit_baseline, linear_inputs, text_analyzer
+from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 from sentence_reduction.pipelines.train.domain_features import parse_domain_features
-from sentence_reduction.pipelines.train.ordinal import CumulativeClassifier, fit_ordinal
+from sentence_reduction.pipelines.train.ordinal import fit_ordinal
 from sentence_reduction.pipelines.train.regression import LogMonthsRegressionClassifier, fit_regression
 
 DEV_ROWS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "dc611_dev_segmented.csv"

@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
+from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 _S = r"\s*"
@@ -119,6 +120,7 @@ _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4,
 _UNITS = {"十": 10, "百": 100, "千": 1000}
 _DAYS_PER_MONTH = 30
 
+# Read by every classical candidate: the linear ones (beside their n-grams) and the trees.
 FEATURE_COLUMNS = [
     "crime",
     "crime_count",
@@ -148,12 +150,21 @@ FEATURE_COLUMNS = [
     "property_paid",
 ]
 
+# Read by the trees alone: the linear candidates, whose n-grams already see the words, measured no
+# better with them (docs/real_rows.md). The ruling's length and its count of numbers (how much it
+# states), its mentions of awards however counted, whether it counts from a last reduction.
+TREE_ONLY_COLUMNS = ["text_length", "number_count", "award_mentions", "counts_from_last_reduction"]
+TREE_COLUMNS = [*FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
+_NUMBER_WRITTEN = re.compile(r"\d+(?:\.\d+)?")
+_AWARD_MENTION = re.compile("|".join(_spaced(word) for word in ("表扬", "记功", "嘉奖", "积极分子", "立功")))
+_SINCE_LAST_REDUCTION = re.compile(rf"上次{_S}减刑|减刑{_S}以来")
+
 
 def parse_domain_features(cases: pd.DataFrame) -> pd.DataFrame:
-    """``id`` and one column per feature of ``FEATURE_COLUMNS`` for each ruling; NaN where the ruling
+    """``id`` and one column per feature of ``TREE_COLUMNS`` for each ruling; NaN where the ruling
     does not say (a term, a recommendation, points), 0 for counts and flags it does not mention."""
     rows = [ruling_features(text) for text in cases["fact"]]
-    table = pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+    table = pd.DataFrame(rows, columns=TREE_COLUMNS)
     table.insert(0, "id", cases["id"].to_numpy())
     return table
 
@@ -193,6 +204,10 @@ def ruling_features(text: str) -> dict[str, Any]:
         "recidivist": int(_is_recidivist(text)),
         "property_unpaid": int(bool(_UNPAID.search(text))),
         "property_paid": int(bool(_PAID.search(text))),
+        "text_length": len(text) - text.count(" "),
+        "number_count": len(_NUMBER_WRITTEN.findall(text)),
+        "award_mentions": len(_AWARD_MENTION.findall(text)),
+        "counts_from_last_reduction": int(bool(_SINCE_LAST_REDUCTION.search(text))),
     }
 
 
@@ -328,7 +343,8 @@ def fit_feature_model(
     class_table: pd.DataFrame,
     feature_model: dict[str, Any],
 ) -> tuple[list[Pipeline], pd.DataFrame]:
-    """A gradient-boosted classifier on the domain features per fold, and its out-of-fold probabilities.
+    """A gradient-boosted classifier on the domain features per fold (with ``feature_model.ordinal`` one per
+    threshold between the months, as the ordinal candidate's), and its out-of-fold probabilities.
 
     One OpenMP thread: beside torch's threads in the same process, the trees' OpenMP threads contend for
     the cores (measured on 2 cores: 7 s with one thread, 29 s by default, 232 s with two)."""
@@ -345,9 +361,10 @@ def fit_feature_model(
         # A number the ruling does not give as -1, below every real value (a tree splits on it as on
         # missing): a column missing in every training case would break the trees' binning.
         numbers = SimpleImputer(strategy="constant", fill_value=-1, keep_empty_features=True)
+        trees = HistGradientBoostingClassifier(categorical_features=[0], **feature_model["classifier"])
         return make_pipeline(
-            ColumnTransformer([("crime", crime, ["crime"]), ("numbers", numbers, FEATURE_COLUMNS[1:])]),
-            HistGradientBoostingClassifier(categorical_features=[0], **feature_model["classifier"]),
+            ColumnTransformer([("crime", crime, ["crime"]), ("numbers", numbers, TREE_COLUMNS[1:])]),
+            CumulativeClassifier(trees) if feature_model["ordinal"] else trees,
         )
 
     with threadpool_limits(limits=1, user_api="openmp"):
@@ -359,7 +376,7 @@ def predict_feature_model(
 ) -> pd.DataFrame:
     """The test cases' class probabilities: the mean of the fold models'."""
     with threadpool_limits(limits=1, user_api="openmp"):
-        probabilities = mean_class_probabilities(feature_models, test_features[FEATURE_COLUMNS], len(class_table))
+        probabilities = mean_class_probabilities(feature_models, test_features[TREE_COLUMNS], len(class_table))
     return probability_table(test_features["id"], probabilities)
 
 
@@ -367,4 +384,4 @@ def _aligned(domain_features: pd.DataFrame, model_input: pd.DataFrame) -> pd.Dat
     features = model_input[["id"]].merge(domain_features, on="id", how="left", validate="one_to_one")
     if features["crime_count"].isna().any():
         raise ValueError("domain_features does not cover every training case: rerun the train pipeline")
-    return features[FEATURE_COLUMNS]
+    return features[TREE_COLUMNS]

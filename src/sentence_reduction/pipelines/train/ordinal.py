@@ -9,45 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.multioutput import MultiOutputClassifier
 from sklearn.pipeline import Pipeline
 
 from sentence_reduction.pipelines.train.baseline import fit_on_linear_features
-
-_FLOOR = 1e-6  # a class between equal cumulative estimates gets 0, which would veto it in a product
-
-
-class CumulativeClassifier(ClassifierMixin, BaseEstimator):
-    """Ordered classes (their ids in order) from binary classifiers of ``P(class > c)``, one per class
-    ``c`` seen in training but the last; a class's probability is the drop between its neighbours'."""
-
-    def __init__(self, estimator: Any):
-        self.estimator = estimator
-
-    def fit(self, inputs: Any, class_ids: np.ndarray) -> CumulativeClassifier:
-        class_ids = np.asarray(class_ids)
-        self.classes_ = np.unique(class_ids)
-        if len(self.classes_) < 2:
-            raise ValueError("the ordinal candidate needs at least two classes among the training cases")
-        above = (class_ids[:, None] > self.classes_[None, :-1]).astype(int)
-        self.thresholds_ = MultiOutputClassifier(clone(self.estimator)).fit(inputs, above)
-        return self
-
-    def predict_proba(self, inputs: Any) -> np.ndarray:
-        above = np.column_stack([probabilities[:, 1] for probabilities in self.thresholds_.predict_proba(inputs)])
-        # Independent models cross (in nearly every real ruling, somewhere along 25 thresholds), and
-        # P(class > c) must not rise with c. Sorting each row's estimates (monotone rearrangement,
-        # Chernozhukov et al. 2010) brings them no further from any monotone truth; a running minimum
-        # instead empties every class between a crossing's ends (out-of-fold log-loss 3.47 against 2.24).
-        above = -np.sort(-above, axis=1)
-        ones, zeros = np.ones((len(above), 1)), np.zeros((len(above), 1))
-        cumulative = np.hstack([ones, above, zeros])
-        probabilities = np.clip(cumulative[:, :-1] - cumulative[:, 1:], _FLOOR, None)
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
+from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 
 
 def fit_ordinal(
