@@ -126,9 +126,10 @@ def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
 @pytest.mark.parametrize(
     ("text", "measures"),
     [
-        ("获得 表扬 2 次 记功 1 次 监狱 改造 积极 分子 奖励 84.5 上次 减刑 以来", (30, 3, 3, 1)),
-        ("获得表扬6次，记功1次。自上次减刑以来，累计奖励分85.33分。", (32, 3, 2, 1)),
-        ("该犯 减刑 一年 以后 表扬", (10, 0, 1, 0)),  # 减刑 一年 以后: no count from a last reduction
+        # text_length, number_count, reasoning_length, award_mentions, award_count, counts_from_last_reduction
+        ("获得 表扬 2 次 记功 1 次 监狱 改造 积极 分子 奖励 84.5 上次 减刑 以来", (30, 3, 0, 3, 4, 1)),
+        ("获得表扬6次，记功1次。自上次减刑以来，累计奖励分85.33分。本院认为，该犯确有悔改表现。", (46, 3, 10, 2, 7, 1)),
+        ("该犯 减刑 一年 以后 表扬 本院 认为 但 未 履行", (18, 0, 4, 1, 1, 0)),  # 减刑 一年 以后: no last reduction
     ],
 )
 def test_the_trees_measures_of_a_ruling(text, measures):

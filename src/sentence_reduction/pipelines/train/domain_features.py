@@ -151,9 +151,18 @@ FEATURE_COLUMNS = [
 ]
 
 # Read by the trees alone: the linear candidates, whose n-grams already see the words, measured no
-# better with them (docs/real_rows.md). The ruling's length and its count of numbers (how much it
-# states), its mentions of awards however counted, whether it counts from a last reduction.
-TREE_ONLY_COLUMNS = ["text_length", "number_count", "award_mentions", "counts_from_last_reduction"]
+# better with them (docs/real_rows.md). How much the ruling states (its length, its count of numbers) and
+# how much the court's reasoning does (reservations lengthen it); its mentions of awards however counted,
+# and the parsed award counts' sum, which trees, splitting on one column at a time, cannot form; whether
+# it counts from a last reduction.
+TREE_ONLY_COLUMNS = [
+    "text_length",
+    "number_count",
+    "reasoning_length",
+    "award_mentions",
+    "award_count",
+    "counts_from_last_reduction",
+]
 TREE_COLUMNS = [*FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
 _NUMBER_WRITTEN = re.compile(r"\d+(?:\.\d+)?")
 _AWARD_MENTION = re.compile("|".join(_spaced(word) for word in ("表扬", "记功", "嘉奖", "积极分子", "立功")))
@@ -180,6 +189,7 @@ def ruling_features(text: str) -> dict[str, Any]:
     adopted = bool(_ADOPTS.search(text)) and not adjusted
     # A later statement of the amount revises an earlier one ("提请 减刑 九个 但 … 鉴此 提请 法院 减刑 六个月").
     recommended = _last_term(_RECOMMENDED, text)
+    award_counts = {f"{award}_count": _award_count(pattern, text) for award, pattern in _AWARDS.items()}
     return {
         "crime": crimes[0] if crimes else None,
         "crime_count": len(crimes),
@@ -199,16 +209,23 @@ def ruling_features(text: str) -> dict[str, Any]:
         "fine_yuan": _fine(text),
         "previous_reductions": len(previous),
         "previous_reduction_months": float(sum(months for months in reduced_by if months is not None)),
-        **{f"{award}_count": _award_count(pattern, text) for award, pattern in _AWARDS.items()},
+        **award_counts,
         "reward_points": _reward_points(text),
         "recidivist": int(_is_recidivist(text)),
         "property_unpaid": int(bool(_UNPAID.search(text))),
         "property_paid": int(bool(_PAID.search(text))),
-        "text_length": len(text) - text.count(" "),
+        "text_length": _length(text),
         "number_count": len(_NUMBER_WRITTEN.findall(text)),
+        "reasoning_length": _length(_court_reasoning(text)),
         "award_mentions": len(_AWARD_MENTION.findall(text)),
+        "award_count": sum(award_counts.values()),
         "counts_from_last_reduction": int(bool(_SINCE_LAST_REDUCTION.search(text))),
     }
+
+
+def _length(text: str) -> int:
+    """Characters, not counting the spaces a segmented copy puts between words."""
+    return len(text) - text.count(" ")
 
 
 def _court_reasoning(text: str) -> str:
