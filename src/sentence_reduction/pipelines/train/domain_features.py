@@ -116,6 +116,11 @@ _COURT_REASONS = re.compile(_spaced("本院认为"))
 # A reservation in the court's reasoning ("本院认为 … 确有 悔改 表现 … 但 未 履行 财产性 判项"): it lowers the amount.
 _RESERVATION = re.compile(r"(?<!不)(?:但|然而)")
 
+# The trees' measures of the ruling (TREE_ONLY_COLUMNS).
+_NUMBER_WRITTEN = re.compile(r"\d+(?:\.\d+)?")
+_AWARD_MENTION = re.compile("|".join(_spaced(word) for word in ("表扬", "记功", "嘉奖", "积极分子", "立功")))
+_SINCE_LAST_REDUCTION = re.compile(rf"上次{_S}减刑|减刑{_S}以来")
+
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _UNITS = {"十": 10, "百": 100, "千": 1000}
 _DAYS_PER_MONTH = 30
@@ -164,14 +169,12 @@ TREE_ONLY_COLUMNS = [
     "counts_from_last_reduction",
 ]
 TREE_COLUMNS = [*FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
-_NUMBER_WRITTEN = re.compile(r"\d+(?:\.\d+)?")
-_AWARD_MENTION = re.compile("|".join(_spaced(word) for word in ("表扬", "记功", "嘉奖", "积极分子", "立功")))
-_SINCE_LAST_REDUCTION = re.compile(rf"上次{_S}减刑|减刑{_S}以来")
 
 
 def parse_domain_features(cases: pd.DataFrame) -> pd.DataFrame:
-    """``id`` and one column per feature of ``TREE_COLUMNS`` for each ruling; NaN where the ruling
-    does not say (a term, a recommendation, points), 0 for counts and flags it does not mention."""
+    """``id`` and one column per feature of ``TREE_COLUMNS`` (every candidate's and the trees' own) for each
+    ruling; NaN where the ruling does not say (a term, a recommendation, points), 0 for counts and flags it
+    does not mention."""
     rows = [ruling_features(text) for text in cases["fact"]]
     table = pd.DataFrame(rows, columns=TREE_COLUMNS)
     table.insert(0, "id", cases["id"].to_numpy())
