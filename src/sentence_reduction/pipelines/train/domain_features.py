@@ -188,7 +188,8 @@ def ruling_features(text: str) -> dict[str, Any]:
     crimes = _header_crimes(text) or _crimes(sentencing) or _crimes(text)
     previous = list(_PREVIOUS.finditer(text))
     reduced_by = [_term_months(match) for match in previous if not match.group("kind").startswith("减为")]
-    adjusted = bool(_ADJUSTS.search(text) or _RESERVATION.search(_court_reasoning(text)))
+    reasoning = _court_reasoning(text)
+    adjusted = bool(_ADJUSTS.search(text) or _RESERVATION.search(reasoning))
     adopted = bool(_ADOPTS.search(text)) and not adjusted
     # A later statement of the amount revises an earlier one ("提请 减刑 九个 但 … 鉴此 提请 法院 减刑 六个月").
     recommended = _last_term(_RECOMMENDED, text)
@@ -219,7 +220,7 @@ def ruling_features(text: str) -> dict[str, Any]:
         "property_paid": int(bool(_PAID.search(text))),
         "text_length": _length(text),
         "number_count": len(_NUMBER_WRITTEN.findall(text)),
-        "reasoning_length": _length(_court_reasoning(text)),
+        "reasoning_length": _length(reasoning),
         "award_mentions": len(_AWARD_MENTION.findall(text)),
         "award_count": sum(award_counts.values()),
         "counts_from_last_reduction": int(bool(_SINCE_LAST_REDUCTION.search(text))),
