@@ -179,7 +179,7 @@ def resolved_deepspeed_config(training: TrainingSettings, on_gpu: bool) -> dict[
     return config.config
 
 
-def inductor_settings(settings: dict[str, Any]):
+def inductor_settings(settings: dict[str, Any]) -> contextlib.AbstractContextManager:
     """torch.compile's inductor configuration patched with ``settings`` (names as in
     ``torch._inductor.config``, e.g. ``triton.multi_kernel``); an unknown name raises."""
     if not settings:

@@ -9,6 +9,8 @@ a large share of the activation memory of Erlangshen-MegatronBert-1.3B.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -108,8 +110,8 @@ class MegatronBertModelUnmaskedWhenUnpadded(MegatronBertModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple:
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         special = (
             attention_mask is not None

@@ -13,8 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    EvalPrediction,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PredictionOutput, TrainOutput
 
 from sentence_reduction.finetune.arguments import (
     TrainingSettings,
@@ -59,10 +68,12 @@ class CheckpointEveryMinutes(TrainerCallback):
         self.seconds = 60.0 * minutes
         self.last_save = time.monotonic()
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.last_save = time.monotonic()
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if state.global_step % max(1, int(state.logging_steps or 1)):
             return
         due = [time.monotonic() - self.last_save >= self.seconds]
@@ -71,7 +82,7 @@ class CheckpointEveryMinutes(TrainerCallback):
         if due[0]:
             control.should_save = True
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.last_save = time.monotonic()
 
 
@@ -143,11 +154,11 @@ class FoldTrainer(Trainer):
         finally:
             self.args.dataloader_drop_last = False
 
-    def train(self, *args, **kwargs):
+    def train(self, *args: Any, **kwargs: Any) -> TrainOutput:
         with inductor_settings(self.inductor_config):
             return super().train(*args, **kwargs)
 
-    def predict(self, *args, **kwargs):
+    def predict(self, *args: Any, **kwargs: Any) -> PredictionOutput:
         with inductor_settings(self.inductor_config):
             return super().predict(*args, **kwargs)
 
