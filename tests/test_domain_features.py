@@ -41,7 +41,7 @@ def test_real_phrasing_after_normalisation():
     assert features["recommended_months"] == 12
     assert features["original_term_months"] == 180  # the appeal's fifteen years, not the first court's twenty
     assert features["political_rights_months"] == 12
-    assert features["fine_yuan"] == 210000
+    assert features["fine_yuan"] == 190000  # the appeal's, as for the term
     assert (features["merit_count"], features["praise_count"], features["material_reward_count"]) == (1, 6, 0)
     assert features["reward_points"] == pytest.approx(85.33)
     assert features["recidivist"] == 0  # 非累犯
@@ -63,6 +63,7 @@ def test_word_segmented_copy_without_stop_words_parses_the_same():
     assert features["crime"] == "抢劫" and features["crime_count"] == 2
     assert features["recommended_months"] == 18
     assert features["original_term_months"] == 180 and features["political_rights_months"] == 12
+    assert features["fine_yuan"] == 210000  # the appeal states none; the unpaid 190000 after 另查明 is no sentence
     assert (features["merit_count"], features["praise_count"]) == (1, 6)
     assert features["reward_points"] == pytest.approx(85.33)
     assert features["recidivist"] == 0 and features["property_unpaid"] == 1

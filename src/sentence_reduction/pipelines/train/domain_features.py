@@ -210,7 +210,7 @@ def ruling_features(text: str) -> dict[str, Any]:
         "life_sentence": int(bool(_LIFE.search(sentencing))),
         "death_reprieve": int(bool(_DEATH_REPRIEVE.search(sentencing))),
         "political_rights_months": _sentencing_term(_POLITICAL_RIGHTS, sentencing, text),
-        "fine_yuan": _fine(text),
+        "fine_yuan": _fine(sentencing, text),
         "previous_reductions": len(previous),
         "previous_reduction_months": float(sum(months for months in reduced_by if months is not None)),
         **award_counts,
@@ -318,10 +318,13 @@ def _crimes(text: str) -> list[str]:
     return [crime for crime in _CRIME_SEPARATORS.split(match.group(1)) if crime]
 
 
-def _fine(text: str) -> float:
-    match = _FINE.search(text)
-    if match is None:
+def _fine(sentencing: str, text: str) -> float:
+    """The fine in yuan: as ``_sentencing_term``, the last in the account of the sentence (an appeal's
+    replaces the first court's), else the first anywhere."""
+    matches = list(_FINE.finditer(sentencing)) or list(_FINE.finditer(text))[:1]
+    if not matches:
         return np.nan
+    match = matches[-1]
     return parse_chinese_numeral(match.group("amount")) * (10_000 if match.group("unit") else 1)
 
 
