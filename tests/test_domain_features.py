@@ -273,3 +273,23 @@ def test_a_stance_without_a_stated_amount_has_no_stance_months():
 def test_a_refused_reduction_and_the_remaining_term_taken_off(snippet, refused, remaining):
     features = ruling_features(snippet)
     assert (features["reduction_refused"], features["remaining_term"]) == (refused, remaining)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "praise", "merit", "points"),
+    [
+        # The count before the award, 个 or 次 dropped by a segmented copy, after a verb of getting.
+        ("考核 周期 12 12 累计 获得 6 表扬 建议 予以 减去 有期徒刑 七个", 6, 0, None),
+        ("现 累计 4 表扬 加 考核 332.5 罚金 人民币 三万元 缴纳", 4, 0, None),
+        ("3 5 获 奖励 6 表扬 获 监狱 级 劳动 能手", 6, 0, None),  # a count of praise, not 6 points
+        ("该犯服刑期间共获得4个表扬，记功1次。", 4, 1, None),
+        # Must not read a list's count as the next award's, nor points as a count.
+        ("监狱 考核 获得 表扬 3 记功 1 事实", 3, 1, None),
+        ("获得 考核 积分 537 记功 5 次 省级 改造 积极分子 1 次", 0, 5, 537),
+    ],
+)
+def test_award_counts_written_before_the_award(snippet, praise, merit, points):
+    features = ruling_features(snippet)
+    assert (features["praise_count"], features["merit_count"]) == (praise, merit)
+    value = features["reward_points"]
+    assert math.isnan(value) if points is None else value == pytest.approx(points), value

@@ -77,10 +77,11 @@ _LIFE = re.compile(rf"无期{_S}徒刑")
 _DEATH_REPRIEVE = re.compile(r"死刑|死缓")  # a prisoner serving a death sentence is serving it with reprieve
 _POLITICAL_RIGHTS = re.compile(rf"剥夺{_S}政治权利{_S}{_TERM}")
 _FINE = re.compile(rf"罚金{_S}(?:人民币{_S})?(?P<amount>{_NUMBER}){_S}(?P<unit>万)?{_S}元")
-# Points: "累计奖励分85.33分", "考核 积分 126", "获 奖励 84.5" (分 dropped as a stop word); "奖励 1 次" is a count.
+# Points: "累计奖励分85.33分", "考核 积分 126", "获 奖励 84.5" (分 dropped as a stop word); "奖励 1 次" and
+# "奖励 6 表扬" are counts.
 _POINTS = re.compile(
-    rf"(?:奖励分|考核分|积分|改造分|奖分|奖励){_S}(?:累计{_S}|共{_S}|计{_S})?(?P<points>\d+(?:\.\d+)?)(?![\d.])"
-    rf"(?!{_S}[次个项])"
+    rf"(?P<keyword>奖励分|考核分|积分|改造分|奖分|奖励){_S}(?:累计{_S}|共{_S}|计{_S})?(?P<points>\d+(?:\.\d+)?)(?![\d.])"
+    rf"(?!{_S}[次个项])(?P<award>{_S}(?:表扬|记{_S}大?{_S}功|嘉奖|积极{_S}分子))?"
 )
 _AWARDS = {
     "praise": r"表扬",
@@ -89,6 +90,11 @@ _AWARDS = {
     "activist": rf"积极{_S}分子",
 }
 _AWARD_COUNT_AFTER = re.compile(rf"{_S}(?:奖励{_S})?(?:(?P<counted>{_NUMBER}){_S}次|(?P<bare>\d{{1,2}})(?![\d.]))")
+# Before the award: "3次表扬", "4个表扬"; a bare number only after a verb of getting ("获得 4 表扬",
+# "累计 6 表扬": a segmented copy drops 个 as a stop word), so that "表扬 3 记功 1" stays a list.
+_AWARD_COUNT_BEFORE = re.compile(
+    rf"(?:(?P<counted>{_NUMBER}){_S}[次个项]|(?:获得?|累计|共获?|合计|现有|奖励){_S}(?P<bare>\d{{1,2}})){_S}$"
+)
 _RECIDIVISM = re.compile(r"累犯|毒品再犯")
 _DENIAL = re.compile(r"(?:非|不是|不属于?|不构成|不系|并非)$")
 _UNPAID = re.compile(
@@ -329,25 +335,29 @@ def _fine(sentencing: str, text: str) -> float:
 
 
 def _award_count(award: str, text: str) -> float:
-    """Times awarded: the numbers written beside the award ("表扬6次", "3次表扬", "表扬 4" where a copy
-    dropped 次), one for a mention without a number ("获得表扬"). Summed over the mentions, although a
-    ruling often states the same awards twice (the prison's proposal, the court's findings): the largest
-    instead of the sum measured no better on real rows (docs/real_rows.md)."""
+    """Times awarded: the numbers written beside the award ("表扬6次", "3次表扬", "表扬 4" and "获得 4 表扬"
+    where a copy dropped 次 or 个), one for a mention without a number ("获得表扬"). Summed over the
+    mentions, although a ruling often states the same awards twice (the prison's proposal, the court's
+    findings): the largest instead of the sum measured no better on real rows (docs/real_rows.md)."""
     total = 0.0
     for mention in re.finditer(award, text):
         after = _AWARD_COUNT_AFTER.match(text, mention.end())
-        before = re.search(rf"({_NUMBER}){_S}次{_S}$", text[max(0, mention.start() - 8) : mention.start()])
+        before = _AWARD_COUNT_BEFORE.search(text[max(0, mention.start() - 10) : mention.start()])
         if after:
             total += parse_chinese_numeral(after.group("counted") or after.group("bare"))
         elif before:
-            total += parse_chinese_numeral(before.group(1))
+            total += parse_chinese_numeral(before.group("counted") or before.group("bare"))
         else:
             total += 1.0
     return total
 
 
 def _reward_points(text: str) -> float:
-    points = [float(match.group("points")) for match in _POINTS.finditer(text)]
+    points = [
+        float(match.group("points"))
+        for match in _POINTS.finditer(text)
+        if not (match.group("keyword") == "奖励" and match.group("award"))
+    ]
     return max(points) if points else np.nan
 
 
