@@ -280,15 +280,18 @@ def test_a_refused_reduction_and_the_remaining_term_taken_off(snippet, refused, 
     [
         # The count before the award, 个 or 次 dropped by a segmented copy, after a verb of getting.
         ("考核 周期 12 12 累计 获得 6 表扬 建议 予以 减去 有期徒刑 七个", 6, 0, None),
-        ("现 累计 4 表扬 加 考核 332.5 罚金 人民币 三万元 缴纳", 4, 0, None),
+        ("现 累计 4 表扬 加 考核 332.5 罚金 人民币 三万元 缴纳", 4, 0, 332.5),
         ("3 5 获 奖励 6 表扬 获 监狱 级 劳动 能手", 6, 0, None),  # a count of praise, not 6 points
         ("该犯服刑期间共获得4个表扬，记功1次。", 4, 1, None),
         # Must not read a list's count as the next award's, nor points as a count.
         ("监狱 考核 获得 表扬 3 记功 1 事实", 3, 1, None),
         ("获得 考核 积分 537 记功 5 次 省级 改造 积极分子 1 次", 0, 5, 537),
+        # Points after 考核 with 分 dropped, but not a deduction of them.
+        ("现 累计 4 表扬 加 考核 347 罚金 人民币 缴纳", 4, 0, 347),
+        ("与 他人 斗殴 被扣 考核 9 本院认为 确有 悔改 表现", 0, 0, None),
     ],
 )
-def test_award_counts_written_before_the_award(snippet, praise, merit, points):
+def test_award_counts_written_before_the_award_and_points(snippet, praise, merit, points):
     features = ruling_features(snippet)
     assert (features["praise_count"], features["merit_count"]) == (praise, merit)
     value = features["reward_points"]

@@ -77,10 +77,11 @@ _LIFE = re.compile(rf"无期{_S}徒刑")
 _DEATH_REPRIEVE = re.compile(r"死刑|死缓")  # a prisoner serving a death sentence is serving it with reprieve
 _POLITICAL_RIGHTS = re.compile(rf"剥夺{_S}政治权利{_S}{_TERM}")
 _FINE = re.compile(rf"罚金{_S}(?:人民币{_S})?(?P<amount>{_NUMBER}){_S}(?P<unit>万)?{_S}元")
-# Points: "累计奖励分85.33分", "考核 积分 126", "获 奖励 84.5" (分 dropped as a stop word); "奖励 1 次" and
-# "奖励 6 表扬" are counts.
+# Points: "累计奖励分85.33分", "考核 积分 126", "获 奖励 84.5", "累计 考核 159.5" (分 dropped as a stop word);
+# "奖励 1 次" and "奖励 6 表扬" are counts, "扣 考核 3" a deduction.
 _POINTS = re.compile(
-    rf"(?P<keyword>奖励分|考核分|积分|改造分|奖分|奖励){_S}(?:累计{_S}|共{_S}|计{_S})?(?P<points>\d+(?:\.\d+)?)(?![\d.])"
+    rf"(?P<keyword>奖励分|考核分|积分|改造分|奖分|奖励|(?<!扣)(?<!扣 )考核){_S}(?:累计{_S}|共{_S}|计{_S})?"
+    rf"(?P<points>\d+(?:\.\d+)?)(?![\d.])"
     rf"(?!{_S}[次个项])(?P<award>{_S}(?:表扬|记{_S}大?{_S}功|嘉奖|积极{_S}分子))?"
 )
 _AWARDS = {
