@@ -328,10 +328,10 @@ def _crimes(text: str) -> list[str]:
 def _fine(sentencing: str, text: str) -> float:
     """The fine in yuan: as ``_sentencing_term``, the last in the account of the sentence (an appeal's
     replaces the first court's), else the first anywhere."""
-    matches = list(_FINE.finditer(sentencing)) or list(_FINE.finditer(text))[:1]
-    if not matches:
+    stated = list(_FINE.finditer(sentencing))
+    match = stated[-1] if stated else _FINE.search(text)
+    if match is None:
         return np.nan
-    match = matches[-1]
     return parse_chinese_numeral(match.group("amount")) * (10_000 if match.group("unit") else 1)
 
 
