@@ -38,8 +38,9 @@ def synthetic_job(
     generator = random.Random(0)
     texts = [
         "".join(chr(0x4E00 + generator.randrange(2000)) for _ in range(generator.randrange(60, 200)))
-        for _ in range(384)
+        for _ in range(96 if tiny else 384)
     ]
+    train, held_out = len(texts) * 2 // 3, len(texts) * 11 // 12  # 256 and 352 of 384
     labels = [len(text) % 34 for text in texts]
     gpu_arguments = {"bf16": True, "tf32": True, "optim": "adamw_torch_fused", "torch_compile": False}
     if deepspeed:
@@ -72,11 +73,11 @@ def synthetic_job(
         training.gpu_arguments["deepspeed"] = resolved
     return FoldJob(
         name=name,
-        train_texts=texts[:256],
-        train_labels=labels[:256],
-        eval_texts=texts[256:352],
-        eval_labels=labels[256:352],
-        predict_texts=texts[352:],
+        train_texts=texts[:train],
+        train_labels=labels[:train],
+        eval_texts=texts[train:held_out],
+        eval_labels=labels[train:held_out],
+        predict_texts=texts[held_out:],
         vocabulary=build_character_vocabulary(texts),
         class_months=list(range(34)),
         model={
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--cases", default="single,single_zero1,two_zero2")
-    parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the real shape family (CPU smoke)")
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the shape family, 96 texts (CPU smoke)")
     parser.add_argument("--out", help="records appended here")
     options = parser.parse_args(argv)
     recorder = Recorder(EXPERIMENT, command_line(MODULE, argv), options.out)

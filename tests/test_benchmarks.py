@@ -241,26 +241,27 @@ def test_the_training_paths_train_and_predict_on_the_cpu(tmp_path, store):
     assert "| default | cpu: " in completed.stdout  # the table
 
 
+def test_a_fold_job_is_timed_phase_by_phase_on_the_cpu(tmp_path, store):
+    out = tmp_path / "records.jsonl"
+    rows = ("--train-rows", "48", "--eval-rows", "16", "--test-rows", "8")
+    completed = _benchmark("fold_job", "--tiny", "--folds", "1", *rows, "--eval-steps", "2", "--out", str(out))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    fold, projection = records.read_records(out)
+    assert (fold["run_name"], projection["run_name"]) == ("default.fold_0", "default.competition_job")
+    # 48 rows in batches of 8, one epoch: 6 steps, evaluated every 2, one checkpoint at the end (the
+    # engine's callbacks saw them), and the final predictions of the 16 held-out and 8 test rows.
+    metrics = fold["metrics"]
+    assert (metrics["steps"], metrics["evaluations"], metrics["checkpoints"]) == (6, 3, 1)
+    assert 0 < metrics["evaluation_s_each"] and 0 < metrics["checkpoint_s_each"]
+    assert metrics["steps_only_s"] < metrics["train_wall_s"] < metrics["fold_wall_s"]
+    assert metrics["prediction_samples_per_s"] == pytest.approx(24 / metrics["final_predictions_s"])
+    assert projection["metrics"]["job_hours"] > 0
+    assert set(_runs(store, "benchmarks.fold_job")) == {"default.fold_0", "default.competition_job"}
+
+
 @pytest.mark.parametrize(
     ("script", "arguments", "run_names"),
     [
-        (
-            "fold_job",
-            [
-                "--tiny",
-                "--folds",
-                "1",
-                "--train-rows",
-                "48",
-                "--eval-rows",
-                "16",
-                "--test-rows",
-                "8",
-                "--eval-steps",
-                "2",
-            ],
-            {"default.fold_0", "default.competition_job"},
-        ),
         (
             "prediction_throughput",
             ["--tiny", "--texts", "16", "--modes", "default"],
