@@ -62,7 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--infer-batch", type=int, default=None, help="per-device eval batch (default: the conf's)")
     parser.add_argument("--out", help="records appended here (default: records.jsonl in --workdir, emptied first)")
     parser.add_argument("--workdir", default="/tmp/throughput_work")
-    parser.add_argument("--deadline", type=float, default=0, help="seconds after which no configuration starts")
+    parser.add_argument(
+        "--deadline", type=float, default=0, help="seconds after which no configuration starts and a running one stops"
+    )
     parser.add_argument("--tiny", action="store_true", help="a tiny model, to test this script on the CPU")
     parser.add_argument("--init-device", default="auto", help="where the random weights are drawn (auto: cuda)")
     parser.add_argument("--peak-tflops", type=float, default=0, help="bf16 matmul TFLOP/s (default: `matmul`'s)")
