@@ -3,15 +3,16 @@ DeepSpeed, as the default), one process under DeepSpeed ZeRO-1 (`training.deepsp
 and two processes started by the project's launcher (torchrun, ZeRO-2); then prediction from each
 saved model in the same process (`predictor.predict_probabilities`).
 
-The model is the real Erlangshen config with 2 layers (random weights), on synthetic texts.
+The model is the real Erlangshen config with 2 layers (random weights), on synthetic texts. Each case is a
+record of the experiment `benchmarks.gpu_smoke`.
 
-    python benchmarks/gpu_smoke.py --work /tmp/gpu_smoke
+    python -m benchmarks.gpu_smoke --work /tmp/gpu_smoke
+    python -m benchmarks.gpu_smoke --work /tmp/gpu_smoke --cases single --tiny   # CPU smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -20,24 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from benchmarks.parameters import CONFIG_JSON, DEEPSPEED, TINY_MODEL
+from benchmarks.records import Recorder, command_line
+from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config
+from sentence_reduction.finetune.engine import run_fold
+from sentence_reduction.finetune.job import FoldJob
+from sentence_reduction.finetune.predictor import predict_probabilities
+from sentence_reduction.finetune.text import build_character_vocabulary
 
-from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config  # noqa: E402
-from sentence_reduction.finetune.engine import run_fold  # noqa: E402
-from sentence_reduction.finetune.job import FoldJob  # noqa: E402
-from sentence_reduction.finetune.predictor import predict_probabilities  # noqa: E402
-from sentence_reduction.finetune.text import build_character_vocabulary  # noqa: E402
-
-DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
+MODULE = EXPERIMENT = "benchmarks.gpu_smoke"
 
 
-def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_process_deepspeed: bool) -> FoldJob:
+def synthetic_job(
+    name: str, launcher: dict, deepspeed: str | None, single_process_deepspeed: bool, tiny: bool
+) -> FoldJob:
     generator = random.Random(0)
     texts = [
         "".join(chr(0x4E00 + generator.randrange(2000)) for _ in range(generator.randrange(60, 200)))
-        for _ in range(384)
+        for _ in range(96 if tiny else 384)
     ]
+    train, held_out = len(texts) * 2 // 3, len(texts) * 11 // 12  # 256 and 352 of 384
     labels = [len(text) % 34 for text in texts]
     gpu_arguments = {"bf16": True, "tf32": True, "optim": "adamw_torch_fused", "torch_compile": False}
     if deepspeed:
@@ -70,16 +73,16 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
         training.gpu_arguments["deepspeed"] = resolved
     return FoldJob(
         name=name,
-        train_texts=texts[:256],
-        train_labels=labels[:256],
-        eval_texts=texts[256:352],
-        eval_labels=labels[256:352],
-        predict_texts=texts[352:],
+        train_texts=texts[:train],
+        train_labels=labels[:train],
+        eval_texts=texts[train:held_out],
+        eval_labels=labels[train:held_out],
+        predict_texts=texts[held_out:],
         vocabulary=build_character_vocabulary(texts),
         class_months=list(range(34)),
         model={
-            "config_path": str(ROOT / "benchmarks" / "erlangshen_config.json"),
-            "config_overrides": {"num_hidden_layers": 2},
+            "config_path": str(CONFIG_JSON),
+            "config_overrides": TINY_MODEL if tiny else {"num_hidden_layers": 2},
             "max_length": 128,
             "fused_attention": True,
         },
@@ -87,38 +90,46 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--cases", default="single,single_zero1,two_zero2")
-    options = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer model of the shape family, 96 texts (CPU smoke)")
+    parser.add_argument("--out", help="records appended here")
+    options = parser.parse_args(argv)
+    recorder = Recorder(EXPERIMENT, command_line(MODULE, argv), options.out)
+    two = {"nproc_per_node": 2, "master_port": 29533}
     cases = {
-        "single": synthetic_job("single", {}, str(DEEPSPEED / "zero1.json"), False),
-        "single_zero1": synthetic_job("single_zero1", {}, str(DEEPSPEED / "zero1.json"), True),
-        "two_zero2": synthetic_job(
-            "two_zero2", {"nproc_per_node": 2, "master_port": 29533}, str(DEEPSPEED / "zero2.json"), False
-        ),
+        "single": ({}, str(DEEPSPEED / "zero1.json"), False),
+        "single_zero1": ({}, str(DEEPSPEED / "zero1.json"), True),
+        "two_zero2": (two, str(DEEPSPEED / "zero2.json"), False),
     }
     for name in options.cases.split(","):
-        job = cases[name]
+        job = synthetic_job(name, *cases[name], tiny=options.tiny)
         started = time.time()
         result = run_fold(job, options.work / name)
         trained = time.time() - started
         deepspeed = resolved_deepspeed_config(job.training, on_gpu=True)  # the engine's own decision
         direct = predict_probabilities(result.model.load(), job.vocabulary, job.eval_texts, job.model, job.training)
-        report = {
+        params = {
             "case": name,
             "gpus": torch.cuda.device_count(),
-            "seconds": round(trained, 1),
-            "final_score": round(result.metrics["final_score"], 4),
-            "eval_shape": list(result.eval_probabilities.shape),
-            "predict_shape": list(result.predict_probabilities.shape),
             "deepspeed_stage": deepspeed.get("zero_optimization", {}).get("stage"),
-            "safetensors": sorted(p.name for p in (options.work / name / "result" / "model").glob("*.safetensors")),
-            "prediction_matches_eval": bool(np.allclose(direct, result.eval_probabilities, atol=2e-2)),
+            "tiny": options.tiny,
+        }
+        metrics = {
+            "seconds": trained,
+            "final_score": result.metrics["final_score"],
             "max_abs_difference": float(np.abs(direct - result.eval_probabilities).max()),
         }
-        print("RESULT " + json.dumps(report), flush=True)
+        tags = {
+            "eval_shape": list(result.eval_probabilities.shape),
+            "predict_shape": list(result.predict_probabilities.shape),
+            "safetensors": sorted(p.name for p in (options.work / name / "result" / "model").glob("*.safetensors")),
+            "prediction_matches_eval": str(bool(np.allclose(direct, result.eval_probabilities, atol=2e-2))),
+        }
+        recorder.log(name, params, metrics, tags)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ figures of ``real_rows.py`` only estimate. Prints FinalScore, Score and ExtAcc o
 majority class's (the training rows' most frequent label), the ensemble's own nested estimate, the blend
 it chose and the wall time.
 
-    python benchmarks/held_back.py ../shared/reference/dc611_dev_segmented.csv --draw 7 11
-    python benchmarks/held_back.py data/01_raw/sample/train.csv --params folds.n_splits=3
+    python -m benchmarks.held_back ../shared/reference/dc611_dev_segmented.csv --draw 7 11
+    python -m benchmarks.held_back data/01_raw/sample/train.csv --params folds.n_splits=3
 
 ``--params KEY=VALUE ...`` (dotted keys) become the copy's ``conf/local/parameters.yml``, so that they may
-change what shapes the pipeline too (``folds.n_splits``), which ``kedro run --params`` may not.
+change what shapes the pipeline too (``folds.n_splits``), which ``kedro run --params`` may not. Each draw is a
+record (`benchmarks.records`) of the experiment `benchmarks.held_back`, named by ``--run-name`` (default: the
+changed parameters).
 """
 
 from __future__ import annotations
@@ -26,26 +28,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from benchmarks.parameters import ROOT, changed_parameters, changed_run_parameters
+from benchmarks.records import Recorder, command_line
+from sentence_reduction.config_loading import load_parameters
+from sentence_reduction.datasets import RulingsDataset
+from sentence_reduction.metric import competition_scores
 
-from changed_parameters import changed_parameters  # noqa: E402
-
-from sentence_reduction.config_loading import load_parameters  # noqa: E402
-from sentence_reduction.datasets import RulingsDataset  # noqa: E402
-from sentence_reduction.metric import competition_scores  # noqa: E402
+MODULE = EXPERIMENT = "benchmarks.held_back"
 
 
-def main() -> None:
-    arguments = _arguments()
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    arguments = _arguments(argv)
     changes = changed_parameters(arguments.params)
     # The columns as the copy will read them: conf/base and the changes (no conf/local).
-    columns = load_parameters(ROOT / "conf", "base", OmegaConf.to_container(changes))["columns"]
+    columns = load_parameters(ROOT / "conf", "base", changes)["columns"]
+    recorder = Recorder(EXPERIMENT, command_line(MODULE, argv), arguments.out)
     rows = RulingsDataset(str(arguments.csv)).load()
     final_scores = []
     for draw in arguments.draw:
@@ -60,18 +64,34 @@ def main() -> None:
             f"{result['wall']:.0f} s"
         )
         print(f"  ensemble chosen: {result['ensemble']}")
+        params = {
+            "file": arguments.csv.name,
+            "draw": draw,
+            "held_back": arguments.held_back,
+            "held_back_rows": len(held),
+            "trained_rows": len(rows) - len(held),
+            **changed_run_parameters(arguments.params),
+        }
+        metrics = {
+            **{score: result[score] for score in ("final_score", "score", "ext_acc")},
+            "majority_class.final_score": result["majority"],
+            "nested_estimate.final_score": result["nested"],
+            "wall_s": result["wall"],
+        }
+        run_name = arguments.run_name or " ".join(arguments.params) or "conf/base"
+        recorder.log(run_name, params, metrics, {"ensemble.chosen": result["ensemble"]})
     if len(final_scores) > 1:
         print(f"mean FinalScore over the {len(final_scores)} draws: {sum(final_scores) / len(final_scores):.4f}")
 
 
-def _run(work: Path, train: pd.DataFrame, held: pd.DataFrame, label: str, changes: DictConfig) -> dict:
+def _run(work: Path, train: pd.DataFrame, held: pd.DataFrame, label: str, changes: dict[str, Any]) -> dict:
     """One draw: the pipeline trained on ``train`` and its submission scored against ``held``."""
     project = work / "project"
     for name in ("conf", "src"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "local"))
     shutil.copy(ROOT / "pyproject.toml", project)
     (project / "conf" / "local").mkdir()
-    OmegaConf.save(changes, project / "conf" / "local" / "parameters.yml")
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(changes), encoding="utf-8")
     for layer in (ROOT / "data").iterdir():
         if layer.is_dir():
             (project / "data" / layer.name).mkdir(parents=True)
@@ -106,7 +126,7 @@ def _run(work: Path, train: pd.DataFrame, held: pd.DataFrame, label: str, change
     }
 
 
-def _arguments() -> argparse.Namespace:
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", type=Path, help="a labelled CSV (the `columns:` map names its columns)")
     parser.add_argument("--draw", type=int, nargs="+", default=[7], help="the held-back rows' draws (seeds)")
@@ -114,7 +134,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--params", nargs="+", default=[], metavar="KEY=VALUE", help="changed parameters (conf/local of the copy)"
     )
-    return parser.parse_args()
+    parser.add_argument("--run-name", help="the records' run name (default: the changed parameters)")
+    parser.add_argument("--out", help="records appended here")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,28 @@ random instead, so no path reaches a perfect score. With the defaults (64 tokens
 The held-out loss and FinalScore of each path and seed come from the fold's final predictions (the
 project's `Predictor`, or the Trainer's prediction for several processes), as the pipeline scores a fold.
 
-    python benchmarks/learning_check.py --configs bert_mid_hf_default,bert_mid --seeds 42,43 --out results.jsonl
-    # CPU smoke test of the script itself
-    python benchmarks/learning_check.py --tiny --configs bert_mid_hf_default,bert_mid --seeds 42
+    python -m benchmarks.learning_check --configs bert_mid_hf_default,bert_mid --seeds 42,43 --out results.jsonl
+    python -m benchmarks.learning_check --tiny --configs bert_mid_hf_default,bert_mid --seeds 42   # CPU smoke
 
-Configurations are those of `train_throughput.CONFIGS` (the erlangshen parameters with their changes)
-with the encoder of `ENCODERS` below; each runs in this process, one after another.
+A configuration is a BERT-large training path of `benchmarks.parameters.PATHS` (the erlangshen parameters
+with the path's changes) with the encoder of `ENCODERS` below; each runs in this process, one after another,
+and each path and seed is a record of the experiment `benchmarks.learning_check`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import ALPHABET, CONFIGS, ROOT, configured_parameters, device_description  # noqa: E402
+from benchmarks.parameters import PATHS, path_parameters
+from benchmarks.records import Recorder, command_line
+from benchmarks.texts import ALPHABET
 
-sys.path.insert(0, str(ROOT / "src"))
+MODULE = EXPERIMENT = "benchmarks.learning_check"
 
 # A mid-size BERT (6 layers, hidden 512): learns the task in minutes on one GPU.
 ENCODERS = {
@@ -57,9 +58,9 @@ ENCODERS = {
         "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
     },
 }
-# learning-check configuration -> the throughput configuration whose path it trains on: bert_mid for
-# bert_large, bert_mid_hf_default for bert_large_hf_default, bert_mid_<change> for bert_large_<change>
-PATHS = {name.replace("bert_large", "bert_mid", 1): name for name in CONFIGS if name.startswith("bert_large")}
+# learning-check configuration -> the training path it trains on: bert_mid for bert_large, bert_mid_hf_default
+# for bert_large_hf_default
+CONFIGURATIONS = {name.replace("bert_large", "bert_mid", 1): name for name in PATHS if name.startswith("bert_large")}
 CLASSES = 34
 KEYWORDS = [chr(0x6000 + 2 * k) + chr(0x6001 + 2 * k) for k in range(CLASSES)]  # outside ALPHABET
 
@@ -77,12 +78,14 @@ def planted_texts(count: int, characters: int, noise: float, seed: int) -> tuple
     return texts, labels
 
 
-def check(name: str, seed: int, args: argparse.Namespace) -> dict:
+def check(name: str, seed: int, args: argparse.Namespace, work_dir: str) -> tuple[dict, dict]:
+    """Trains path ``name`` with ``seed`` on the planted-keyword task in ``work_dir``: its parameters and its
+    held-out loss, FinalScore and accuracy."""
     from sentence_reduction.finetune.engine import run_fold
     from sentence_reduction.finetune.job import FoldJob
     from sentence_reduction.finetune.text import build_character_vocabulary
 
-    model, training = configured_parameters(PATHS[name])
+    model, training = path_parameters(CONFIGURATIONS[name])
     model.update(ENCODERS["tiny" if args.tiny else args.encoder], config_path=None)
     model.update(max_length=args.max_length, vocabulary_min_frequency=1)
     training["arguments"].update(
@@ -114,15 +117,11 @@ def check(name: str, seed: int, args: argparse.Namespace) -> dict:
         training=training,
     )
     started = time.perf_counter()
-    result = run_fold(job, Path(args.workdir) / job.name)
-    return {
+    result = run_fold(job, Path(work_dir) / job.name)
+    params = {
         "config": name,
-        "path_of": PATHS[name],
+        "path": CONFIGURATIONS[name],
         "seed": seed,
-        "eval_loss": round(result.metrics["loss"], 4),
-        "final_score": round(result.metrics["final_score"], 4),
-        "accuracy": round(result.metrics["accuracy"], 4),
-        "seconds": round(time.perf_counter() - started, 1),
         "train_texts": args.train,
         "epochs": args.epochs,
         "noise": args.noise,
@@ -130,14 +129,21 @@ def check(name: str, seed: int, args: argparse.Namespace) -> dict:
         "max_length": args.max_length,
         "learning_rate": args.learning_rate,
         "warmup": args.warmup,
-        **device_description(),
     }
+    metrics = {
+        "eval_loss": result.metrics["loss"],
+        "final_score": result.metrics["final_score"],
+        "accuracy": result.metrics["accuracy"],
+        "seconds": time.perf_counter() - started,
+    }
+    return params, metrics
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--configs", default="bert_mid_hf_default,bert_mid", help="comma-separated: " + ", ".join(PATHS)
+        "--configs", default="bert_mid_hf_default,bert_mid", help="comma-separated: " + ", ".join(CONFIGURATIONS)
     )
     parser.add_argument("--seeds", default="42,43")
     parser.add_argument("--train", type=int, default=8192)
@@ -150,26 +156,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=0.06, help="warm-up steps, or a share of them below 1")
     parser.add_argument("--encoder", default="bert_mid", choices=[e for e in ENCODERS if e != "tiny"])
     parser.add_argument("--tiny", action="store_true", help="a tiny encoder and few texts (CPU smoke test)")
-    parser.add_argument("--out", default="benchmarks/results.jsonl")
-    parser.add_argument("--workdir", default="/tmp/learning_check")
+    parser.add_argument("--out", help="records appended here")
     args = parser.parse_args(argv)
     if args.tiny:
         args.train, args.eval, args.epochs, args.max_length = 64, 32, 1, 64
-    rows = []
     for name in args.configs.split(","):
-        if name not in PATHS:
+        if name not in CONFIGURATIONS:
             parser.error(f"unknown configuration {name}")
-        for seed in (int(seed) for seed in args.seeds.split(",")):
-            record = check(name, seed, args)
-            print("RESULT " + json.dumps(record, sort_keys=True), flush=True)
-            with open(args.out, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-            rows.append(record)
+    recorder = Recorder(EXPERIMENT, command_line(MODULE, argv), args.out)
+    rows = []
+    with tempfile.TemporaryDirectory() as work_dir:  # a fresh fold each time: no finished result reused
+        for name in args.configs.split(","):
+            for seed in (int(seed) for seed in args.seeds.split(",")):
+                params, metrics = check(name, seed, args, work_dir)
+                recorder.log(f"{name}.seed_{seed}", params, metrics)
+                rows.append((name, seed, metrics))
     print(f"{'config':<32} {'seed':>4} {'eval loss':>9} {'FinalScore':>10} {'accuracy':>8} {'s':>6}")
-    for row in rows:
+    for name, seed, metrics in rows:
         print(
-            f"{row['config']:<32} {row['seed']:>4} {row['eval_loss']:>9.4f} {row['final_score']:>10.4f} "
-            f"{row['accuracy']:>8.4f} {row['seconds']:>6.1f}"
+            f"{name:<32} {seed:>4} {metrics['eval_loss']:>9.4f} {metrics['final_score']:>10.4f} "
+            f"{metrics['accuracy']:>8.4f} {metrics['seconds']:>6.1f}"
         )
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from transformers import TrainerCallback
 
 from sentence_reduction.finetune.fold_cache import (
     CHECKPOINT_FOLDER,
@@ -34,8 +36,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["MODEL_FOLDER", "RESULT_FOLDER", "run_fold", "train_fold"]
 
 
-def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
-    """Train ``job`` (or resume it, or reuse its finished result) and return what it produced."""
+def run_fold(job: FoldJob, work_dir: str | Path, callbacks: Sequence[TrainerCallback] = ()) -> FoldResult:
+    """Train ``job`` (or resume it, or reuse its finished result) and return what it produced. ``callbacks``
+    join the Trainer's when the fold trains in this process (a benchmark's timers of the fold's phases)."""
     work_dir = Path(work_dir)
     finished = finished_result(job, work_dir)
     if finished is not None:
@@ -44,16 +47,18 @@ def run_fold(job: FoldJob, work_dir: str | Path) -> FoldResult:
         if job.training.launcher.world_size > 1:
             launch(job, work_dir, job.training.launcher)
         else:
-            train_fold(job, work_dir)
+            train_fold(job, work_dir, callbacks)
     except Exception as error:
         logger.error("%s: training failed: %s: %s", job.name, type(error).__name__, error)
         raise
     return load_result(work_dir)
 
 
-def train_fold(job: FoldJob, work_dir: Path) -> None:
-    """Train with the Trainer, resuming from the last checkpoint; rank 0 writes the result folder."""
+def train_fold(job: FoldJob, work_dir: Path, callbacks: Sequence[TrainerCallback] = ()) -> None:
+    """Train with the Trainer and ``callbacks``, resuming from the last checkpoint; rank 0 writes the result."""
     trainer = build_trainer(job, work_dir / CHECKPOINT_FOLDER)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
     if last_checkpoint:
         logger.info("%s: resuming from %s", job.name, last_checkpoint)
