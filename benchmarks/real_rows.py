@@ -2,7 +2,7 @@
 
 Runs the pipeline's own node functions with the project's parameters (conf/base, or --env): validation,
 normalisation, label encoding and folds as the data pipeline does them, then the classical candidates
-(the baseline, the feature model, the regression, the ordinal model), each candidate's out-of-fold
+(the baseline, the trees, the regression, the ordinal model), each candidate's out-of-fold
 metrics, and the ensemble chosen out of fold with its nested estimate. Prints FinalScore, Score and
 ExtAcc of each, the majority class and the wall time.
 With ``--transformer`` also the fold transformers as the environment's parameters train them (on a
@@ -45,10 +45,10 @@ from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds  
 from sentence_reduction.pipelines.data.ingestion import validate_rulings  # noqa: E402
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels  # noqa: E402
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings  # noqa: E402
-from sentence_reduction.pipelines.train.domain_features import fit_feature_model, parse_domain_features  # noqa: E402
+from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES  # noqa: E402
 from sentence_reduction.pipelines.train.ensemble import choose_ensemble  # noqa: E402
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, stack_fold_probabilities  # noqa: E402
-from sentence_reduction.pipelines.train.pipeline import CLASSICAL_CANDIDATES, LINEAR_FEATURE_CANDIDATES  # noqa: E402
+from sentence_reduction.pipelines.train.parsing import parse_rulings  # noqa: E402
 from sentence_reduction.pipelines.train.transformer import (  # noqa: E402
     candidate_training,
     prepare_vocabulary,
@@ -74,7 +74,7 @@ def main() -> None:
     normalised = normalise_rulings(cases, parameters["text_normalisation"])
     class_table = build_class_table(cases, parameters["label_encoding"])
     model_input = encode_labels(normalised, class_table)
-    features = parse_domain_features(model_input)
+    features = parse_rulings(model_input)
 
     final_scores: dict[str, list[float]] = {}
     for fold_seed in arguments.fold_seed or [parameters["folds"]["seed"]]:
@@ -105,12 +105,11 @@ def _one_split(
     with a note to print beside each."""
     timings, oof = {}, {}
     fits = {
-        name: partial(fit, model_input, features, folds, class_table, parameters["baseline"], *_own(own, parameters))
-        for name, (fit, own) in LINEAR_FEATURE_CANDIDATES.items()
+        name: partial(
+            candidate.fit, model_input, features, folds, class_table, *(parameters[key] for key in candidate.parameters)
+        )
+        for name, candidate in CLASSICAL_CANDIDATES.items()
     }
-    fits["features"] = partial(
-        fit_feature_model, features, model_input, folds, class_table, parameters["feature_model"]
-    )
     for name, fit in fits.items():
         start = time.perf_counter()
         oof[name] = fit()[1]
@@ -140,11 +139,6 @@ def _one_split(
     rows["ensemble (nested)"] = (ensemble_metrics, f"of {', '.join(blended)}; chosen: {choice}")
     rows["majority class"] = (ensemble_metrics["majority_class"], "")
     return rows
-
-
-def _own(dataset: str | None, parameters: dict) -> list:
-    """A candidate's own parameters, named as its node's input (``params:<key>``), or none."""
-    return [parameters[dataset.removeprefix("params:")]] if dataset else []
 
 
 def _transformer(

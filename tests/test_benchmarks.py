@@ -45,7 +45,7 @@ def test_each_split_and_their_mean_under_changed_parameters(rows):
         assert header.startswith(f"{rows}: 240 rows,") and header.endswith(f", 3 folds (seed {seed})")
     mean_block = lines[lines.index("mean FinalScore over the 2 splits:") + 1 :]
     means = {line.split()[0]: float(line.split()[-1]) for line in mean_block if not line.startswith("wall time")}
-    assert {"baseline", "regression", "ordinal", "features"} <= set(means)
+    assert {"baseline", "regression", "ordinal", "trees"} <= set(means)
     for name in ("baseline", "ordinal"):
         per_split = [float(line.split()[1]) for line in lines if line.startswith(f"{name} ")][:2]
         assert abs(means[name] - sum(per_split) / 2) < 1e-4  # as printed, to four places
