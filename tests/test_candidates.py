@@ -23,8 +23,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from sentence_reduction.config_loading import CONFIG_LOADER_ARGS, load_parameters
-from sentence_reduction.finetune.arguments import InTrainingEvaluation, TrainingSettings
-from sentence_reduction.finetune.launcher import LauncherSettings
+from sentence_reduction.finetune.arguments import InTrainingEvaluation, LauncherSettings, TrainingSettings
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import build_character_vocabulary
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds, case_folds
@@ -111,23 +110,17 @@ def test_a_load_prints_its_one_report_line_and_nothing_else(tmp_path):
 # The `training` settings ---------------------------------------------------------------------------
 
 
-def test_training_settings_default_to_one_process_without_the_gpu_options():
+def test_training_settings_default_to_one_process_and_the_projects_gpu_choices():
     settings = TrainingSettings()
     assert TrainingSettings.from_params({}) == settings
     assert settings.arguments == {} and settings.gpu_arguments == {} and settings.inductor_config == {}
     assert settings.work_dir == "data/06_models/work"
-    assert settings.in_training_evaluation == InTrainingEvaluation(fraction=1.0, min_rows=0)
+    assert settings.in_training_evaluation == InTrainingEvaluation(fraction=0.01, min_rows=100)
     assert settings.launcher == LauncherSettings() and settings.launcher.world_size == 1
     assert settings.checkpoint_every_minutes is None
-    assert settings.compiled_region == "model"  # what the Trainer's own torch_compile compiles
-    assert not any(
-        (
-            settings.compile_predictions,
-            settings.deepspeed_single_process,
-            settings.clip_in_fused_optimizer,
-            settings.bf16_master_weights,
-        )
-    )
+    # what the GPU path does once asked to compile, to use torch's fused AdamW: as conf/base sets them
+    assert settings.compiled_region == "layers" and settings.compile_predictions and settings.clip_in_fused_optimizer
+    assert not (settings.deepspeed_single_process or settings.bf16_master_weights)
     # settings read back from their own dict (the node outputs and the fold job hold them so) are equal
     assert TrainingSettings.from_params(dataclasses.asdict(settings)) == settings
 
