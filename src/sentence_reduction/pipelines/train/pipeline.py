@@ -188,13 +188,14 @@ def _classical_candidate(name: str, candidate: Candidate) -> Pipeline:
     )
 
 
-def _evaluation(candidate: str, **node: str) -> Node:
+def _evaluation(candidate: str, name: str, namespace: str | None = None) -> Node:
     """A candidate's metrics over its out-of-fold probabilities."""
     return Node(
         evaluate_candidate,
         inputs=[f"{candidate}_oof_probabilities", "model_input_table", "class_table", "params:evaluation"],
         outputs=f"{candidate}_metrics",
-        **node,
+        name=name,
+        namespace=namespace,
     )
 
 
