@@ -30,8 +30,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,10 @@ from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds
 from sentence_reduction.pipelines.data.ingestion import validate_rulings
 from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
-from sentence_reduction.pipelines.train.domain_features import fit_feature_model, parse_domain_features
+from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES, Candidate
 from sentence_reduction.pipelines.train.ensemble import choose_ensemble
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, stack_fold_probabilities
-from sentence_reduction.pipelines.train.pipeline import LINEAR_FEATURE_CANDIDATES
+from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.transformer import (
     candidate_training,
     prepare_vocabulary,
@@ -59,29 +58,6 @@ from sentence_reduction.pipelines.train.transformer import (
 
 MODULE = EXPERIMENT = "benchmarks.real_rows"
 SCORES = ("final_score", "score", "ext_acc")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A classical candidate: ``fit(model_input, parsed_features, fold_assignments, class_table, *own)`` returns
-    its fold models and out-of-fold probabilities; ``parameters`` are the top-level keys of ``own``, in order."""
-
-    fit: Callable[..., tuple[Any, pd.DataFrame]]
-    parameters: tuple[str, ...]
-
-
-def _fit_features(model_input, parsed_features, fold_assignments, class_table, feature_model):
-    return fit_feature_model(parsed_features, model_input, fold_assignments, class_table, feature_model)
-
-
-def classical_candidates() -> dict[str, Candidate]:
-    """The train pipeline's classical candidates in the order it blends them (the linear ones take the
-    baseline's feature parameters before their own)."""
-    candidates = {
-        name: Candidate(fit, ("baseline", *([own.removeprefix("params:")] if own else [])))
-        for name, (fit, own) in LINEAR_FEATURE_CANDIDATES.items()
-    }
-    return {**candidates, "features": Candidate(_fit_features, ("feature_model",))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,12 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     normalised = normalise_rulings(cases, parameters["text_normalisation"])
     class_table = build_class_table(cases, parameters["label_encoding"])
     model_input = encode_labels(normalised, class_table)
-    features = parse_domain_features(model_input)
+    parsed_features = parse_rulings(model_input)
 
     final_scores: dict[str, list[float]] = {}
     for fold_seed in arguments.fold_seed or [parameters["folds"]["seed"]]:
         folds = assign_folds(model_input, {**parameters["folds"], "seed": fold_seed})
-        rows = _one_split(arguments, parameters, model_input, features, folds, class_table)
+        rows = _one_split(arguments, parameters, model_input, parsed_features, folds, class_table)
         shape = f"{len(model_input)} rows, {len(class_table)} classes, {folds['fold'].nunique()} folds"
         print(f"{arguments.file}: {shape} (seed {fold_seed})")
         print(f"{'':22s} {'FinalScore':>10s} {'Score':>7s} {'ExtAcc':>7s}  decoding        fit s")
@@ -181,14 +157,13 @@ def _one_split(
     arguments: argparse.Namespace,
     parameters: dict,
     model_input: pd.DataFrame,
-    features: pd.DataFrame,
+    parsed_features: pd.DataFrame,
     folds: pd.DataFrame,
     class_table: pd.DataFrame,
 ) -> dict[str, tuple[dict, str]]:
     """Each candidate's, the nested ensemble's and the majority class's metrics on one split of the folds,
     with a note to print beside each."""
-    classical = classical_candidates()
-    fitted = out_of_fold(classical, parameters, model_input, features, folds, class_table)
+    fitted = out_of_fold(CLASSICAL_CANDIDATES, parameters, model_input, parsed_features, folds, class_table)
     oof = {name: table for name, (table, _) in fitted.items()}
     timings = {name: seconds for name, (_, seconds) in fitted.items()}
     for candidate, settings in parameters["transformer_candidates"].items() if arguments.transformer else ():
@@ -205,7 +180,7 @@ def _one_split(
     }
     # Partly trained candidates, and the extra truncations measured, stay out of the ensemble.
     whole = {name for name in parameters["transformer_candidates"] if arguments.transformer_folds is None}
-    blended = {name: table for name, table in oof.items() if name in whole or name in classical}
+    blended = {name: table for name, table in oof.items() if name in whole or name in CLASSICAL_CANDIDATES}
     choice, ensemble_metrics, _, _ = choose_ensemble(
         model_input, folds, class_table, parameters["ensemble"], parameters["evaluation"], **blended
     )

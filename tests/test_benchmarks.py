@@ -79,7 +79,7 @@ def test_each_split_and_their_mean_under_changed_parameters(rows, tmp_path, stor
         assert header.startswith(f"{rows}: 240 rows,") and header.endswith(f", 3 folds (seed {seed})")
     mean_block = lines[lines.index("mean FinalScore over the 2 splits:") + 1 :]
     means = {line.split()[0]: float(line.split()[-1]) for line in mean_block if not line.startswith("wall time")}
-    candidates = ("baseline", "regression", "ordinal", "features")
+    candidates = ("baseline", "regression", "ordinal", "trees")
     assert set(candidates) <= set(means)
     per_split = {
         name: [float(line.split()[1]) for line in lines if line.startswith(f"{name} ")][:2] for name in candidates

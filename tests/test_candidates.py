@@ -11,22 +11,33 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node
+from kedro.runner import SequentialRunner
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from sentence_reduction.finetune.arguments import InTrainingEvaluation, TrainingSettings
-from sentence_reduction.finetune.launcher import LauncherSettings
+from sentence_reduction.config_loading import CONFIG_LOADER_ARGS, load_parameters
+from sentence_reduction.finetune.arguments import InTrainingEvaluation, LauncherSettings, TrainingSettings
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import build_character_vocabulary
+from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, assign_folds, case_folds
+from sentence_reduction.pipelines.data.ingestion import validate_rulings
+from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels
+from sentence_reduction.pipelines.data.normalisation import normalise_rulings
+from sentence_reduction.pipelines.node_tags import FOLD_TRAINING, INFERENCE
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
-from sentence_reduction.pipelines.train.pipeline import CLASSICAL_CANDIDATES, FOLD_TRAINING, INFERENCE
+from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES, Candidate
+from sentence_reduction.pipelines.train.out_of_fold import probability_table
+from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.transformer import candidate_training, prepare_vocabulary, train_fold
 
-from .conftest import RULINGS
+from .conftest import PROJECT_ROOT, RULINGS
 
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -99,23 +110,17 @@ def test_a_load_prints_its_one_report_line_and_nothing_else(tmp_path):
 # The `training` settings ---------------------------------------------------------------------------
 
 
-def test_training_settings_default_to_one_process_without_the_gpu_options():
+def test_training_settings_default_to_one_process_and_the_projects_gpu_choices():
     settings = TrainingSettings()
     assert TrainingSettings.from_params({}) == settings
     assert settings.arguments == {} and settings.gpu_arguments == {} and settings.inductor_config == {}
     assert settings.work_dir == "data/06_models/work"
-    assert settings.in_training_evaluation == InTrainingEvaluation(fraction=1.0, min_rows=0)
+    assert settings.in_training_evaluation == InTrainingEvaluation(fraction=0.01, min_rows=100)
     assert settings.launcher == LauncherSettings() and settings.launcher.world_size == 1
     assert settings.checkpoint_every_minutes is None
-    assert settings.compiled_region == "model"  # what the Trainer's own torch_compile compiles
-    assert not any(
-        (
-            settings.compile_predictions,
-            settings.deepspeed_single_process,
-            settings.clip_in_fused_optimizer,
-            settings.bf16_master_weights,
-        )
-    )
+    # what the GPU path does once asked to compile, to use torch's fused AdamW: as conf/base sets them
+    assert settings.compiled_region == "layers" and settings.compile_predictions and settings.clip_in_fused_optimizer
+    assert not (settings.deepspeed_single_process or settings.bf16_master_weights)
     # settings read back from their own dict (the node outputs and the fold job hold them so) are equal
     assert TrainingSettings.from_params(dataclasses.asdict(settings)) == settings
 
@@ -217,9 +222,123 @@ def test_predict_is_each_fold_models_predictions_and_the_nodes_tagged_inference(
     assert not [node.name for node in predict.nodes if FOLD_TRAINING in node.tags or "fit_" in node.name]
     # it reads the saved models, never the training cases
     assert {f"{name}.fold_{fold}.model" for name in CANDIDATES for fold in (0, 1)} <= predict.inputs()
-    assert {"baseline_models", "regression_models", "ordinal_models", "feature_models", "ensemble"} <= predict.inputs()
+    assert {"baseline_models", "regression_models", "ordinal_models", "trees_models", "ensemble"} <= predict.inputs()
     assert "model_input_table" not in predict.inputs() and "fold_assignments" not in predict.inputs()
     assert "submission" in predict.outputs()
+
+
+# The classical candidates, from one registry --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_tables() -> dict:
+    """200 rows of the generated sample as the data pipeline makes them (2 folds), 20 test rows, and the
+    project's parameters."""
+    parameters = load_parameters(PROJECT_ROOT / "conf", "local", {})
+    raw = pd.read_csv(PROJECT_ROOT / "data" / "01_raw" / "sample" / "train.csv", dtype=str).head(200)
+    test_raw = pd.read_csv(PROJECT_ROOT / "data" / "01_raw" / "sample" / "testA.csv", dtype=str).head(20)
+    cases, test_cases = validate_rulings(raw, test_raw, parameters["columns"], parameters["validation"])
+    class_table = build_class_table(cases, parameters["label_encoding"])
+    model_input = encode_labels(normalise_rulings(cases, parameters["text_normalisation"]), class_table)
+    return {
+        "model_input_table": model_input,
+        "fold_assignments": assign_folds(model_input, {**parameters["folds"], "n_splits": 2}),
+        "class_table": class_table,
+        "normalised_test_cases": normalise_rulings(test_cases, parameters["text_normalisation"]),
+        "parameters": parameters,
+    }
+
+
+@pytest.mark.parametrize("name", list(CLASSICAL_CANDIDATES))
+def test_each_classical_candidate_fits_on_the_folds_and_predicts_with_the_one_shape(sample_tables, name):
+    candidate = CLASSICAL_CANDIDATES[name]
+    model_input, test_cases = sample_tables["model_input_table"], sample_tables["normalised_test_cases"]
+    class_table, parameters = sample_tables["class_table"], sample_tables["parameters"]
+    assert candidate.parameters and set(candidate.parameters) <= set(parameters)  # its own keys, in conf/base
+    models, oof = candidate.fit(
+        model_input,
+        parse_rulings(model_input),
+        sample_tables["fold_assignments"],
+        class_table,
+        *(parameters[key] for key in candidate.parameters),
+    )
+    assert len(models) == 2
+    assert sorted(oof["id"]) == sorted(model_input["id"]) and oof.shape[1] == 1 + len(class_table)
+    test = candidate.predict(models, test_cases, parse_rulings(test_cases).iloc[::-1], class_table)
+    assert test["id"].tolist() == test_cases["id"].tolist()
+    assert test.shape[1] == 1 + len(class_table) and np.allclose(test.drop(columns="id").sum(axis=1), 1)
+
+
+class _KeptDataset(MemoryDataset):
+    """An in-memory dataset that the runner does not empty once its last reader has run."""
+
+    def _release(self) -> None:
+        pass
+
+
+def _fit_class_frequencies(model_input, parsed_features, fold_assignments, class_table):
+    """A candidate of the registry's shape for the test below: each fold's class frequencies."""
+    folds = case_folds(model_input, fold_assignments)
+    models, tables = [], []
+    for fold in sorted(set(folds) - {NOT_HELD_OUT}):
+        counts = np.bincount(model_input["class_id"][folds != fold], minlength=len(class_table)) + 1.0
+        models.append(counts / counts.sum())
+        held_out = model_input["id"][folds == fold]
+        tables.append(probability_table(held_out, np.tile(models[-1], (len(held_out), 1))))
+    return models, pd.concat(tables, ignore_index=True)
+
+
+def _predict_class_frequencies(models, test_cases, test_parsed_features, class_table):
+    return probability_table(test_cases["id"], np.tile(np.mean(models, axis=0), (len(test_cases), 1)))
+
+
+def test_a_candidate_added_to_the_registry_is_fitted_evaluated_predicted_and_blended(sample_tables, monkeypatch):
+    for other in ("trees", "regression", "ordinal"):  # quicker: the baseline beside the new one
+        monkeypatch.delitem(CLASSICAL_CANDIDATES, other)
+    monkeypatch.setitem(
+        CLASSICAL_CANDIDATES,
+        "frequencies",
+        Candidate(_fit_class_frequencies, _predict_class_frequencies, ()),
+    )
+    train = create_train_pipeline(2, [])
+    names = {node.name for node in train.nodes}
+    assert {"fit_frequencies", "evaluate_frequencies", "predict_frequencies"} <= names
+    fit = next(node for node in train.nodes if node.name == "fit_frequencies")
+    assert fit.inputs == ["model_input_table", "parsed_features", "fold_assignments", "class_table"]
+    predict = create_predict_pipeline(2, [])
+    assert "predict_frequencies" in {node.name for node in predict.nodes} and "frequencies_models" in predict.inputs()
+
+    # The project's catalog keeps its datasets by the factories, each in its file.
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **CONFIG_LOADER_ARGS)
+    catalog = DataCatalog.from_config(loader["catalog"])
+    for dataset, path in [
+        ("frequencies_models", "data/06_models/frequencies_models.pkl"),
+        ("frequencies_oof_probabilities", "data/07_model_output/frequencies_oof_probabilities.parquet"),
+        ("frequencies_test_probabilities", "data/07_model_output/frequencies_test_probabilities.parquet"),
+        ("frequencies_metrics", "data/08_reporting/frequencies_metrics.json"),
+    ]:
+        assert str(catalog.get(dataset)._describe()).count(path) == 1, dataset
+
+    # The train pipeline (no transformer candidate) runs it beside the others; the ensemble chooses among all.
+    parameters = sample_tables["parameters"]
+    catalog = DataCatalog(
+        {
+            **{name: MemoryDataset(table) for name, table in sample_tables.items() if name != "parameters"},
+            **{
+                name: MemoryDataset(parameters[name.removeprefix("params:")])
+                for name in train.inputs()
+                if "params:" in name
+            },
+        }
+    )
+    for name in ("ensemble", *(f"{candidate}_metrics" for candidate in CLASSICAL_CANDIDATES)):
+        catalog[name] = _KeptDataset()  # read after the run
+    SequentialRunner().run(train, catalog)
+    metrics = {name: catalog.load(f"{name}_metrics") for name in CLASSICAL_CANDIDATES}
+    assert metrics["frequencies"]["cases"] == 200
+    assert set(catalog.load("ensemble")["weights"]) == set(CLASSICAL_CANDIDATES)
+    assert metrics["baseline"]["final_score"] > metrics["frequencies"]["final_score"]
+    assert catalog.load("submission")["id"].tolist() == sample_tables["normalised_test_cases"]["id"].tolist()
 
 
 # Resume per candidate and fold ---------------------------------------------------------------------

@@ -14,9 +14,14 @@ import yaml
 from transformers import TrainingArguments
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-from sentence_reduction.finetune.arguments import TrainingSettings, effective_arguments, resolved_deepspeed_config
+from sentence_reduction.finetune.arguments import (
+    LauncherSettings,
+    TrainingSettings,
+    effective_arguments,
+    resolved_deepspeed_config,
+)
 from sentence_reduction.finetune.job import FoldResult, SavedModel
-from sentence_reduction.finetune.launcher import LauncherSettings
+from sentence_reduction.finetune.launcher import launch_command
 from sentence_reduction.pipelines.train import create_train_pipeline
 from sentence_reduction.pipelines.train import transformer as fine_tuning
 from sentence_reduction.tracking import FoldTrackingHooks
@@ -133,6 +138,18 @@ def test_the_deepspeed_launchers_hostfile_gives_the_world_size(tmp_path):
     assert resolved_deepspeed_config(recipe(launcher=launcher), on_gpu=True)["train_batch_size"] == 12 * 16
     with pytest.raises(FileNotFoundError, match="training.launcher.hostfile"):
         _ = LauncherSettings(program="deepspeed", hostfile=str(tmp_path / "missing")).world_size
+    # the deepspeed launcher is handed the same hostfile, and the fold's work folder for its workers
+    command = launch_command(LauncherSettings.from_params(launcher), tmp_path / "fold_0")
+    assert command[1:4] == ["-m", "deepspeed.launcher.runner", "--module"]
+    assert command[command.index("--hostfile") + 1] == str(hostfile)
+    assert command[-2:] == ["sentence_reduction.finetune.worker", str(tmp_path / "fold_0")]
+
+
+def test_an_unknown_launcher_stops_with_one_line_naming_it():
+    with pytest.raises(
+        ValueError, match="^training.launcher.program must be one of torchrun, deepspeed, not 'mpirun'$"
+    ):
+        TrainingSettings.from_params({"launcher": {"program": "mpirun"}})
 
 
 def test_each_fold_trains_with_the_runs_deepspeed_config(tmp_path, monkeypatch):

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_on_linear_features
-from sentence_reduction.pipelines.train.domain_features import parse_domain_features
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, combine, fitted_weights
 from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, probability_table
+from sentence_reduction.pipelines.train.parsing import parse_rulings
 
 N_CASES, N_CLASSES = 200, 4
 CLASS_TABLE = pd.DataFrame({"class_id": range(N_CLASSES), "months": [0, 3, 6, 12]})
@@ -181,7 +181,7 @@ def test_baseline_yields_out_of_fold_and_test_probabilities_over_every_class():
     words = {0: "表扬一次", 1: "记功两次", 2: "累犯", 3: "财产性判项未履行"}
     model_input, folds, class_ids = _cases()
     model_input = model_input.assign(fact=[f"罪犯某{words[c]}，确有悔改表现。" for c in class_ids])
-    features = parse_domain_features(model_input)
+    features = parse_rulings(model_input)
     models, oof = fit_baseline(model_input, features, folds, CLASS_TABLE, BASELINE)
     assert len(models) == 4 and sorted(oof["id"]) == sorted(model_input["id"])
     probabilities = oof.set_index("id").loc[model_input["id"]].to_numpy()

@@ -11,8 +11,8 @@ import pytest
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.baseline import fit_baseline, linear_inputs, text_analyzer
 from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
-from sentence_reduction.pipelines.train.domain_features import parse_domain_features
 from sentence_reduction.pipelines.train.ordinal import fit_ordinal
+from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.regression import LogMonthsRegressionClassifier, fit_regression
 
 DEV_ROWS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "dc611_dev_segmented.csv"
@@ -56,8 +56,8 @@ def test_the_analyzer_follows_the_form_of_the_text():
 
 def test_linear_inputs_refuse_features_of_other_cases():
     cases, _ = _segmented_cases(4)
-    with pytest.raises(ValueError, match="domain_features does not cover"):
-        linear_inputs(cases, parse_domain_features(cases.head(2)))
+    with pytest.raises(ValueError, match="parsed_features does not cover"):
+        linear_inputs(cases, parse_rulings(cases.head(2)))
 
 
 def test_log_months_probabilities_peak_at_the_predicted_months():
@@ -108,7 +108,7 @@ def test_crossing_threshold_estimates_are_rearranged_not_cut():
 
 def test_every_linear_feature_candidate_learns_the_recommendation_from_segmented_text_out_of_fold():
     cases, folds = _segmented_cases()
-    features = parse_domain_features(cases)
+    features = parse_rulings(cases)
     for fit in (
         lambda: fit_baseline(cases, features, folds, CLASS_TABLE, BASELINE),
         lambda: fit_regression(cases, features, folds, CLASS_TABLE, BASELINE, {"alpha": 1.0, "sigma_folds": 3}),
@@ -123,7 +123,7 @@ def test_every_linear_feature_candidate_learns_the_recommendation_from_segmented
 def test_parser_on_real_segmented_rows():
     rows = pd.read_csv(DEV_ROWS)
     options = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
-    features = parse_domain_features(normalise_rulings(rows, options))
+    features = parse_rulings(normalise_rulings(rows, options))
     recommended = features["recommended_months"]
     stated = recommended.notna()
     # A third of real rulings state the recommendation; the court grants it exactly in over half of
@@ -148,7 +148,7 @@ def test_texts_in_which_the_parser_finds_nothing_still_fit():
         }
     )
     folds = pd.DataFrame({"id": cases["id"], "fold": np.arange(60) % 3})
-    features = parse_domain_features(cases)
+    features = parse_rulings(cases)
     assert features["recommended_months"].isna().all() and features["crime"].isna().all()
     for fit in (
         lambda: fit_regression(cases, features, folds, class_table, BASELINE, {"alpha": 1.0, "sigma_folds": 3}),

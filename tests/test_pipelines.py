@@ -23,6 +23,7 @@ from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from sentence_reduction.pipelines.data import create_pipeline
+from sentence_reduction.pipelines.node_tags import FOLD_TRAINING
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
 
 from .conftest import (
@@ -183,7 +184,7 @@ def test_fold_branches_are_wired_without_dotted_names_outside_their_namespace(mo
 
 def test_one_deepspeed_config_per_run_feeds_every_fold():
     train = create_train_pipeline(3, CANDIDATES)
-    folds = [node for node in train.nodes if "fold_training" in node.tags]
+    folds = [node for node in train.nodes if FOLD_TRAINING in node.tags]
     config = "megatron_bert.deepspeed_config"
     assert len(folds) == 3 and all(config in node.inputs for node in folds)
     assert not [output for node in folds for output in node.outputs if "deepspeed" in output]
@@ -211,14 +212,14 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     metrics = json.loads((data / "08_reporting" / "megatron_bert_metrics.json").read_text())
     assert metrics["cases"] == 1000 and metrics["decoding"] in {"argmax", "expected_score"}
     assert 0 <= metrics["final_score"] <= 1
-    candidates = ["megatron_bert", "baseline", "features", "regression", "ordinal"]
+    candidates = ["megatron_bert", "baseline", "trees", "regression", "ordinal"]
     for candidate in candidates:  # every candidate's probabilities, on the same cases
         oof = pd.read_parquet(data / "07_model_output" / f"{candidate}_oof_probabilities.parquet")
         assert len(oof) == 1000 and set(oof["id"]) == set(pd.read_csv(data / "01_raw" / "sample" / "train.csv")["id"])
         tested = pd.read_parquet(data / "07_model_output" / f"{candidate}_test_probabilities.parquet")
         assert tested["id"].tolist() == test["id"].tolist()
         assert 0 <= json.loads((data / "08_reporting" / f"{candidate}_metrics.json").read_text())["final_score"] <= 1
-    features = pd.read_parquet(data / "04_feature" / "domain_features.parquet")
+    features = pd.read_parquet(data / "04_feature" / "parsed_features.parquet")
     assert len(features) == 1000 and features["original_term_months"].notna().mean() > 0.5
     ensemble = json.loads((data / "06_models" / "ensemble.json").read_text())
     assert set(ensemble["weights"]) == set(candidates) and sum(ensemble["weights"].values()) == pytest.approx(1)
@@ -244,7 +245,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
     assert parent.data.metrics["ensemble_final_score"] == pytest.approx(ensemble_metrics["final_score"])
     assert {
         "baseline_final_score",
-        "features_final_score",
+        "trees_final_score",
         "regression_final_score",
         "ordinal_final_score",
         "ensemble_score",
@@ -263,7 +264,7 @@ def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, t
         "reports/megatron_bert_metrics.json",
         "reports/candidate_comparison.png",
         "reports/ensemble_metrics.json",
-        "reports/features_metrics.json",
+        "reports/trees_metrics.json",
         "submission/submission.csv",
         "model_input/class_table.csv",
         "ensemble/ensemble.json",

@@ -49,13 +49,14 @@ from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.fold_cache import load_result
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary
+from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES
 
 from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, kedro_environment
 
 CANDIDATE = "megatron_bert"  # conf/base's one transformer candidate: its folds are <candidate>.fold_<n>
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
-SCIKIT_LEARN_MODELS = ["baseline_models.pkl", "feature_models.pkl", "ordinal_models.pkl", "regression_models.pkl"]
+SCIKIT_LEARN_MODELS = sorted(f"{name}_models.pkl" for name in CLASSICAL_CANDIDATES)
 
 # Two folds of a tiny model, two epochs of 16 steps each (500 training cases, batches of 32), evaluated
 # and checkpointed every 6 steps: fold_1 has a checkpoint in the middle of its second epoch (step 18)

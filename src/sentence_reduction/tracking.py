@@ -22,8 +22,8 @@ from kedro.pipeline import Node
 from mlflow.entities import RunStatus
 
 from sentence_reduction import __version__
+from sentence_reduction.pipelines.node_tags import FOLD_TRAINING
 
-FOLD_TRAINING_TAG = "fold_training"  # the fold nodes' tag (pipelines/train/pipeline.py)
 _TIMINGS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
 # A candidate's (or the ensemble's) out-of-fold metrics: the output <name>_metrics, logged as <name>_*.
 _METRICS_SUFFIX = "_metrics"
@@ -43,7 +43,7 @@ class FoldTrackingHooks:
 
     @hook_impl
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
-        if FOLD_TRAINING_TAG not in node.tags or mlflow.active_run() is None:
+        if FOLD_TRAINING not in node.tags or mlflow.active_run() is None:
             return
         candidate, fold = node.namespace.rsplit(".", 1)
         run = mlflow.start_run(run_name=node.namespace, nested=True)

@@ -1,5 +1,8 @@
-"""The `training` parameters (`TrainingSettings`), a fold's Trainer arguments from them, and the
-DeepSpeed config they train with.
+"""The `training` parameters (`TrainingSettings`, with `InTrainingEvaluation` and `LauncherSettings`), a
+fold's Trainer arguments from them, and the DeepSpeed config they train with.
+
+The dataclasses hold every default, and each field says what it does (``metadata["help"]``, as Hugging
+Face's argument dataclasses do); conf/base sets a field only where the project's default run differs.
 
 Whether a fold trains under DeepSpeed is decided once, by `trains_with_deepspeed`: in each fold's
 process (`training_arguments`, with the world size its launcher gave it) and once per run, before any
@@ -20,8 +23,6 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-from sentence_reduction.finetune.launcher import LauncherSettings
-
 _ARGUMENT_DEFAULTS = {
     field.name: field.default
     for field in dataclasses.fields(TrainingArguments)
@@ -31,40 +32,150 @@ _ARGUMENT_DEFAULTS = {
 
 # What `torch_compile` compiles (`training.compiled_region`; docs/performance.md, docs/encoders.md).
 COMPILED_REGIONS = ("layers", "encoder", "model")
+LAUNCHERS = ("torchrun", "deepspeed")
 
 
 @dataclass
 class InTrainingEvaluation:
-    """Which held-out rows are evaluated during training (the metric histories in MLflow): a fixed
-    stratified sample of ``fraction`` of them, at least ``min_rows``. The whole fold is predicted at the end."""
+    """Which held-out rows are evaluated during training (the `training.in_training_evaluation`
+    parameters): the metric histories in MLflow. The whole fold is predicted once at the end."""
 
-    fraction: float = 1.0
-    min_rows: int = 0
+    fraction: float = field(
+        default=0.01,
+        metadata={"help": "The share of the held-out fold evaluated during training, a fixed stratified sample."},
+    )
+    min_rows: int = field(default=100, metadata={"help": "At least this many held-out rows (all where fewer)."})
+
+
+@dataclass
+class LauncherSettings:
+    """How many processes train a fold, and how they are started (the `training.launcher` parameters).
+
+    One node: ``nproc_per_node`` processes (one per GPU). Several nodes: ``nnodes`` with this node's
+    ``node_rank`` and the ``master_addr``/``master_port`` of node 0 (torchrun, run the same command on
+    every node), or a DeepSpeed ``hostfile`` (the deepspeed launcher reaches the other nodes by ssh).
+    More than one process: `finetune.launcher` runs torchrun (or the deepspeed launcher) from the fold's node.
+    """
+
+    nproc_per_node: int = field(default=1, metadata={"help": "Processes per node, one per GPU."})
+    nnodes: int = field(default=1, metadata={"help": "Nodes that train each fold together."})
+    node_rank: int = field(default=0, metadata={"help": "This node's rank among them (torchrun)."})
+    master_addr: str = field(default="127.0.0.1", metadata={"help": "The address of node 0."})
+    master_port: int = field(default=29500, metadata={"help": "A free port on node 0."})
+    hostfile: str | None = field(
+        default=None,
+        metadata={"help": "A DeepSpeed hostfile (program: deepspeed): its hosts' slots are the processes."},
+    )
+    program: str = field(default="torchrun", metadata={"help": f"The launcher: one of {', '.join(LAUNCHERS)}."})
+
+    def __post_init__(self) -> None:
+        if self.program not in LAUNCHERS:
+            raise ValueError(f"training.launcher.program must be one of {', '.join(LAUNCHERS)}, not {self.program!r}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> LauncherSettings:
+        return cls(**params)
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train a fold: every slot of the hostfile's hosts for the deepspeed
+        launcher given one (it is given no host or GPU filter), else ``nproc_per_node`` per node."""
+        if not (self.program == "deepspeed" and self.hostfile):
+            return self.nproc_per_node * self.nnodes
+        from deepspeed.launcher.runner import fetch_hostfile  # the launcher's own parser; slow to import
+
+        slots = fetch_hostfile(self.hostfile)
+        if slots is None:  # the launcher would train on this node alone
+            raise FileNotFoundError(f"training.launcher.hostfile: {self.hostfile} not found")
+        return sum(slots.values())
 
 
 @dataclass
 class TrainingSettings:
-    """How a fold trains (the `training` parameters; conf/base/parameters_train.yml says what each does).
+    """How a fold trains (the `training` parameters, and a transformer candidate's own `training` merged
+    over them key by key).
 
     ``arguments``: Hugging Face `TrainingArguments`, as named there; ``gpu_arguments`` are merged into
-    them when a GPU is present. The other fields are the project's own: where folds keep their work,
-    evaluation during training, checkpoints by wall time, compilation, DeepSpeed on one process, the
-    optimizer's clip and bf16 master weights, inductor settings, and the launcher of several processes.
+    them when a GPU is present. The other fields are the project's own.
     """
 
-    arguments: dict[str, Any] = field(default_factory=dict)
-    gpu_arguments: dict[str, Any] = field(default_factory=dict)
-    work_dir: str = "data/06_models/work"
-    in_training_evaluation: InTrainingEvaluation = field(default_factory=InTrainingEvaluation)
-    checkpoint_every_minutes: float | None = None
-    compiled_region: str = "model"
-    compile_predictions: bool = False
-    deepspeed_single_process: bool = False
-    clip_in_fused_optimizer: bool = False
-    bf16_master_weights: bool = False
-    master_weight_update: str = "per_parameter"
-    inductor_config: dict[str, Any] = field(default_factory=dict)
-    launcher: LauncherSettings = field(default_factory=LauncherSettings)
+    arguments: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Hugging Face TrainingArguments, as named there."}
+    )
+    gpu_arguments: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "TrainingArguments merged into `arguments` when a GPU is present (bf16, DeepSpeed...)."},
+    )
+    work_dir: str = field(
+        default="data/06_models/work",
+        metadata={"help": "Where each fold keeps its work, <candidate>/fold_<n>: checkpoints and its finished result."},
+    )
+    in_training_evaluation: InTrainingEvaluation = field(
+        default_factory=InTrainingEvaluation,
+        metadata={"help": "The held-out rows evaluated during training (InTrainingEvaluation)."},
+    )
+    checkpoint_every_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "A checkpoint whenever this many minutes of training have passed since the last one (with "
+            'save_strategy "no": none by step count); None: the Trainer\'s save_strategy alone.'
+        },
+    )
+    compiled_region: str = field(
+        default="layers",
+        metadata={
+            "help": "With torch_compile, what is compiled: `layers`, each encoder layer on its own (the layers share "
+            "one graph, which later folds of the run reuse); `encoder`, the stack of layers as one graph (less "
+            "host time a step, a longer compilation); `model`, the whole model, by the Trainer."
+        },
+    )
+    compile_predictions: bool = field(
+        default=True,
+        metadata={"help": "Final predictions with the layers compiled for any batch and length (GPU only)."},
+    )
+    deepspeed_single_process: bool = field(
+        default=False,
+        metadata={
+            "help": "Train with DeepSpeed in one process too. By default DeepSpeed is used when several processes "
+            "train a fold: one process on one GPU has nothing to partition, and DeepSpeed slows its step."
+        },
+    )
+    clip_in_fused_optimizer: bool = field(
+        default=True,
+        metadata={
+            "help": "With torch's fused AdamW (optim: adamw_torch_fused) and no DeepSpeed, clip the gradients inside "
+            "the optimizer (as its gradient scale): the Trainer's clip, one pass over the gradients fewer. Any "
+            "other optimizer is clipped by the Trainer."
+        },
+    )
+    bf16_master_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Train bf16 weights with fp32 master weights and moments in the optimizer (DeepSpeed's bf16 "
+            "numerics) instead of bf16 autocast over fp32 weights: one fused update (finetune/master_weights.py). "
+            "Replaces `optim` (an AdamW); ignored under DeepSpeed, whose bf16 optimizer does this. Models are "
+            "then saved in bf16."
+        },
+    )
+    master_weight_update: str = field(
+        default="per_parameter",
+        metadata={
+            "help": "How the bf16 master weights update: per_parameter (one compiled kernel per parameter, the "
+            "fewest bytes) or multi_tensor (torch's fused AdamW over a group's lists, a few launches: for "
+            "encoders of many small tensors, whose step waits on the host)."
+        },
+    )
+    inductor_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "torch.compile's inductor settings while a fold trains and predicts (torch._inductor.config "
+            "names, e.g. triton.multi_kernel: 1); used only with torch_compile."
+        },
+    )
+    launcher: LauncherSettings = field(
+        default_factory=LauncherSettings,
+        metadata={"help": "How many processes train a fold, and how they are started (LauncherSettings)."},
+    )
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainingSettings:
@@ -75,7 +186,7 @@ class TrainingSettings:
         values = dict(params)
         values["in_training_evaluation"] = InTrainingEvaluation(**(values.get("in_training_evaluation") or {}))
         values["launcher"] = LauncherSettings.from_params(values.get("launcher") or {})
-        if values.get("compiled_region", "model") not in COMPILED_REGIONS:
+        if values.get("compiled_region", "layers") not in COMPILED_REGIONS:
             raise ValueError(
                 f"training.compiled_region: {values['compiled_region']!r} is not one of {', '.join(COMPILED_REGIONS)}"
             )

@@ -28,45 +28,85 @@ MEGATRON_BERT = "megatron-bert"
 
 @dataclass
 class ModelSettings:
-    """Which model to fine-tune (the `model` parameters).
+    """Which model to fine-tune, and how it runs (a transformer candidate's `model` parameters).
 
-    ``pretrained_path``: a local folder in the Hugging Face hub's layout (config.json, vocab.txt and
-    weights as pytorch_model.bin or safetensors), of any architecture `AutoModelForSequenceClassification`
-    knows (its config.json's model_type): Erlangshen-MegatronBert-1.3B, chinese-roberta-wwm-ext-large,
-    bert-base-chinese... Without it the model is built with random weights from ``config_path`` (a
-    config.json) or else the inline ``config``, as an ``architecture`` (a transformers model_type such as
-    megatron-bert or bert, unless the config names its own), with ``config_overrides`` on top.
-    ``vocabulary_path``: a vocab.txt to use when no pretrained folder is given; without either, a
-    character vocabulary is built from the training texts.
-    ``fused_attention``: SDPA instead of eager attention (MegatronBert: the project's own module;
-    others: transformers' ``attn_implementation="sdpa"``); with it, ``unpadded_without_mask`` runs
-    batches that have no padding without an attention mask (SDPA's mask-free kernels are faster), and
-    ``attention_backend`` (flash, efficient, cudnn or math; encoders other than MegatronBert) is the SDPA
-    kernel tried first (``finetune.sdpa_backend``), null: torch's own choice.
-    ``residual_in_autocast_dtype``: under mixed precision, keep the residual stream in the autocast
-    dtype (bf16) rather than fp32, as Megatron-LM and DeepSpeed's bf16 mode do
-    (`keep_residual_in_autocast_dtype`).
-    ``dropout_masks_from_aten``: hidden dropout draws its masks with ATen's Bernoulli kernel instead
-    of inside inductor's fused kernels (``finetune.dropout``).
-    ``truncation``: what a text longer than ``max_length`` keeps (``finetune.text.tokenise``): its
-    ``head``, its ``tail``, or ``head_tail``, ``head_share`` of the room from the head.
+    A pretrained folder in the Hugging Face hub's layout, of any architecture
+    `AutoModelForSequenceClassification` knows (Erlangshen-MegatronBert-1.3B, chinese-roberta-wwm-ext-large,
+    bert-base-chinese...); or else a model with random weights built from a config.
     """
 
-    pretrained_path: str | None = None
-    architecture: str = MEGATRON_BERT
-    config_path: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-    vocabulary_path: str | None = None
-    vocabulary_min_frequency: int = 1
-    max_length: int = 512
-    truncation: str = "head"
-    head_share: float = 0.5
-    fused_attention: bool = True
-    attention_backend: str | None = None
-    unpadded_without_mask: bool = True
-    residual_in_autocast_dtype: bool = True
-    dropout_masks_from_aten: bool = False
+    pretrained_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A local folder in the hub's layout (config.json, vocab.txt, weights as pytorch_model.bin or "
+            "safetensors); its config.json's model_type names the architecture. None: a model built from a config."
+        },
+    )
+    architecture: str = field(
+        default=MEGATRON_BERT,
+        metadata={
+            "help": "A transformers model_type (megatron-bert, bert...) for a model built from a config "
+            "that names none."
+        },
+    )
+    config_path: str | None = field(
+        default=None, metadata={"help": "A config.json to build a randomly initialised model from."}
+    )
+    config: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "The config of a model built from scratch, without config_path."}
+    )
+    config_overrides: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Applied over any config, pretrained too, e.g. {num_hidden_layers: 2} to shrink one."},
+    )
+    vocabulary_path: str | None = field(
+        default=None,
+        metadata={"help": "A vocab.txt without a pretrained folder; neither: characters of the training texts."},
+    )
+    vocabulary_min_frequency: int = field(
+        default=1, metadata={"help": "A character vocabulary keeps the characters seen this often in training."}
+    )
+    max_length: int = field(default=512, metadata={"help": "Tokens a text keeps, [CLS] and [SEP] included."})
+    truncation: str = field(
+        default="head",
+        metadata={"help": "What a longer text keeps (finetune.text.tokenise): head, tail, or head_tail."},
+    )
+    head_share: float = field(default=0.5, metadata={"help": "head_tail: the share of the room taken from the head."})
+    fused_attention: bool = field(
+        default=True,
+        metadata={
+            "help": "scaled_dot_product_attention instead of eager attention (MegatronBert: the project's own "
+            "module, finetune.attention; others: transformers' attn_implementation=sdpa)."
+        },
+    )
+    attention_backend: str | None = field(
+        default=None,
+        metadata={
+            "help": "With fused attention, encoders other than MegatronBert: the SDPA kernel tried first (flash, "
+            "efficient, cudnn or math; finetune.sdpa_backend). None: torch's own choice."
+        },
+    )
+    unpadded_without_mask: bool = field(
+        default=True,
+        metadata={
+            "help": "With fused attention, a batch without padding runs without an attention mask "
+            "(SDPA's mask-free kernels are faster)."
+        },
+    )
+    residual_in_autocast_dtype: bool = field(
+        default=True,
+        metadata={
+            "help": "Under mixed precision, the residual stream in the autocast dtype (bf16) rather than fp32, as "
+            "Megatron-LM and DeepSpeed's bf16 mode keep it (keep_residual_in_autocast_dtype)."
+        },
+    )
+    dropout_masks_from_aten: bool = field(
+        default=False,
+        metadata={
+            "help": "Hidden dropout draws its masks with ATen's Bernoulli kernel instead of inside "
+            "inductor's fused kernels (finetune.dropout)."
+        },
+    )
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelSettings:

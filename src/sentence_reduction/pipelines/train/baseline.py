@@ -1,5 +1,5 @@
-"""The linear candidate (`baseline`): TF-IDF n-grams of the ruling and its parsed domain features, scaled,
-into a logistic regression, one model per fold.
+"""The linear candidate (`baseline`): TF-IDF n-grams of the ruling and its parsed features, scaled, into a
+logistic regression, one model per fold.
 
 The n-grams fit the text: words where the rulings come word-segmented (a space between words, as in
 copies segmented by jieba), characters where they come raw. ``linear_features`` is shared with the
@@ -21,8 +21,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from sentence_reduction.pipelines.train.domain_features import FEATURE_COLUMNS
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
+from sentence_reduction.pipelines.train.parsing import FEATURE_COLUMNS, aligned_features
 
 ANALYZERS = ("auto", "word", "char")
 # Features read as categories by a linear model: the crime, and the recommended months (also under the
@@ -34,7 +34,7 @@ _NUMERIC = [column for column in FEATURE_COLUMNS if column != "crime"]
 
 def fit_baseline(
     model_input: pd.DataFrame,
-    domain_features: pd.DataFrame,
+    parsed_features: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     class_table: pd.DataFrame,
     baseline: dict[str, Any],
@@ -43,7 +43,7 @@ def fit_baseline(
     return fit_on_linear_features(
         lambda: LogisticRegression(C=baseline["C"], max_iter=baseline["max_iter"]),
         model_input,
-        domain_features,
+        parsed_features,
         fold_assignments,
         class_table,
         baseline,
@@ -53,14 +53,15 @@ def fit_baseline(
 def fit_on_linear_features(
     make_estimator: Callable[[], Any],
     model_input: pd.DataFrame,
-    domain_features: pd.DataFrame,
+    parsed_features: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     class_table: pd.DataFrame,
     baseline: dict[str, Any],
 ) -> tuple[list[Pipeline], pd.DataFrame]:
     """One model per fold of `linear_features` (as ``baseline`` describes them) into ``make_estimator()``,
-    and the held-out cases' class probabilities: what the linear and the regression candidates share."""
-    inputs = linear_inputs(model_input, domain_features)
+    and the held-out cases' class probabilities: what the linear, the regression and the ordinal
+    candidates share."""
+    inputs = linear_inputs(model_input, parsed_features)
     analyzer = text_analyzer(model_input["fact"], baseline)
 
     def make_classifier() -> Pipeline:
@@ -73,22 +74,21 @@ def fit_on_linear_features(
 
 
 def predict_on_linear_features(
-    models: list[Pipeline], test_cases: pd.DataFrame, test_domain_features: pd.DataFrame, class_table: pd.DataFrame
+    models: list[Pipeline], test_cases: pd.DataFrame, test_parsed_features: pd.DataFrame, class_table: pd.DataFrame
 ) -> pd.DataFrame:
     """The test cases' class probabilities from fold models of `fit_on_linear_features` (the linear, the
     regression and the ordinal candidates'): their mean."""
-    inputs = linear_inputs(test_cases, test_domain_features)
+    inputs = linear_inputs(test_cases, test_parsed_features)
     with threadpool_limits(limits=1, user_api="blas"):
         probabilities = mean_class_probabilities(models, inputs, len(class_table))
     return probability_table(test_cases["id"], probabilities)
 
 
-def linear_inputs(cases: pd.DataFrame, domain_features: pd.DataFrame) -> pd.DataFrame:
+def linear_inputs(cases: pd.DataFrame, parsed_features: pd.DataFrame) -> pd.DataFrame:
     """``fact`` and the parsed features of each case, in ``cases``' order."""
-    features = cases[["id", "fact"]].merge(domain_features, on="id", how="left", validate="one_to_one")
-    if features["crime_count"].isna().any():
-        raise ValueError("domain_features does not cover every case: rerun the pipeline that parses them")
-    return features[["fact", *FEATURE_COLUMNS]]
+    features = aligned_features(cases, parsed_features, FEATURE_COLUMNS)
+    features.insert(0, "fact", cases["fact"].to_numpy())
+    return features
 
 
 def text_analyzer(texts: pd.Series, parameters: dict[str, Any]) -> str:
@@ -106,7 +106,7 @@ def text_analyzer(texts: pd.Series, parameters: dict[str, Any]) -> str:
 
 def linear_features(analyzer: str, parameters: dict[str, Any]) -> ColumnTransformer:
     """TF-IDF n-grams of ``fact`` (words split at whitespace, one-character words kept, or characters),
-    and with ``parsed_features`` the domain features: numbers as log(1+x) standardised with a flag where
+    and with ``parsed_features`` the parsed features: numbers as log(1+x) standardised with a flag where
     the ruling does not say, the crime and the recommended months as categories."""
     text = TfidfVectorizer(
         analyzer=analyzer,

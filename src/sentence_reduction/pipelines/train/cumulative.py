@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.multioutput import MultiOutputClassifier
 
-_FLOOR = 1e-6  # a class between equal cumulative estimates gets 0, which would veto it in a product
+from sentence_reduction.pipelines.train.out_of_fold import PROBABILITY_FLOOR
 
 
 class CumulativeClassifier(ClassifierMixin, BaseEstimator):
@@ -39,5 +39,6 @@ class CumulativeClassifier(ClassifierMixin, BaseEstimator):
         above = -np.sort(-above, axis=1)
         ones, zeros = np.ones((len(above), 1)), np.zeros((len(above), 1))
         cumulative = np.hstack([ones, above, zeros])
-        probabilities = np.clip(cumulative[:, :-1] - cumulative[:, 1:], _FLOOR, None)
+        # A class between equal cumulative estimates gets 0.
+        probabilities = np.clip(cumulative[:, :-1] - cumulative[:, 1:], PROBABILITY_FLOOR, None)
         return probabilities / probabilities.sum(axis=1, keepdims=True)

@@ -24,14 +24,13 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
 from sentence_reduction.metric import competition_scores
 from sentence_reduction.pipelines.data.folds import case_folds
-from sentence_reduction.pipelines.train.out_of_fold import labelled_probabilities, probability_table
+from sentence_reduction.pipelines.train.out_of_fold import PROBABILITY_FLOOR, labelled_probabilities, probability_table
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics, decode, prediction_metrics
 
 logger = logging.getLogger(__name__)
 
 COMBINATIONS = ("probabilities", "log_probabilities")
 SEARCHES = ("fitted", "grid")
-_FLOOR = 1e-6  # a class a candidate gives 0 must not veto it in a product of probabilities
 
 
 def choose_ensemble(
@@ -118,7 +117,7 @@ def combine(stacked: np.ndarray, weights: np.ndarray, combination: str) -> np.nd
     if combination == "probabilities":
         return np.tensordot(weights, stacked, axes=1)
     if combination == "log_probabilities":
-        log_mean = np.tensordot(weights, np.log(np.clip(stacked, _FLOOR, None)), axes=1)
+        log_mean = np.tensordot(weights, np.log(np.clip(stacked, PROBABILITY_FLOOR, None)), axes=1)
         combined = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
         return combined / combined.sum(axis=1, keepdims=True)
     raise ValueError(f"ensemble combination must be one of {COMBINATIONS}, not {combination!r}")
@@ -169,7 +168,7 @@ def fitted_weights(
     """The mixture weights over the candidates' ``stacked[c]`` probabilities of highest likelihood of
     the true classes: EM for a mixture's weights, each step the mean share of each case's likelihood that
     each candidate carries, which never lowers the likelihood."""
-    likelihoods = np.clip(stacked[:, np.arange(len(class_ids)), class_ids].T, _FLOOR, None)
+    likelihoods = np.clip(stacked[:, np.arange(len(class_ids)), class_ids].T, PROBABILITY_FLOOR, None)
     weights = np.full(len(stacked), 1 / len(stacked))
     for _ in range(iterations):
         shares = likelihoods * weights

@@ -19,7 +19,7 @@ from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 
 def fit_ordinal(
     model_input: pd.DataFrame,
-    domain_features: pd.DataFrame,
+    parsed_features: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     class_table: pd.DataFrame,
     baseline: dict[str, Any],
@@ -29,7 +29,7 @@ def fit_ordinal(
     return fit_on_linear_features(
         lambda: CumulativeClassifier(LogisticRegression(C=ordinal["C"], max_iter=ordinal["max_iter"])),
         model_input,
-        domain_features,
+        parsed_features,
         fold_assignments,
         class_table,
         baseline,

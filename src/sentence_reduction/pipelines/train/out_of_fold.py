@@ -12,6 +12,10 @@ import pandas as pd
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, case_folds
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics
 
+# The least probability a class keeps where a candidate's or a blend's is 0: a class at 0 would veto it in a
+# product of probabilities (the ensemble's log-probability blend, its mixture's likelihood).
+PROBABILITY_FLOOR = 1e-6
+
 
 def fit_out_of_fold(
     make_classifier: Callable[[], Any],

@@ -1,6 +1,6 @@
-"""Wiring of the `train` and `predict` pipelines: the candidates (each transformer candidate in its own
-namespace, one branch per fold inside it; the linear model on n-grams and parsed features; the
-domain-feature trees; the log-months regression; the ordinal model) and their ensemble. `predict` is
+"""Wiring of the `train` and `predict` pipelines: the rulings parsed; each candidate (the classical ones
+from their registry, `candidates.py`, fitted on the folds; each transformer candidate in its own namespace,
+one branch per fold inside it) with its out-of-fold metrics; their ensemble; the submission. `predict` is
 the nodes tagged `inference` (the same in both) and each saved fold model's predictions."""
 
 from __future__ import annotations
@@ -10,20 +10,15 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from sentence_reduction.pipelines.train.baseline import fit_baseline, predict_on_linear_features
-from sentence_reduction.pipelines.train.domain_features import (
-    fit_feature_model,
-    parse_domain_features,
-    predict_feature_model,
-)
+from sentence_reduction.pipelines.node_tags import FOLD_TRAINING, INFERENCE
+from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES, Candidate
 from sentence_reduction.pipelines.train.ensemble import apply_ensemble, choose_ensemble, plot_candidates
-from sentence_reduction.pipelines.train.ordinal import fit_ordinal
 from sentence_reduction.pipelines.train.out_of_fold import (
     average_test_probabilities,
     evaluate_candidate,
     stack_fold_probabilities,
 )
-from sentence_reduction.pipelines.train.regression import fit_regression
+from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.submission import write_submission
 from sentence_reduction.pipelines.train.transformer import (
     candidate_training,
@@ -33,31 +28,21 @@ from sentence_reduction.pipelines.train.transformer import (
     train_fold,
 )
 
-CLASSICAL_CANDIDATES = ("baseline", "features", "regression", "ordinal")
-# The candidates on the linear features (n-grams and parsed features, as `params:baseline` describes
-# them): name -> (fit function, its own parameters or None). `features` is the trees on parsed features.
-LINEAR_FEATURE_CANDIDATES = {
-    "baseline": (fit_baseline, None),
-    "regression": (fit_regression, "params:regression"),
-    "ordinal": (fit_ordinal, "params:ordinal"),
-}
-# Nodes the train and predict pipelines share; tracking.py reads `fold_training` (a fold's MLflow run).
-INFERENCE = "inference"
-FOLD_TRAINING = "fold_training"
-
 
 def create_train_pipeline(n_folds: int, transformer_candidates: Sequence[str]) -> Pipeline:
     """Each transformer candidate trained on fold_0 .. fold_{n-1}; the classical candidates on the same
     folds; each candidate's out-of-fold metrics; the ensemble chosen out of fold; the submission."""
     transformers = sum((_transformer_candidate(name, n_folds) for name in transformer_candidates), Pipeline([]))
+    classical = sum(
+        (_classical_candidate(name, candidate) for name, candidate in CLASSICAL_CANDIDATES.items()), _parsing()
+    )
     candidates = (*transformer_candidates, *CLASSICAL_CANDIDATES)
-    return transformers + _classical_candidates() + _ensemble_choice(candidates) + _inference(candidates)
+    return transformers + classical + _ensemble_choice(candidates) + _inference(candidates)
 
 
 def create_predict_pipeline(n_folds: int, transformer_candidates: Sequence[str]) -> Pipeline:
-    """The saved fold models of every transformer candidate, the baseline and feature models and the
-    ensemble applied to a test file: each fold model's predictions, then the train pipeline's nodes
-    tagged `inference`."""
+    """The saved models of every candidate and the saved ensemble applied to a test file: each transformer
+    fold model's predictions, then the train pipeline's nodes tagged `inference`."""
     fold_predictions = [
         Node(
             predict_fold,
@@ -123,13 +108,7 @@ def _transformer_candidate(name: str, n_folds: int) -> Pipeline:
                 name="stack_fold_probabilities",
                 namespace=name,
             ),
-            Node(
-                evaluate_candidate,
-                inputs=[f"{name}_oof_probabilities", "model_input_table", "class_table", "params:evaluation"],
-                outputs=f"{name}_metrics",
-                name="evaluate_candidate",
-                namespace=name,
-            ),
+            _evaluation(name, name="evaluate_candidate", namespace=name),
             Node(
                 average_test_probabilities,
                 inputs=[f"{name}.fold_{fold}.test_probabilities" for fold in folds],
@@ -163,60 +142,60 @@ def _fold_training(name: str, fold: int) -> Node:
     )
 
 
-def _classical_candidates() -> Pipeline:
-    """What only training does for the classical candidates: fit the linear model, the regression, the
-    ordinal model and the feature model per fold, and evaluate each out of fold."""
+def _parsing() -> Pipeline:
+    """The rulings parsed, which every classical candidate reads: the training cases' (training only) and
+    the test cases' (in prediction too)."""
     return Pipeline(
         [
-            *(
-                Node(
-                    fit,
-                    inputs=[
-                        "model_input_table",
-                        "domain_features",
-                        "fold_assignments",
-                        "class_table",
-                        "params:baseline",
-                        *([own_parameters] if own_parameters else []),
-                    ],
-                    outputs=[f"{candidate}_models", f"{candidate}_oof_probabilities"],
-                    name=f"fit_{candidate}",
-                )
-                for candidate, (fit, own_parameters) in LINEAR_FEATURE_CANDIDATES.items()
-            ),
+            Node(parse_rulings, inputs="model_input_table", outputs="parsed_features", name="parse_rulings"),
             Node(
-                parse_domain_features,
-                inputs="model_input_table",
-                outputs="domain_features",
-                name="parse_domain_features",
-            ),
-            Node(
-                fit_feature_model,
-                inputs=[
-                    "domain_features",
-                    "model_input_table",
-                    "fold_assignments",
-                    "class_table",
-                    "params:feature_model",
-                ],
-                outputs=["feature_models", "features_oof_probabilities"],
-                name="fit_feature_model",
-            ),
-            *(
-                Node(
-                    evaluate_candidate,
-                    inputs=[f"{candidate}_oof_probabilities", "model_input_table", "class_table", "params:evaluation"],
-                    outputs=metrics,
-                    name=name,
-                )
-                for candidate, metrics, name in (
-                    ("baseline", "baseline_metrics", "evaluate_baseline"),
-                    ("features", "features_metrics", "evaluate_feature_model"),
-                    ("regression", "regression_metrics", "evaluate_regression"),
-                    ("ordinal", "ordinal_metrics", "evaluate_ordinal"),
-                )
+                parse_rulings,
+                inputs="normalised_test_cases",
+                outputs="test_parsed_features",
+                name="parse_test_rulings",
+                tags=INFERENCE,
             ),
         ]
+    )
+
+
+def _classical_candidate(name: str, candidate: Candidate) -> Pipeline:
+    """A classical candidate: its fold models and out-of-fold probabilities, their metrics, and (in
+    prediction too) the test cases' probabilities from its saved models."""
+    return Pipeline(
+        [
+            Node(
+                candidate.fit,
+                inputs=[
+                    "model_input_table",
+                    "parsed_features",
+                    "fold_assignments",
+                    "class_table",
+                    *(f"params:{parameters}" for parameters in candidate.parameters),
+                ],
+                outputs=[f"{name}_models", f"{name}_oof_probabilities"],
+                name=f"fit_{name}",
+            ),
+            _evaluation(name, name=f"evaluate_{name}"),
+            Node(
+                candidate.predict,
+                inputs=[f"{name}_models", "normalised_test_cases", "test_parsed_features", "class_table"],
+                outputs=f"{name}_test_probabilities",
+                name=f"predict_{name}",
+                tags=INFERENCE,
+            ),
+        ]
+    )
+
+
+def _evaluation(candidate: str, name: str, namespace: str | None = None) -> Node:
+    """A candidate's metrics over its out-of-fold probabilities."""
+    return Node(
+        evaluate_candidate,
+        inputs=[f"{candidate}_oof_probabilities", "model_input_table", "class_table", "params:evaluation"],
+        outputs=f"{candidate}_metrics",
+        name=name,
+        namespace=namespace,
     )
 
 
@@ -250,34 +229,10 @@ def _ensemble_choice(candidates: Sequence[str]) -> Pipeline:
 
 
 def _inference(candidates: Sequence[str]) -> Pipeline:
-    """The same in training and prediction: the classical candidates' test probabilities from their saved
-    models, the saved ensemble applied to every candidate's, the submission."""
+    """The same in training and prediction: the saved ensemble applied to every candidate's test
+    probabilities, the submission."""
     return Pipeline(
         [
-            *(
-                Node(
-                    predict_on_linear_features,
-                    inputs=[f"{candidate}_models", "normalised_test_cases", "test_domain_features", "class_table"],
-                    outputs=f"{candidate}_test_probabilities",
-                    name=f"predict_{candidate}",
-                    tags=INFERENCE,
-                )
-                for candidate in LINEAR_FEATURE_CANDIDATES
-            ),
-            Node(
-                parse_domain_features,
-                inputs="normalised_test_cases",
-                outputs="test_domain_features",
-                name="parse_test_domain_features",
-                tags=INFERENCE,
-            ),
-            Node(
-                predict_feature_model,
-                inputs=["feature_models", "test_domain_features", "class_table"],
-                outputs="features_test_probabilities",
-                name="predict_feature_model",
-                tags=INFERENCE,
-            ),
             Node(
                 apply_ensemble,
                 inputs={"ensemble": "ensemble", **{c: f"{c}_test_probabilities" for c in candidates}},

@@ -50,7 +50,7 @@ class LogMonthsRegressionClassifier(ClassifierMixin, BaseEstimator):
 
 def fit_regression(
     model_input: pd.DataFrame,
-    domain_features: pd.DataFrame,
+    parsed_features: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     class_table: pd.DataFrame,
     baseline: dict[str, Any],
@@ -61,7 +61,7 @@ def fit_regression(
     return fit_on_linear_features(
         lambda: LogMonthsRegressionClassifier(Ridge(alpha=regression["alpha"]), months, regression["sigma_folds"]),
         model_input,
-        domain_features,
+        parsed_features,
         fold_assignments,
         class_table,
         baseline,

@@ -1,7 +1,8 @@
-"""The domain-feature candidate: what decides a reduction, parsed from the ruling, and a gradient-boosted
-classifier on it.
+"""The parser of rulings: what decides a reduction (the sentence, the prison's recommendation and the
+court's stance on it, awards, points, fines, earlier reductions...) read from each ruling's text into
+the parsed features table, which every classical candidate reads.
 
-The parser reads normalised text (NFKC digits, one space between paragraphs, the criminal's name as 某)
+It reads normalised text (NFKC digits, one space between paragraphs, the criminal's name as 某)
 and also word-segmented copies of the rulings (a space between words, stop words such as 的/了/对/个
 removed): every pattern allows spaces between its parts and does without those function words.
 """
@@ -13,15 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
-
-from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
-from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 
 _S = r"\s*"
 _CJK = r"\u4e00-\u9fff"
@@ -175,21 +167,30 @@ TREE_ONLY_COLUMNS = [
     "award_count",
     "counts_from_last_reduction",
 ]
-TREE_COLUMNS = [*FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
+PARSED_COLUMNS = [*FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
 
 
-def parse_domain_features(cases: pd.DataFrame) -> pd.DataFrame:
-    """``id`` and one column per feature of ``TREE_COLUMNS`` (every candidate's and the trees' own) for each
-    ruling; NaN where the ruling does not say (a term, a recommendation, points), 0 for counts and flags it
-    does not mention."""
+def parse_rulings(cases: pd.DataFrame) -> pd.DataFrame:
+    """The parsed features: ``id`` and one column per feature of ``PARSED_COLUMNS`` for each ruling; NaN
+    where the ruling does not say (a term, a recommendation, points), 0 for counts and flags it does not
+    mention."""
     rows = [ruling_features(text) for text in cases["fact"]]
-    table = pd.DataFrame(rows, columns=TREE_COLUMNS)
+    table = pd.DataFrame(rows, columns=PARSED_COLUMNS)
     table.insert(0, "id", cases["id"].to_numpy())
     return table
 
 
+def aligned_features(cases: pd.DataFrame, parsed_features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The parsed features ``columns`` of each case, rows in ``cases``' order; raises when the table does
+    not cover every case (parsed from other rulings than these)."""
+    features = cases[["id"]].merge(parsed_features, on="id", how="left", validate="one_to_one")
+    if features["crime_count"].isna().any():
+        raise ValueError("parsed_features does not cover every case: rerun the pipeline that parses them")
+    return features[columns]
+
+
 def ruling_features(text: str) -> dict[str, Any]:
-    """The features of one ruling's text (see ``parse_domain_features``)."""
+    """The features of one ruling's text (see ``parse_rulings``)."""
     conduct = _CONDUCT_STARTS.search(text)
     sentencing = text[: conduct.start()] if conduct else text
     crimes = _header_crimes(text) or _crimes(sentencing) or _crimes(text)
@@ -369,54 +370,3 @@ def _is_recidivist(text: str) -> bool:
         if not _DENIAL.search(preceding):
             return True
     return False
-
-
-def fit_feature_model(
-    domain_features: pd.DataFrame,
-    model_input: pd.DataFrame,
-    fold_assignments: pd.DataFrame,
-    class_table: pd.DataFrame,
-    feature_model: dict[str, Any],
-) -> tuple[list[Pipeline], pd.DataFrame]:
-    """A gradient-boosted classifier on the domain features per fold (with ``feature_model.ordinal`` one per
-    threshold between the months, as the ordinal candidate's), and its out-of-fold probabilities.
-
-    One OpenMP thread: beside torch's threads in the same process, the trees' OpenMP threads contend for
-    the cores (measured on 2 cores: 7 s with one thread, 29 s by default, 232 s with two)."""
-    features = _aligned(domain_features, model_input)
-
-    def make_classifier() -> Pipeline:
-        # The crime as a category: rare ones pooled, one unseen at prediction time treated as missing.
-        crime = OrdinalEncoder(
-            handle_unknown="use_encoded_value",
-            unknown_value=np.nan,
-            encoded_missing_value=np.nan,
-            min_frequency=feature_model["min_crime_cases"],
-        )
-        # A number the ruling does not give as -1, below every real value (a tree splits on it as on
-        # missing): a column missing in every training case would break the trees' binning.
-        numbers = SimpleImputer(strategy="constant", fill_value=-1, keep_empty_features=True)
-        trees = HistGradientBoostingClassifier(categorical_features=[0], **feature_model["classifier"])
-        return make_pipeline(
-            ColumnTransformer([("crime", crime, ["crime"]), ("numbers", numbers, TREE_COLUMNS[1:])]),
-            CumulativeClassifier(trees) if feature_model["ordinal"] else trees,
-        )
-
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return fit_out_of_fold(make_classifier, features, model_input, fold_assignments, len(class_table))
-
-
-def predict_feature_model(
-    feature_models: list[Pipeline], test_features: pd.DataFrame, class_table: pd.DataFrame
-) -> pd.DataFrame:
-    """The test cases' class probabilities: the mean of the fold models'."""
-    with threadpool_limits(limits=1, user_api="openmp"):
-        probabilities = mean_class_probabilities(feature_models, test_features[TREE_COLUMNS], len(class_table))
-    return probability_table(test_features["id"], probabilities)
-
-
-def _aligned(domain_features: pd.DataFrame, model_input: pd.DataFrame) -> pd.DataFrame:
-    features = model_input[["id"]].merge(domain_features, on="id", how="left", validate="one_to_one")
-    if features["crime_count"].isna().any():
-        raise ValueError("domain_features does not cover every training case: rerun the train pipeline")
-    return features[TREE_COLUMNS]

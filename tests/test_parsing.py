@@ -1,5 +1,5 @@
-"""The domain-feature parser on hand-written ruling snippets: real phrasings, word-segmented copies,
-missing and odd forms; and the feature model's fold fits."""
+"""The parser of rulings on hand-written ruling snippets: real phrasings, word-segmented copies, missing
+and odd forms."""
 
 import math
 
@@ -8,13 +8,11 @@ import pandas as pd
 import pytest
 
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
-from sentence_reduction.pipelines.train.domain_features import (
+from sentence_reduction.pipelines.train.parsing import (
     FEATURE_COLUMNS,
     TREE_ONLY_COLUMNS,
-    fit_feature_model,
     parse_chinese_numeral,
-    parse_domain_features,
-    predict_feature_model,
+    parse_rulings,
     ruling_features,
 )
 
@@ -115,7 +113,7 @@ def test_previous_reduction_amount_and_denied_recidivism():
 
 
 def test_a_ruling_that_says_nothing_parses_to_missing_values_and_zero_counts():
-    features = parse_domain_features(pd.DataFrame({"id": ["a"], "fact": ["罪犯某，男，汉族。本院认为，可予减刑。"]}))
+    features = parse_rulings(pd.DataFrame({"id": ["a"], "fact": ["罪犯某，男，汉族。本院认为，可予减刑。"]}))
     assert list(features.columns) == ["id", *FEATURE_COLUMNS, *TREE_ONLY_COLUMNS]
     row = features.iloc[0]
     assert row["crime"] is None and row["crime_count"] == 0
@@ -149,29 +147,6 @@ def test_parse_chinese_numerals(text, value):
 def test_parse_chinese_numeral_refuses_other_text():
     with pytest.raises(ValueError, match="not a number"):
         parse_chinese_numeral("半")
-
-
-@pytest.mark.parametrize("ordinal", [True, False], ids=["thresholds", "multiclass"])
-def test_feature_model_learns_the_recommendation_out_of_fold(ordinal):
-    rng = np.random.default_rng(0)
-    months = rng.choice([3, 6, 9, 12], size=120)
-    facts = [f"罪犯某犯盗窃罪，判处有期徒刑{rng.integers(3, 15)}年。建议对该犯减刑{m}个月。" for m in months]
-    model_input = pd.DataFrame({"id": [f"id_{i}" for i in range(120)], "fact": facts, "class_id": months})
-    folds = pd.DataFrame({"id": model_input["id"], "fold": np.arange(120) % 3})
-    class_table = pd.DataFrame({"class_id": range(13), "months": range(13)})
-    parameters = {
-        "min_crime_cases": 5,
-        "ordinal": ordinal,
-        "classifier": {"max_iter": 20, "min_samples_leaf": 5, "random_state": 0},
-    }
-    features = parse_domain_features(model_input)
-    models, oof = fit_feature_model(features, model_input, folds, class_table, parameters)
-    assert len(models) == 3 and sorted(oof["id"]) == sorted(model_input["id"])
-    probabilities = oof.set_index("id").loc[model_input["id"]].to_numpy()
-    assert (probabilities.argmax(axis=1) == months).mean() > 0.95
-    test = predict_feature_model(models, parse_domain_features(model_input.head(4)), class_table)
-    assert test["id"].tolist() == model_input["id"].head(4).tolist()
-    assert np.allclose(test.drop(columns="id").sum(axis=1), 1)
 
 
 @pytest.mark.parametrize(
