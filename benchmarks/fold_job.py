@@ -94,7 +94,7 @@ def rulings(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], 
 
 def fold_job(args: argparse.Namespace, fold: int):
     from sentence_reduction.finetune.job import FoldJob
-    from sentence_reduction.finetune.text import read_vocabulary
+    from sentence_reduction.finetune.text import build_tokenizer, read_vocabulary
 
     model, training = configured_parameters(args.config)
     model.update(config_path=str(CONFIG_JSON), vocabulary_path=args.vocabulary)
@@ -123,7 +123,7 @@ def fold_job(args: argparse.Namespace, fold: int):
         eval_texts=eval_texts,
         eval_labels=eval_labels,
         predict_texts=test_texts,
-        vocabulary=read_vocabulary(args.vocabulary),
+        tokenizer=build_tokenizer(read_vocabulary(args.vocabulary)),
         class_months=list(range(34)),
         model=model,
         training=training,

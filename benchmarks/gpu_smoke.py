@@ -27,7 +27,7 @@ from sentence_reduction.finetune.arguments import TrainingSettings, resolved_dee
 from sentence_reduction.finetune.engine import run_fold  # noqa: E402
 from sentence_reduction.finetune.job import FoldJob  # noqa: E402
 from sentence_reduction.finetune.predictor import predict_probabilities  # noqa: E402
-from sentence_reduction.finetune.text import build_character_vocabulary  # noqa: E402
+from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer  # noqa: E402
 
 DEEPSPEED = ROOT / "conf" / "base" / "deepspeed"
 
@@ -75,7 +75,7 @@ def synthetic_job(name: str, launcher: dict, deepspeed: str | None, single_proce
         eval_texts=texts[256:352],
         eval_labels=labels[256:352],
         predict_texts=texts[352:],
-        vocabulary=build_character_vocabulary(texts),
+        tokenizer=build_tokenizer(build_character_vocabulary(texts)),
         class_months=list(range(34)),
         model={
             "config_path": str(ROOT / "benchmarks" / "erlangshen_config.json"),
@@ -105,7 +105,9 @@ def main() -> None:
         result = run_fold(job, options.work / name)
         trained = time.time() - started
         deepspeed = resolved_deepspeed_config(job.training, on_gpu=True)  # the engine's own decision
-        direct = predict_probabilities(result.model.load(), job.vocabulary, job.eval_texts, job.model, job.training)
+        direct = predict_probabilities(
+            result.model.load(), job.load_tokenizer(), job.eval_texts, job.model, job.training
+        )
         report = {
             "case": name,
             "gpus": torch.cuda.device_count(),

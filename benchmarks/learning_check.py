@@ -80,7 +80,7 @@ def planted_texts(count: int, characters: int, noise: float, seed: int) -> tuple
 def check(name: str, seed: int, args: argparse.Namespace) -> dict:
     from sentence_reduction.finetune.engine import run_fold
     from sentence_reduction.finetune.job import FoldJob
-    from sentence_reduction.finetune.text import build_character_vocabulary
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 
     model, training = configured_parameters(PATHS[name])
     model.update(ENCODERS["tiny" if args.tiny else args.encoder], config_path=None)
@@ -108,7 +108,7 @@ def check(name: str, seed: int, args: argparse.Namespace) -> dict:
         eval_texts=eval_texts,
         eval_labels=eval_labels,
         predict_texts=eval_texts[:8],
-        vocabulary=build_character_vocabulary(["".join(ALPHABET) + "".join(KEYWORDS)]),
+        tokenizer=build_tokenizer(build_character_vocabulary(["".join(ALPHABET) + "".join(KEYWORDS)])),
         class_months=list(range(CLASSES)),
         model=model,
         training=training,

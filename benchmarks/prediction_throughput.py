@@ -99,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     from sentence_reduction.finetune.arguments import TrainingSettings
     from sentence_reduction.finetune.model import ModelSettings, build_model, compile_layers
     from sentence_reduction.finetune.predictor import Predictor
-    from sentence_reduction.finetune.text import TokenisedTexts, read_vocabulary
+    from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, read_vocabulary
 
     params = project_parameters()
-    vocabulary = read_vocabulary(args.vocabulary)
+    tokenizer = build_tokenizer(read_vocabulary(args.vocabulary))
     model_params = dict(params["model"], config_path=str(CONFIG_JSON))
     if args.tiny:
         model_params["config_overrides"] = dict(TINY_MODEL)
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         for instance in range(instances):  # a second model, as a run's next fold: what compiled graphs save
             torch.manual_seed(instance)
-            model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
-            predictor = Predictor(model, vocabulary, settings, training)
+            model = build_model(settings, num_labels=34, vocab_size=len(tokenizer))
+            predictor = Predictor(model, tokenizer, settings, training)
             predictor.CHUNK_BATCHES = chunk_batches or predictor.CHUNK_BATCHES
             if compile_here == "whole":
                 model.compile()

@@ -51,7 +51,7 @@ from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, s
 from sentence_reduction.pipelines.train.pipeline import CLASSICAL_CANDIDATES, LINEAR_FEATURE_CANDIDATES  # noqa: E402
 from sentence_reduction.pipelines.train.transformer import (  # noqa: E402
     candidate_training,
-    prepare_vocabulary,
+    prepare_tokenizer,
     resolve_deepspeed_config,
     train_fold,
 )
@@ -160,7 +160,7 @@ def _transformer(
     ``truncation``, trained from scratch."""
     settings = parameters["transformer_candidates"][candidate]
     model = {**settings["model"], "truncation": truncation}
-    vocabulary = prepare_vocabulary(model_input, model)
+    tokenizer = prepare_tokenizer(model_input, model)
     test_cases = model_input[["id", "fact"]].head(1)  # the node predicts a test set too; one row is enough
     with tempfile.TemporaryDirectory() as work_dir:
         training = candidate_training(
@@ -177,7 +177,7 @@ def _transformer(
                 model_input,
                 folds,
                 test_cases,
-                vocabulary,
+                tokenizer,
                 class_table,
                 deepspeed_config,
                 model,

@@ -346,7 +346,7 @@ def configured_parameters(name: str) -> tuple[dict, dict]:
 
 def make_job(name: str, args: argparse.Namespace, world_size: int):
     from sentence_reduction.finetune.job import FoldJob
-    from sentence_reduction.finetune.text import build_character_vocabulary
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 
     model, training = configured_parameters(name)
     encoder = CONFIGS[name].get("encoder")
@@ -390,7 +390,7 @@ def make_job(name: str, args: argparse.Namespace, world_size: int):
         eval_texts=eval_texts,
         eval_labels=[rng.randrange(34) for _ in eval_texts],
         predict_texts=predict_texts,
-        vocabulary=vocabulary,
+        tokenizer=build_tokenizer(vocabulary),
         class_months=list(range(34)),
         model=model,
         training=training,
@@ -956,7 +956,7 @@ def infer(name, job, trainer, flops, peak, args) -> None:
         if CONFIGS[name].get("predict_with_trainer"):
             dataset = TokenisedTexts(trainer.processing_class, texts, job.model.max_length)
             return softmax(trainer.predict(dataset).predictions)
-        return predict_probabilities(model, job.vocabulary, texts, job.model, job.training)
+        return predict_probabilities(model, trainer.processing_class, texts, job.model, job.training)
 
     predict(job.predict_texts[: min(256, len(job.predict_texts))])  # warm-up
     if torch.cuda.is_available():

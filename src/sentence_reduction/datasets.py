@@ -18,6 +18,7 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.pickle import PickleDataset
 from kedro_datasets.text import TextDataset
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sentence_reduction.atomic import staging_path, written_atomically
 from sentence_reduction.finetune.job import SavedModel
@@ -197,6 +198,31 @@ class SequenceClassifierDataset(AbstractDataset[SavedModel, SavedModel]):
         return {"filepath": str(self._filepath)}
 
 
+class TokenizerDataset(AbstractDataset[PreTrainedTokenizerBase, PreTrainedTokenizerBase]):
+    """A tokenizer in a folder, as its `save_pretrained` writes it (tokenizer.json, tokenizer_config.json...),
+    read back with `AutoTokenizer`: any tokenizer, WordPiece or SentencePiece. Saved into a temporary
+    folder that then replaces the old one, so a crash leaves the previous tokenizer or the new one."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> PreTrainedTokenizerBase:
+        if not self._exists():
+            raise DatasetError(f"no tokenizer at {self._filepath}: run the train pipeline first")
+        return AutoTokenizer.from_pretrained(self._filepath)
+
+    def save(self, data: PreTrainedTokenizerBase) -> None:
+        with written_atomically(self._filepath) as staging:
+            data.save_pretrained(staging)
+
+    def _exists(self) -> bool:
+        return (self._filepath / "tokenizer_config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
 __all__ = [
     "AtomicCSVDataset",
     "AtomicJSONDataset",
@@ -206,4 +232,5 @@ __all__ = [
     "AtomicTextDataset",
     "RulingsDataset",
     "SequenceClassifierDataset",
+    "TokenizerDataset",
 ]

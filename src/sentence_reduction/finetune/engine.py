@@ -85,5 +85,5 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
             for texts in (job.eval_texts, job.predict_texts)
         )
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
-    predictor = Predictor(model, job.vocabulary, job.model, job.training)
+    predictor = Predictor(model, trainer.processing_class, job.model, job.training)
     return predictor(job.eval_texts), predictor(job.predict_texts)

@@ -15,15 +15,21 @@ import numpy as np
 
 from sentence_reduction.finetune.arguments import TrainingSettings
 from sentence_reduction.finetune.model import ModelSettings
+from sentence_reduction.finetune.text import tokenizer_files, tokenizer_from_files
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
 class FoldJob:
-    """Everything one fold's fine-tuning needs: its data, vocabulary and settings (given as settings,
-    or as the `model` and `training` parameters they are read from)."""
+    """Everything one fold's fine-tuning needs: its data, tokenizer and settings (given as settings,
+    or as the `model` and `training` parameters they are read from).
+
+    ``tokenizer``: the files the tokenizer saves (`text.tokenizer_files`), so that the job is plain JSON
+    for the workers of several processes and its fingerprint changes with the tokenizer; given a
+    tokenizer, the job keeps its files.
+    """
 
     name: str
     train_texts: list[str]
@@ -31,16 +37,22 @@ class FoldJob:
     eval_texts: list[str]
     eval_labels: list[int]
     predict_texts: list[str]
-    vocabulary: list[str]
+    tokenizer: dict[str, str]
     class_months: list[int]
     model: ModelSettings
     training: TrainingSettings
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tokenizer, dict):
+            self.tokenizer = tokenizer_files(self.tokenizer)
         if isinstance(self.model, dict):
             self.model = ModelSettings.from_params(self.model)
         if isinstance(self.training, dict):
             self.training = TrainingSettings.from_params(self.training)
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The job's tokenizer."""
+        return tokenizer_from_files(self.tokenizer)
 
     def fingerprint(self) -> str:
         """A hash of the whole job (data and parameters), which names a finished result."""

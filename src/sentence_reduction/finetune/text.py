@@ -1,7 +1,9 @@
-"""Vocabulary, tokenizer, tokenised datasets and the padding collator."""
+"""Tokenizers (a pretrained folder's, or a character vocabulary's), tokenised datasets and the padding
+collator; any `PreTrainedTokenizerBase` (WordPiece, SentencePiece, with or without token type ids)."""
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import BertTokenizer, DataCollatorWithPadding
+from transformers import AutoTokenizer, BertTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -38,7 +40,8 @@ def read_vocabulary(path: str | Path) -> list[str]:
 
 
 def build_tokenizer(vocabulary: Sequence[str]) -> BertTokenizer:
-    """A Chinese BERT tokenizer (lower-casing, CJK characters split) over ``vocabulary``."""
+    """A Chinese BERT tokenizer (lower-casing, CJK characters split) over ``vocabulary``: the tokenizer
+    of a model built from a config."""
     # transformers 5 takes the vocabulary itself; the v4 keyword vocab_file= is silently ignored.
     return BertTokenizer(
         vocab=OrderedDict((token, index) for index, token in enumerate(vocabulary)),
@@ -47,32 +50,64 @@ def build_tokenizer(vocabulary: Sequence[str]) -> BertTokenizer:
     )
 
 
+def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The files `save_pretrained` writes for ``tokenizer`` (tokenizer.json, tokenizer_config.json...),
+    name -> text: the whole tokenizer as JSON, for a job file and its fingerprint."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        files = {}
+        for path in sorted(Path(folder).iterdir()):
+            try:
+                files[path.name] = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{type(tokenizer).__name__} saves {path.name}, not text: only a tokenizer that transformers "
+                    "saves as tokenizer.json can be used"
+                ) from error
+        return files
+
+
+def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
+    """The tokenizer `tokenizer_files` wrote, read back with `AutoTokenizer`."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, text in files.items():
+            (Path(folder) / name).write_text(text, encoding="utf-8")
+        return AutoTokenizer.from_pretrained(folder)
+
+
 TRUNCATIONS = ("head", "tail", "head_tail")
 
 
 def tokenise(
-    tokenizer: BertTokenizer, texts: Sequence[str], max_length: int, truncation: str = "head", head_share: float = 0.5
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    truncation: str = "head",
+    head_share: float = 0.5,
 ) -> dict[str, list[list[int]]]:
-    """``input_ids``, ``token_type_ids`` and ``attention_mask`` of each text, at most ``max_length``
-    tokens with [CLS] and [SEP]. A longer text keeps its ``head``, its ``tail``, or (``head_tail``) the
-    first ``head_share`` of the room and the rest from its end: a ruling states the sentence at its head
-    and the prison's proposal and the court's reasons toward its end."""
+    """The model's inputs of each text (``input_ids``, ``attention_mask`` and, where the tokenizer makes
+    them, ``token_type_ids``), at most ``max_length`` tokens with the tokenizer's special tokens. A
+    longer text keeps its ``head``, its ``tail``, or (``head_tail``) the first ``head_share`` of the room
+    and the rest from its end: a ruling states the sentence at its head and the prison's proposal and
+    the court's reasons toward its end."""
     if truncation not in TRUNCATIONS:
         raise ValueError(f"model truncation must be one of {TRUNCATIONS}, not {truncation!r}")
     if truncation == "head":
         return dict(tokenizer(list(texts), truncation=True, max_length=max_length))
-    room = max_length - 2  # [CLS] and [SEP], as the tokenizer adds them to one text
-    head = round(room * head_share) if truncation == "head_tail" else 0
-    input_ids = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        if len(ids) > room:
-            ids = ids[:head] + ids[len(ids) - (room - head) :]
-        input_ids.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
-    return {
-        "input_ids": input_ids,
-        "token_type_ids": [[0] * len(ids) for ids in input_ids],
-        "attention_mask": [[1] * len(ids) for ids in input_ids],
-    }
+    encoded = tokenizer(list(texts), return_special_tokens_mask=True, verbose=False)
+    inputs = {key: values for key, values in encoded.items() if key != "special_tokens_mask"}
+    for row, special in enumerate(encoded["special_tokens_mask"]):
+        # The tokenizer's own special tokens around the text ([CLS] ... [SEP], <s> ... </s>) stay.
+        lead = next((index for index, flag in enumerate(special) if not flag), len(special))
+        trail = next((index for index, flag in enumerate(reversed(special[lead:])) if not flag), 0)
+        room = max_length - lead - trail
+        if len(special) - lead - trail <= room:
+            continue
+        head = round(room * head_share) if truncation == "head_tail" else 0
+        tail_start = len(special) - trail - (room - head)
+        for values in inputs.values():
+            values[row] = values[row][: lead + head] + values[row][tail_start:]
+    return inputs
 
 
 class TokenisedTexts(torch.utils.data.Dataset):
@@ -80,7 +115,7 @@ class TokenisedTexts(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        tokenizer: BertTokenizer,
+        tokenizer: PreTrainedTokenizerBase,
         texts: Sequence[str],
         max_length: int,
         labels: Sequence[int] | None = None,
@@ -118,7 +153,7 @@ class PaddingCollator(DataCollatorWithPadding):
         return batch
 
 
-def padding_collator(tokenizer: BertTokenizer, on_gpu: bool, omit_full_mask: bool = False) -> PaddingCollator:
+def padding_collator(tokenizer: PreTrainedTokenizerBase, on_gpu: bool, omit_full_mask: bool = False) -> PaddingCollator:
     """Dynamic padding to the longest text of each batch (to a multiple of 8 on GPU for tensor cores).
 
     ``omit_full_mask``: leave out the attention mask of a batch without padding, for a model that
