@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +225,36 @@ class TokenizerDataset(AbstractDataset[PreTrainedTokenizerBase, PreTrainedTokeni
         return {"filepath": str(self._filepath)}
 
 
+class ModelFolderDataset(AbstractDataset[Path, Path]):
+    """A model folder in the hub's layout (config.json, weights, the tokenizer's files) that a run wrote,
+    such as a pretraining's: saved by linking every file of the folder it is given (a copy only across
+    file systems) into a temporary folder that then replaces the old one; loaded as its path, which a
+    candidate's `model.pretrained_path` names."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        if not self._exists():
+            raise DatasetError(f"no model folder at {self._filepath}")
+        return self._filepath
+
+    def save(self, data: Path) -> None:
+        with written_atomically(self._filepath) as staging:
+            try:
+                shutil.copytree(data, staging, copy_function=os.link)
+            except OSError:  # another file system: copies
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(data, staging)
+
+    def _exists(self) -> bool:
+        return (self._filepath / "config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
 __all__ = [
     "AtomicCSVDataset",
     "AtomicJSONDataset",
@@ -230,6 +262,7 @@ __all__ = [
     "AtomicParquetDataset",
     "AtomicPickleDataset",
     "AtomicTextDataset",
+    "ModelFolderDataset",
     "RulingsDataset",
     "SequenceClassifierDataset",
     "TokenizerDataset",

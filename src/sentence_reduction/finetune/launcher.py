@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sentence_reduction.finetune.job import FoldJob
+    from sentence_reduction.finetune.job import TrainingJob
 
 JOB_FILE = "job.json"
+WORKER = "sentence_reduction.finetune.worker"  # a fold's rank
 ERRORS_FOLDER = "errors"
 
 
@@ -59,8 +60,8 @@ class LauncherSettings:
             raise FileNotFoundError(f"training.launcher.hostfile: {self.hostfile} not found")
         return sum(slots.values())
 
-    def command(self, work_dir: Path) -> list[str]:
-        worker = ["sentence_reduction.finetune.worker", str(work_dir)]
+    def command(self, work_dir: Path, worker_module: str = WORKER) -> list[str]:
+        worker = [worker_module, str(work_dir)]
         if self.program == "deepspeed":
             command = [sys.executable, "-m", "deepspeed.launcher.runner", "--module"]
             if self.hostfile:
@@ -84,8 +85,9 @@ class LauncherSettings:
         raise ValueError(f"training.launcher.program must be 'torchrun' or 'deepspeed', not {self.program!r}")
 
 
-def launch(job: FoldJob, work_dir: Path, settings: LauncherSettings) -> None:
-    """Run ``job`` in ``settings.world_size`` processes and wait; raise the first rank's error."""
+def launch(job: TrainingJob, work_dir: Path, settings: LauncherSettings, worker: str = WORKER) -> None:
+    """Run ``job`` in ``settings.world_size`` processes of the module ``worker`` (a fold's, or a
+    pretraining's) and wait; raise the first rank's error."""
     job.save(work_dir / JOB_FILE)
     errors = work_dir / ERRORS_FOLDER
     for stale in errors.glob("rank_*.txt"):
@@ -93,7 +95,7 @@ def launch(job: FoldJob, work_dir: Path, settings: LauncherSettings) -> None:
     environment = dict(os.environ)
     # The workers log into the fold's MLflow run (rank 0 only: the Trainer's MLflow callback checks).
     environment.update(_mlflow_environment())
-    completed = subprocess.run(settings.command(work_dir), env=environment, check=False)
+    completed = subprocess.run(settings.command(work_dir, worker), env=environment, check=False)
     if completed.returncode != 0:
         reports = sorted(errors.glob("rank_*.txt"), key=lambda path: int(path.stem.split("_")[1]))
         if reports:

@@ -82,7 +82,7 @@ def train_fold(
         tokenizer=tokenizer,
         class_months=class_table["months"].tolist(),
         model=ModelSettings.from_params(model),
-        training=_with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),
+        training=with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),
     )
     result = run_fold(job, Path(job.training.work_dir) / candidate / f"fold_{fold}")
     # The engine knows classes only; the competition's scores compare with the cases' own months
@@ -127,7 +127,7 @@ def predict_fold(
     return probability_table(test_cases["id"], probabilities)
 
 
-def _with_deepspeed_config(training: TrainingSettings, deepspeed_config: dict[str, Any]) -> TrainingSettings:
+def with_deepspeed_config(training: TrainingSettings, deepspeed_config: dict[str, Any]) -> TrainingSettings:
     """``training`` with the run's resolved DeepSpeed config in place of its json file: the fold trains
     with the config the run logged, and the fold's fingerprint holds the config's content, not a path."""
     if not deepspeed_config:
