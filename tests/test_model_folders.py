@@ -41,6 +41,7 @@ from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.train.transformer import predict_fold, prepare_tokenizer, train_fold
 
 from .conftest import PROJECT_ROOT, RULINGS, copy_project, run_kedro, written_outputs
+from .test_candidates import TINY_TRAINING
 
 SAMPLE = PROJECT_ROOT / "data" / "01_raw" / "sample" / "train.csv"
 E5 = PROJECT_ROOT.parent / "shared" / "reference" / "multilingual-e5-small"
@@ -54,19 +55,6 @@ SPECIALS = {
     "cls_token": "<s>",
     "pad_token": "<pad>",
     "mask_token": "<mask>",
-}
-TRAINING = {
-    "arguments": {
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8,
-        "learning_rate": 1e-3,
-        "eval_strategy": "no",
-        "save_strategy": "no",
-        "seed": 7,
-        "report_to": "none",
-        "disable_tqdm": True,
-    },
 }
 
 
@@ -176,7 +164,7 @@ def test_each_folder_form_gives_its_own_tokenizer_trains_a_fold_and_predicts_ali
     folds = pd.DataFrame({"id": model_input["id"], "fold": [index % 2 for index in range(len(model_input))]})
     test_cases = pd.DataFrame({"id": ["test_0", "test_1", "test_2"], "fact": [RULINGS[0] * 3, *RULINGS[1:3]]})
     class_table = pd.DataFrame({"months": [0, 1, 2]})
-    training = {**TRAINING, "work_dir": str(tmp_path / "work")}
+    training = {**TINY_TRAINING, "work_dir": str(tmp_path / "work")}
     fold_model, oof, tested, metrics = train_fold(
         model_input, folds, test_cases, reloaded, class_table, {}, model, training, form, 0
     )

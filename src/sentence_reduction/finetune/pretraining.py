@@ -34,13 +34,12 @@ from sentence_reduction.finetune.fold_cache import (
     MODEL_FOLDER,
     RESULT_FOLDER,
     finished_fingerprint,
-    last_complete_checkpoint,
 )
 from sentence_reduction.finetune.job import TrainingJob
 from sentence_reduction.finetune.launcher import JOB_FILE, launch
 from sentence_reduction.finetune.model import ModelSettings, build_masked_lm, omits_full_masks
 from sentence_reduction.finetune.text import MaskedLanguageTexts, masking_collator
-from sentence_reduction.finetune.trainer import default_launcher_environment, project_trainer
+from sentence_reduction.finetune.trainer import default_launcher_environment, project_trainer, train_resuming
 from sentence_reduction.finetune.worker import run_rank
 
 logger = logging.getLogger(__name__)
@@ -123,10 +122,7 @@ def pretrain(job: PretrainingJob, work_dir: Path) -> None:
     """Train with the Trainer, resuming from the last checkpoint; rank 0 writes the result folder: the
     model, its tokenizer, and the held-out texts' loss and perplexity (metrics.json)."""
     trainer = build_pretraining_trainer(job, work_dir / CHECKPOINT_FOLDER)
-    last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
-    if last_checkpoint:
-        logger.info("%s: resuming from %s", job.name, last_checkpoint)
-    trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_resuming(trainer, job.name)
     staging = work_dir / f".{RESULT_FOLDER}.tmp"
     trainer.save_model(str(staging / MODEL_FOLDER))  # with the tokenizer (its processing class)
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
