@@ -28,6 +28,7 @@ class TrainingJob:
     several processes and its fingerprint changes with the tokenizer (given a tokenizer, the job keeps
     its files); a fingerprint of the whole job, which names a finished result; its JSON file."""
 
+    name: str
     tokenizer: dict[str, str]
     model: ModelSettings
     training: TrainingSettings

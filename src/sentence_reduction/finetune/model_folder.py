@@ -34,14 +34,9 @@ _EMBEDDINGS = "word_embeddings.weight"
 
 
 def pretrained_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer of the model folder ``folder``, once the folder is checked (`check_model_folder`)."""
-    return check_model_folder(folder)[1]
-
-
-def check_model_folder(folder: str | Path) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
-    """The config and the tokenizer of the model folder ``folder``; `InputDataError` (one line naming the
-    folder) when it has no config, no weights, weights that cannot be read, no tokenizer, or a tokenizer
-    with more ids than the model's embeddings."""
+    """The tokenizer of the model folder ``folder``, once the folder is checked: `InputDataError` (one line
+    naming the folder) when it has no config, no weights, weights that cannot be read, no tokenizer, or a
+    tokenizer with more ids than the model's embeddings."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputDataError(str(folder), "no such model folder (model.pretrained_path)")
@@ -59,7 +54,7 @@ def check_model_folder(folder: str | Path) -> tuple[PretrainedConfig, PreTrained
             f"the tokenizer has {len(tokenizer)} ids, more than the model's {config.vocab_size} token embeddings "
             "(config.json vocab_size)",
         )
-    return config, tokenizer
+    return tokenizer
 
 
 def _config(folder: Path) -> PretrainedConfig:
