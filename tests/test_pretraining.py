@@ -33,7 +33,7 @@ from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.pretrain.nodes import pretrain_encoder
 from sentence_reduction.pipelines.train.transformer import prepare_tokenizer
 
-from .conftest import PROJECT_ROOT, RULINGS, TINY_MODEL_PARAMETERS, copy_project, run_kedro
+from .conftest import PROJECT_ROOT, RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 SEGMENTED = ["运输 毒品 罪 有期徒刑 十五年 罪犯 确有 悔改 表现 可予 减刑", "盗窃 罪 有期徒刑 三年 获得 表扬 两次"]
@@ -199,6 +199,20 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_and_a_finished_one_is_
     assert changed.fingerprint() != job.fingerprint()
     run_pretraining(changed, work)
     assert (work / "result" / "fingerprint").read_text() == changed.fingerprint()
+
+
+def test_two_processes_on_the_cpu_pretrain_through_the_launcher(tmp_path):
+    training = tiny_job().training
+    launched = tiny_job(
+        training={
+            "arguments": {**training.arguments, "save_strategy": "no"},
+            "launcher": {"nproc_per_node": 2, "master_port": free_port()},
+        }
+    )
+    folder = run_pretraining(launched, tmp_path / "work")
+    assert json.loads((tmp_path / "work" / "job.json").read_text())["name"] == "bert.pretraining"
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(folder), BertForMaskedLM)
+    assert json.loads((folder.parent / "metrics.json").read_text())["eval_loss"] > 0
 
 
 # The Kedro node and pipeline ----------------------------------------------------------------------------
