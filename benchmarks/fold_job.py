@@ -61,7 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def fold_job(args: argparse.Namespace, fold: int):
     from sentence_reduction.finetune.arguments import deep_merge
     from sentence_reduction.finetune.job import FoldJob
-    from sentence_reduction.finetune.text import build_character_vocabulary, read_vocabulary
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
 
     model, training = path_parameters(args.config)
     if args.tiny:
@@ -91,7 +91,7 @@ def fold_job(args: argparse.Namespace, fold: int):
         eval_texts=eval_texts,
         eval_labels=eval_labels,
         predict_texts=test_texts,
-        vocabulary=vocabulary,
+        tokenizer=build_tokenizer(vocabulary),
         class_months=list(range(34)),
         model=model,
         training=training,

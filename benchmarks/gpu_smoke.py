@@ -27,7 +27,7 @@ from sentence_reduction.finetune.arguments import TrainingSettings, resolved_dee
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.predictor import predict_probabilities
-from sentence_reduction.finetune.text import build_character_vocabulary
+from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 
 MODULE = EXPERIMENT = "benchmarks.gpu_smoke"
 
@@ -78,7 +78,7 @@ def synthetic_job(
         eval_texts=texts[train:held_out],
         eval_labels=labels[train:held_out],
         predict_texts=texts[held_out:],
-        vocabulary=build_character_vocabulary(texts),
+        tokenizer=build_tokenizer(build_character_vocabulary(texts)),
         class_months=list(range(34)),
         model={
             "config_path": str(CONFIG_JSON),
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         result = run_fold(job, options.work / name)
         trained = time.time() - started
         deepspeed = resolved_deepspeed_config(job.training, on_gpu=True)  # the engine's own decision
-        direct = predict_probabilities(result.model.load(), job.vocabulary, job.eval_texts, job.model, job.training)
+        direct = predict_probabilities(
+            result.model.load(), job.load_tokenizer(), job.eval_texts, job.model, job.training
+        )
         params = {
             "case": name,
             "gpus": torch.cuda.device_count(),

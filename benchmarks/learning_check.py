@@ -83,7 +83,7 @@ def check(name: str, seed: int, args: argparse.Namespace, work_dir: str) -> tupl
     held-out loss, FinalScore and accuracy."""
     from sentence_reduction.finetune.engine import run_fold
     from sentence_reduction.finetune.job import FoldJob
-    from sentence_reduction.finetune.text import build_character_vocabulary
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 
     model, training = path_parameters(CONFIGURATIONS[name])
     model.update(ENCODERS["tiny" if args.tiny else args.encoder], config_path=None)
@@ -111,7 +111,7 @@ def check(name: str, seed: int, args: argparse.Namespace, work_dir: str) -> tupl
         eval_texts=eval_texts,
         eval_labels=eval_labels,
         predict_texts=eval_texts[:8],
-        vocabulary=build_character_vocabulary(["".join(ALPHABET) + "".join(KEYWORDS)]),
+        tokenizer=build_tokenizer(build_character_vocabulary(["".join(ALPHABET) + "".join(KEYWORDS)])),
         class_months=list(range(CLASSES)),
         model=model,
         training=training,

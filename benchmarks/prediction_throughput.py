@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     from sentence_reduction.finetune.arguments import TrainingSettings, deep_merge
     from sentence_reduction.finetune.model import ModelSettings, build_model
     from sentence_reduction.finetune.predictor import Predictor
-    from sentence_reduction.finetune.text import TokenisedTexts, build_character_vocabulary, read_vocabulary
+    from sentence_reduction.finetune.text import (
+        TokenisedTexts,
+        build_character_vocabulary,
+        build_tokenizer,
+        read_vocabulary,
+    )
 
     recorder = Recorder(EXPERIMENT, command_line(MODULE, argv), args.out)
     params = project_parameters()
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         vocabulary = read_vocabulary(args.vocabulary)
     else:
         vocabulary = build_character_vocabulary([text for texts in kinds.values() for text in texts])
+    tokenizer = build_tokenizer(vocabulary)
     for mode in args.modes.split(","):
         if mode not in MODES:
             raise SystemExit(f"--modes: {mode!r} is not one of {', '.join(MODES)}")
@@ -92,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         for instance in range(instances):  # a second model, as a run's next fold: what compiled graphs save
             torch.manual_seed(instance)
-            model = build_model(settings, num_labels=34, vocab_size=len(vocabulary))
-            predictor = Predictor(model, vocabulary, settings, training)
+            model = build_model(settings, num_labels=34, vocab_size=len(tokenizer))
+            predictor = Predictor(model, tokenizer, settings, training)
             metrics = {"first_call_256_rulings_s": timed(predictor, kinds["rulings"][:256])}  # compiles, if compiled
             for kind, texts in kinds.items():
                 seconds = timed(predictor, texts)

@@ -51,7 +51,7 @@ from sentence_reduction.pipelines.train.out_of_fold import evaluate_candidate, s
 from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.transformer import (
     candidate_training,
-    prepare_vocabulary,
+    prepare_tokenizer,
     resolve_deepspeed_config,
     train_fold,
 )
@@ -214,7 +214,7 @@ def _transformer(
     ``truncation``, trained from scratch."""
     settings = parameters["transformer_candidates"][candidate]
     model = {**settings["model"], "truncation": truncation}
-    vocabulary = prepare_vocabulary(model_input, model)
+    tokenizer = prepare_tokenizer(model_input, model)
     test_cases = model_input[["id", "fact"]].head(1)  # the node predicts a test set too; one row is enough
     with tempfile.TemporaryDirectory() as work_dir:
         training = fold_training(parameters, candidate, work_dir)
@@ -224,7 +224,7 @@ def _transformer(
                 model_input,
                 folds,
                 test_cases,
-                vocabulary,
+                tokenizer,
                 class_table,
                 deepspeed_config,
                 model,

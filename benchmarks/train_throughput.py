@@ -79,7 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def make_job(name: str, args: argparse.Namespace, world_size: int):
     """A fold job of random texts, enough for every step, on training path ``name``."""
     from sentence_reduction.finetune.job import FoldJob
-    from sentence_reduction.finetune.text import build_character_vocabulary
+    from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 
     model, training = path_parameters(name)
     model.update(max_length=args.max_length, vocabulary_min_frequency=1)
@@ -112,7 +112,7 @@ def make_job(name: str, args: argparse.Namespace, world_size: int):
         eval_labels=[rng.randrange(34) for _ in eval_texts],
         predict_texts=synthetic_texts(max(args.infer, 1), characters, seed=2),
         # every text draws from ALPHABET: one text of all of it gives their vocabulary, in milliseconds
-        vocabulary=build_character_vocabulary(["".join(ALPHABET)]),
+        tokenizer=build_tokenizer(build_character_vocabulary(["".join(ALPHABET)])),
         class_months=list(range(34)),
         model=model,
         training=training,
@@ -258,7 +258,7 @@ def predict(spec: str, job, trainer, flops: dict, args: argparse.Namespace, reco
         if with_trainer:
             dataset = TokenisedTexts(trainer.processing_class, texts, job.model.max_length)
             return softmax(trainer.predict(dataset).predictions)
-        return predict_probabilities(model, job.vocabulary, texts, job.model, job.training)
+        return predict_probabilities(model, job.load_tokenizer(), texts, job.model, job.training)
 
     probabilities(job.predict_texts[:256])  # warm-up
     if torch.cuda.is_available():

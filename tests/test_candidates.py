@@ -35,7 +35,7 @@ from sentence_reduction.pipelines.train import create_predict_pipeline, create_t
 from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES, Candidate
 from sentence_reduction.pipelines.train.out_of_fold import probability_table
 from sentence_reduction.pipelines.train.parsing import parse_rulings
-from sentence_reduction.pipelines.train.transformer import candidate_training, prepare_vocabulary, train_fold
+from sentence_reduction.pipelines.train.transformer import candidate_training, prepare_tokenizer, train_fold
 
 from .conftest import PROJECT_ROOT, RULINGS
 
@@ -65,8 +65,9 @@ def hub_folder(folder: Path, weights: str) -> Path:
 def test_a_bert_encoder_in_the_hubs_layout_loads_through_a_candidates_pretrained_path(tmp_path, weights, caplog):
     folder = hub_folder(tmp_path / "bert-tiny", weights)
     model_parameters = {"pretrained_path": str(folder), "architecture": "bert", "max_length": 48}
-    vocabulary = prepare_vocabulary(pd.DataFrame({"fact": RULINGS}), model_parameters).splitlines()
-    assert vocabulary == (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()  # the folder's own
+    tokenizer = prepare_tokenizer(pd.DataFrame({"fact": RULINGS}), model_parameters)
+    vocabulary = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert tokenizer.convert_ids_to_tokens(list(range(len(vocabulary)))) == vocabulary  # the folder's own
 
     with caplog.at_level(logging.INFO):
         model = build_model(ModelSettings.from_params(model_parameters), num_labels=5, vocab_size=len(vocabulary))
@@ -193,7 +194,7 @@ def test_two_candidates_train_on_every_fold_in_their_namespaces_and_both_feed_th
     for namespace, node in folds.items():
         name = namespace.split(".")[0]
         assert node.name == f"{namespace}.train_fold"
-        own = {f"{name}.vocabulary", f"{name}.deepspeed_config", f"{name}.training"}
+        own = {f"{name}.tokenizer", f"{name}.deepspeed_config", f"{name}.training"}
         assert own | {f"params:transformer_candidates.{name}.model"} <= set(node.inputs)
         assert set(node.outputs) == {
             f"{namespace}.{output}" for output in ("model", "oof_probabilities", "test_probabilities", "metrics")
@@ -382,9 +383,9 @@ def test_a_finished_fold_of_one_candidate_is_reused_while_the_other_candidates_f
     work = tmp_path / "work"
 
     def run(name: str, fold: int):
-        vocabulary = prepare_vocabulary(model_input, models[name])
+        tokenizer = prepare_tokenizer(model_input, models[name])
         return train_fold(
-            model_input, fold_assignments, test_cases, vocabulary, class_table, {}, models[name], training, name, fold
+            model_input, fold_assignments, test_cases, tokenizer, class_table, {}, models[name], training, name, fold
         )
 
     first = run("megatron_bert", 0)  # the first run trained this fold, then stopped

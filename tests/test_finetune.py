@@ -61,7 +61,7 @@ def tiny_job(**changes) -> FoldJob:
         "eval_texts": texts[16:],
         "eval_labels": [index % 4 for index in range(8)],
         "predict_texts": RULINGS[:5],
-        "vocabulary": build_character_vocabulary(texts),
+        "tokenizer": build_tokenizer(build_character_vocabulary(texts)),
         "class_months": [0, 1, 2, 3],
         "model": TINY_MODEL,
         "training": TINY_TRAINING,
@@ -136,7 +136,7 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert (tmp_path / "fold_0" / "result" / "model" / "model.safetensors").is_file()
 
     # probabilities follow the texts' order (length-grouped batches are for training only)
-    direct = predict_probabilities(result.model.load(), job.vocabulary, job.eval_texts, job.model, job.training)
+    direct = predict_probabilities(result.model.load(), job.load_tokenizer(), job.eval_texts, job.model, job.training)
     assert np.allclose(direct, result.eval_probabilities, atol=1e-5)
     assert len({len(text) for text in job.eval_texts}) > 1
 
@@ -385,12 +385,12 @@ def test_predictions_in_chunks_keep_the_texts_order_and_equal_each_text_alone():
     """`Predictor` tokenises the next chunk while this one runs: chunks of one batch, the last one
     short, give each text the probabilities it gets alone, in the order the texts came."""
     texts = [RULINGS[index % len(RULINGS)][: 12 + 5 * index] for index in range(7)]  # 7 lengths
-    vocabulary = build_character_vocabulary(texts)
+    tokenizer = build_tokenizer(build_character_vocabulary(texts))
     settings = ModelSettings.from_params(TINY_MODEL)
     torch.manual_seed(0)
-    model = build_model(settings, num_labels=4, vocab_size=len(vocabulary))
+    model = build_model(settings, num_labels=4, vocab_size=len(tokenizer))
     training = TrainingSettings.from_params({"arguments": {"per_device_eval_batch_size": 2}})
-    predictor = Predictor(model, vocabulary, settings, training)
+    predictor = Predictor(model, tokenizer, settings, training)
     alone = np.concatenate([predictor([text]) for text in texts])
     predictor.CHUNK_BATCHES = 1
     in_chunks = predictor(texts)

@@ -48,7 +48,7 @@ from sentence_reduction.finetune import engine, fold_cache
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.fold_cache import load_result
 from sentence_reduction.finetune.job import FoldJob, SavedModel
-from sentence_reduction.finetune.text import build_character_vocabulary
+from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES
 
 from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, kedro_environment
@@ -320,7 +320,7 @@ def _tiny_job() -> FoldJob:
         eval_texts=texts[16:],
         eval_labels=[index % 4 for index in range(8)],
         predict_texts=RULINGS[:5],
-        vocabulary=build_character_vocabulary(texts),
+        tokenizer=build_tokenizer(build_character_vocabulary(texts)),
         class_months=[0, 1, 2, 3],
         model={
             "config": {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.pickle import PickleDataset
 from kedro_datasets.text import TextDataset
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sentence_reduction.atomic import staging_path, written_atomically
 from sentence_reduction.finetune.job import SavedModel
@@ -197,6 +200,61 @@ class SequenceClassifierDataset(AbstractDataset[SavedModel, SavedModel]):
         return {"filepath": str(self._filepath)}
 
 
+class TokenizerDataset(AbstractDataset[PreTrainedTokenizerBase, PreTrainedTokenizerBase]):
+    """A tokenizer in a folder, as its `save_pretrained` writes it (tokenizer.json, tokenizer_config.json...),
+    read back with `AutoTokenizer`: any tokenizer, WordPiece or SentencePiece. Saved into a temporary
+    folder that then replaces the old one, so a crash leaves the previous tokenizer or the new one."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> PreTrainedTokenizerBase:
+        if not self._exists():
+            raise DatasetError(f"no tokenizer at {self._filepath}: run the train pipeline first")
+        return AutoTokenizer.from_pretrained(self._filepath)
+
+    def save(self, data: PreTrainedTokenizerBase) -> None:
+        with written_atomically(self._filepath) as staging:
+            data.save_pretrained(staging)
+
+    def _exists(self) -> bool:
+        return (self._filepath / "tokenizer_config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class ModelFolderDataset(AbstractDataset[Path, Path]):
+    """A model folder in the hub's layout (config.json, weights, the tokenizer's files) that a run wrote,
+    such as a pretraining's: saved by linking every file of the folder it is given (a copy only across
+    file systems) into a temporary folder that then replaces the old one; loaded as its path, which a
+    candidate's `model.pretrained_path` names."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        if not self._exists():
+            raise DatasetError(f"no model folder at {self._filepath}")
+        return self._filepath
+
+    def save(self, data: Path) -> None:
+        with written_atomically(self._filepath) as staging:
+            try:
+                shutil.copytree(data, staging, copy_function=os.link)
+            except OSError:  # another file system: copies
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(data, staging)
+
+    def _exists(self) -> bool:
+        return (self._filepath / "config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
 __all__ = [
     "AtomicCSVDataset",
     "AtomicJSONDataset",
@@ -204,6 +262,8 @@ __all__ = [
     "AtomicParquetDataset",
     "AtomicPickleDataset",
     "AtomicTextDataset",
+    "ModelFolderDataset",
     "RulingsDataset",
     "SequenceClassifierDataset",
+    "TokenizerDataset",
 ]

@@ -1,5 +1,6 @@
 """MLflow tracking of the folds: a nested run per transformer candidate and fold (named
-``<candidate>.fold_<n>``) under the run kedro-mlflow opens per `kedro run`.
+``<candidate>.fold_<n>``) under the run kedro-mlflow opens per `kedro run`; and of each candidate's
+pretraining (``<candidate>.pretraining``), the same way.
 
 The fold's Trainer logs its arguments, model config and metric histories into the nested run through
 transformers' MLflow callback (rank 0 only when several processes train); this hook opens and closes
@@ -22,7 +23,7 @@ from kedro.pipeline import Node
 from mlflow.entities import RunStatus
 
 from sentence_reduction import __version__
-from sentence_reduction.pipelines.node_tags import FOLD_TRAINING
+from sentence_reduction.pipelines.node_tags import FOLD_TRAINING, PRETRAINING
 
 _TIMINGS = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
 # A candidate's (or the ensemble's) out-of-fold metrics: the output <name>_metrics, logged as <name>_*.
@@ -31,7 +32,8 @@ _DEEPSPEED_CONFIG = ".deepspeed_config"  # each candidate's <candidate>.deepspee
 
 
 class FoldTrackingHooks:
-    """Opens a nested MLflow run named after the fold for each fold's training node."""
+    """Opens a nested MLflow run named after the fold for each fold's training node, and one named after
+    the candidate for each pretraining node."""
 
     def __init__(self) -> None:
         self._fold_runs: dict[str, mlflow.ActiveRun] = {}
@@ -43,7 +45,13 @@ class FoldTrackingHooks:
 
     @hook_impl
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
-        if FOLD_TRAINING not in node.tags or mlflow.active_run() is None:
+        if mlflow.active_run() is None:
+            return
+        if PRETRAINING in node.tags:
+            self._fold_runs[node.name] = mlflow.start_run(run_name=f"{node.namespace}.pretraining", nested=True)
+            mlflow.log_params({"candidate": node.namespace, "code_version": _code_version()})
+            return
+        if FOLD_TRAINING not in node.tags:
             return
         candidate, fold = node.namespace.rsplit(".", 1)
         run = mlflow.start_run(run_name=node.namespace, nested=True)
@@ -62,6 +70,9 @@ class FoldTrackingHooks:
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
         run = self._fold_runs.pop(node.name, None)
+        if run is not None and PRETRAINING in node.tags:
+            mlflow.end_run()  # the Trainer logged its arguments, config and loss histories into it
+            return
         if run is not None:
             metrics = outputs[f"{node.namespace}.metrics"]
             # The fold's held-out metrics (oof_final_score...).

@@ -21,14 +21,13 @@ from sentence_reduction.finetune.fold_cache import (
     MODEL_FOLDER,
     RESULT_FOLDER,
     finished_result,
-    last_complete_checkpoint,
     load_result,
     save_result,
 )
 from sentence_reduction.finetune.job import FoldJob, FoldResult
 from sentence_reduction.finetune.launcher import launch
 from sentence_reduction.finetune.predictor import Predictor
-from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer, tokenised_texts
+from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer, tokenised_texts, train_resuming
 from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
@@ -59,10 +58,7 @@ def train_fold(job: FoldJob, work_dir: Path, callbacks: Sequence[TrainerCallback
     trainer = build_trainer(job, work_dir / CHECKPOINT_FOLDER)
     for callback in callbacks:
         trainer.add_callback(callback)
-    last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
-    if last_checkpoint:
-        logger.info("%s: resuming from %s", job.name, last_checkpoint)
-    trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_resuming(trainer, job.name)
 
     staging = work_dir / f".{RESULT_FOLDER}.tmp"
     trainer.save_model(str(staging / MODEL_FOLDER))  # gathers ZeRO-3 shards; writes on rank 0 only
@@ -90,5 +86,5 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
             for texts in (job.eval_texts, job.predict_texts)
         )
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
-    predictor = Predictor(model, job.vocabulary, job.model, job.training)
+    predictor = Predictor(model, trainer.processing_class, job.model, job.training)
     return predictor(job.eval_texts), predictor(job.predict_texts)

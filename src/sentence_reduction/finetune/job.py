@@ -1,5 +1,5 @@
 """What one fold's fine-tuning is given and what it gives back, shared by the engine, the launcher
-and the workers (which receive the job as a file)."""
+and the workers (which receive the job as a file); what every training job shares (`TrainingJob`)."""
 
 from __future__ import annotations
 
@@ -15,32 +15,35 @@ import numpy as np
 
 from sentence_reduction.finetune.arguments import TrainingSettings
 from sentence_reduction.finetune.model import ModelSettings
+from sentence_reduction.finetune.text import tokenizer_files, tokenizer_from_files
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-@dataclass
-class FoldJob:
-    """Everything one fold's fine-tuning needs: its data, vocabulary and settings (given as settings,
-    or as the `model` and `training` parameters they are read from)."""
+class TrainingJob:
+    """What every training job shares (a fold's fine-tuning, an encoder's pretraining): its settings,
+    given as settings or as the `model` and `training` parameters they are read from; its tokenizer, kept
+    as the files it saves (`text.tokenizer_files`), so that the job is plain JSON for the workers of
+    several processes and its fingerprint changes with the tokenizer (given a tokenizer, the job keeps
+    its files); a fingerprint of the whole job, which names a finished result; its JSON file."""
 
     name: str
-    train_texts: list[str]
-    train_labels: list[int]
-    eval_texts: list[str]
-    eval_labels: list[int]
-    predict_texts: list[str]
-    vocabulary: list[str]
-    class_months: list[int]
+    tokenizer: dict[str, str]
     model: ModelSettings
     training: TrainingSettings
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tokenizer, dict):
+            self.tokenizer = tokenizer_files(self.tokenizer)
         if isinstance(self.model, dict):
             self.model = ModelSettings.from_params(self.model)
         if isinstance(self.training, dict):
             self.training = TrainingSettings.from_params(self.training)
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The job's tokenizer."""
+        return tokenizer_from_files(self.tokenizer)
 
     def fingerprint(self) -> str:
         """A hash of the whole job (data and parameters), which names a finished result."""
@@ -51,8 +54,24 @@ class FoldJob:
         path.write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> FoldJob:
+    def load(cls, path: Path) -> TrainingJob:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass
+class FoldJob(TrainingJob):
+    """Everything one fold's fine-tuning needs: its data, tokenizer and settings (`TrainingJob`)."""
+
+    name: str
+    train_texts: list[str]
+    train_labels: list[int]
+    eval_texts: list[str]
+    eval_labels: list[int]
+    predict_texts: list[str]
+    tokenizer: dict[str, str]
+    class_months: list[int]
+    model: ModelSettings
+    training: TrainingSettings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Several processes for one fold: `torchrun` or the `deepspeed` launcher running `worker.py`.
+"""Several processes for one job (a fold's fine-tuning, or a pretraining): `torchrun` or the `deepspeed`
+launcher running a worker module (`worker.py` for a fold).
 
-The fold's job goes to the workers through a file in its work folder; rank 0 writes the result there
+The job goes to the workers through a file in its work folder; rank 0 writes the result there
 (see `engine.train_fold`). A rank that fails writes its error to ``errors/rank_<n>.txt`` first, so
 the node can fail with that rank's own message instead of the launcher's summary.
 """
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sentence_reduction.finetune.arguments import LauncherSettings
-    from sentence_reduction.finetune.job import FoldJob
+    from sentence_reduction.finetune.job import TrainingJob
 
 JOB_FILE = "job.json"
+WORKER = "sentence_reduction.finetune.worker"  # a fold's rank
 ERRORS_FOLDER = "errors"
 
 
@@ -25,8 +27,9 @@ class FoldTrainingError(RuntimeError):
     """A rank of a multi-process fold failed; the message is that rank's error."""
 
 
-def launch(job: FoldJob, work_dir: Path, settings: LauncherSettings) -> None:
-    """Run ``job`` in ``settings.world_size`` processes and wait; raise the first rank's error."""
+def launch(job: TrainingJob, work_dir: Path, settings: LauncherSettings, worker: str = WORKER) -> None:
+    """Run ``job`` in ``settings.world_size`` processes of the module ``worker`` (a fold's, or a
+    pretraining's) and wait; raise the first rank's error."""
     job.save(work_dir / JOB_FILE)
     errors = work_dir / ERRORS_FOLDER
     for stale in errors.glob("rank_*.txt"):
@@ -34,7 +37,7 @@ def launch(job: FoldJob, work_dir: Path, settings: LauncherSettings) -> None:
     environment = dict(os.environ)
     # The workers log into the fold's MLflow run (rank 0 only: the Trainer's MLflow callback checks).
     environment.update(_mlflow_environment())
-    completed = subprocess.run(launch_command(settings, work_dir), env=environment, check=False)
+    completed = subprocess.run(launch_command(settings, work_dir, worker), env=environment, check=False)
     if completed.returncode != 0:
         reports = sorted(errors.glob("rank_*.txt"), key=lambda path: int(path.stem.split("_")[1]))
         if reports:
@@ -43,9 +46,9 @@ def launch(job: FoldJob, work_dir: Path, settings: LauncherSettings) -> None:
         raise FoldTrainingError(f"{job.name}: the launcher exited with code {completed.returncode}")
 
 
-def launch_command(settings: LauncherSettings, work_dir: Path) -> list[str]:
-    """The command that starts the fold's workers on this node: the deepspeed launcher's, or torchrun's."""
-    worker = ["sentence_reduction.finetune.worker", str(work_dir)]
+def launch_command(settings: LauncherSettings, work_dir: Path, worker_module: str = WORKER) -> list[str]:
+    """The command that starts the job's workers on this node: the deepspeed launcher's, or torchrun's."""
+    worker = [worker_module, str(work_dir)]
     if settings.program == "deepspeed":
         command = [sys.executable, "-m", "deepspeed.launcher.runner", "--module"]
         if settings.hostfile:

@@ -1,6 +1,6 @@
-"""The model factory: any encoder for sequence classification (`AutoModelForSequenceClassification`),
-pretrained from a folder in the Hugging Face hub's layout or built from a config, with the fast path's
-runtime settings that apply to its architecture."""
+"""The model factory: any encoder for sequence classification (`AutoModelForSequenceClassification`)
+or masked-LM pretraining (`AutoModelForMaskedLM`), pretrained from a folder in the Hugging Face hub's
+layout or built from a config, with the fast path's runtime settings that apply to its architecture."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.models.auto.auto_factory import _BaseAutoModelClass
 from transformers.utils import logging as hf_logging
 
 from sentence_reduction.finetune.attention import use_fused_attention
@@ -32,14 +39,16 @@ class ModelSettings:
 
     A pretrained folder in the Hugging Face hub's layout, of any architecture
     `AutoModelForSequenceClassification` knows (Erlangshen-MegatronBert-1.3B, chinese-roberta-wwm-ext-large,
-    bert-base-chinese...); or else a model with random weights built from a config.
+    bert-base-chinese, multilingual-e5-small, a folder `kedro run --pipelines=pretrain` wrote...; checked by
+    `finetune.model_folder`); or else a model with random weights built from a config.
     """
 
     pretrained_path: str | None = field(
         default=None,
         metadata={
-            "help": "A local folder in the hub's layout (config.json, vocab.txt, weights as pytorch_model.bin or "
-            "safetensors); its config.json's model_type names the architecture. None: a model built from a config."
+            "help": "A local folder in the hub's layout (config.json, weights as safetensors or pytorch_model.bin, a "
+            "tokenizer AutoTokenizer reads: tokenizer.json, vocab.txt or a SentencePiece model); its config.json's "
+            "model_type names the architecture. None: a model built from a config."
         },
     )
     architecture: str = field(
@@ -61,7 +70,10 @@ class ModelSettings:
     )
     vocabulary_path: str | None = field(
         default=None,
-        metadata={"help": "A vocab.txt without a pretrained folder; neither: characters of the training texts."},
+        metadata={
+            "help": "A vocab.txt for the BERT tokenizer of a model built from a config; neither this nor a "
+            "pretrained folder: characters of the training texts."
+        },
     )
     vocabulary_min_frequency: int = field(
         default=1, metadata={"help": "A character vocabulary keeps the characters seen this often in training."}
@@ -114,32 +126,57 @@ class ModelSettings:
 
 
 def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> PreTrainedModel:
-    """A classifier with ``num_labels`` outputs: pretrained (a new classification head) or built from
+    """A classifier with ``num_labels`` outputs for a tokenizer of ``vocab_size`` ids: pretrained (a new
+    classification head) or built from a config with random weights; with the runtime settings of its
+    architecture."""
+    return _built(AutoModelForSequenceClassification, settings, vocab_size, num_labels=num_labels)
+
+
+def build_masked_lm(settings: ModelSettings, vocab_size: int) -> PreTrainedModel:
+    """A masked language model (`AutoModelForMaskedLM`) for a tokenizer of ``vocab_size`` ids: pretrained,
+    with the checkpoint's own masked-LM head where it has one (a new one where it has none), or built from
     a config with random weights; with the runtime settings of its architecture."""
+    return _built(AutoModelForMaskedLM, settings, vocab_size)
+
+
+def _built(
+    auto_class: type[_BaseAutoModelClass], settings: ModelSettings, vocab_size: int, **head: Any
+) -> PreTrainedModel:
     if settings.pretrained_path:
-        config = AutoConfig.from_pretrained(
-            settings.pretrained_path, num_labels=num_labels, **settings.config_overrides
-        )
+        config = AutoConfig.from_pretrained(settings.pretrained_path, **head, **settings.config_overrides)
+        if vocab_size > config.vocab_size:
+            raise ValueError(
+                f"{settings.pretrained_path}: the tokenizer has {vocab_size} ids, more than the model's "
+                f"{config.vocab_size} token embeddings"
+            )
     else:
-        config = model_config(settings, num_labels, vocab_size)
+        config = model_config(settings, vocab_size, **head)
     attention = (
         {} if config.model_type == MEGATRON_BERT else {"attn_implementation": _attention_implementation(settings)}
     )
     if settings.pretrained_path:
-        model = load_classifier(settings.pretrained_path, config=config, **attention)
+        # In fp32 whatever the folder's dtype (a model pretrained with bf16 weights is saved in bf16): the
+        # training path casts to bf16 itself where the recipe asks.
+        model = load_pretrained(auto_class, settings.pretrained_path, config=config, dtype=torch.float32, **attention)
     else:
-        model = AutoModelForSequenceClassification.from_config(config, **attention)
-    # Set before the first forward, which would set it itself and so fail the compiled graph's guard.
-    model.config.problem_type = "single_label_classification"
+        model = auto_class.from_config(config, **attention)
+    if head:
+        # Set before the first forward, which would set it itself and so fail the compiled graph's guard.
+        model.config.problem_type = "single_label_classification"
     return apply_runtime_settings(model, settings)
 
 
 def load_classifier(folder: str | Path, **kwargs: Any) -> PreTrainedModel:
-    """`AutoModelForSequenceClassification.from_pretrained` with one log line for its load report
-    (what loaded, what is new, what went unused) in place of transformers' table, which it prints
-    for every model it loads: once per fold."""
+    """A sequence classifier from ``folder`` (`load_pretrained`)."""
+    return load_pretrained(AutoModelForSequenceClassification, folder, **kwargs)
+
+
+def load_pretrained(auto_class: type[_BaseAutoModelClass], folder: str | Path, **kwargs: Any) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` with one log line for its load report (what loaded, what is new,
+    what went unused) in place of transformers' table, which it prints for every model it loads: once
+    per fold."""
     with _quiet_load_report():
-        model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True, **kwargs)
+        model, info = auto_class.from_pretrained(folder, output_loading_info=True, **kwargs)
     new = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
     logger.info(
         "%s from %s: %d tensors loaded; new: %s; unused: %s",
@@ -271,9 +308,10 @@ def omits_full_masks(settings: ModelSettings) -> bool:
     return settings.fused_attention and settings.unpadded_without_mask
 
 
-def model_config(settings: ModelSettings, num_labels: int, vocab_size: int) -> PretrainedConfig:
+def model_config(settings: ModelSettings, vocab_size: int, **head: Any) -> PretrainedConfig:
     """The config of a model built from scratch: config_path (or else config), then config_overrides;
-    of the architecture the config names (model_type), or else ``settings.architecture``."""
+    of the architecture the config names (model_type), or else ``settings.architecture``; with
+    ``head``'s settings (num_labels for a classifier)."""
     if settings.config_path:
         values = json.loads(Path(settings.config_path).read_text(encoding="utf-8"))
     else:
@@ -282,5 +320,5 @@ def model_config(settings: ModelSettings, num_labels: int, vocab_size: int) -> P
     architecture = values.pop("model_type", None) or settings.architecture
     # The embedding table must cover the tokenizer's ids; a config may round it up (Erlangshen: 21248).
     values["vocab_size"] = max(int(values.get("vocab_size", 0)), vocab_size)
-    values.pop("architectures", None)  # the head is ours: sequence classification
-    return AutoConfig.for_model(architecture, **values, num_labels=num_labels)
+    values.pop("architectures", None)  # the head is ours
+    return AutoConfig.for_model(architecture, **values, **head)

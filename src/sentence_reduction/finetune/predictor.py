@@ -7,23 +7,23 @@ import concurrent.futures
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sentence_reduction.finetune.arguments import TrainingSettings, effective_arguments, inductor_settings
 from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, compile_layers, omits_full_masks
-from sentence_reduction.finetune.text import build_tokenizer, padded_batch, tokenise
+from sentence_reduction.finetune.text import padded_batch, tokenise
 from sentence_reduction.scoring import softmax
 
 
 def predict_probabilities(
     model: PreTrainedModel,
-    vocabulary: list[str],
+    tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
     settings: ModelSettings,
     training: TrainingSettings,
 ) -> np.ndarray:
     """Class probabilities of ``texts`` from a trained model (see `Predictor`)."""
-    return Predictor(model, vocabulary, settings, training)(texts)
+    return Predictor(model, tokenizer, settings, training)(texts)
 
 
 class Predictor:
@@ -46,7 +46,7 @@ class Predictor:
     def __init__(
         self,
         model: PreTrainedModel,
-        vocabulary: list[str],
+        tokenizer: PreTrainedTokenizerBase,
         settings: ModelSettings,
         training: TrainingSettings,
     ):
@@ -54,7 +54,7 @@ class Predictor:
         on_gpu = self.device.type == "cuda"
         arguments = effective_arguments(training, on_gpu=on_gpu)
         self.settings = settings
-        self.tokenizer = build_tokenizer(vocabulary)
+        self.tokenizer = tokenizer
         self.batch_size = int(arguments.get("per_device_eval_batch_size", 8))
         self.inductor_config = training.inductor_config
         model = apply_runtime_settings(model, settings).eval()

@@ -3,6 +3,7 @@ optimizer and the held-out rows evaluated during training."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -15,6 +16,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from transformers import (
     EvalPrediction,
+    PreTrainedModel,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -33,11 +35,14 @@ from sentence_reduction.finetune.arguments import (
     inductor_settings,
     training_arguments,
 )
+from sentence_reduction.finetune.fold_cache import last_complete_checkpoint
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.master_weights import MasterWeightAdamW
 from sentence_reduction.finetune.model import ModelSettings, build_model, compile_region, omits_full_masks
-from sentence_reduction.finetune.text import TokenisedTexts, build_tokenizer, padding_collator
+from sentence_reduction.finetune.text import TokenisedTexts, padding_collator
 from sentence_reduction.scoring import classification_metrics, softmax
+
+logger = logging.getLogger(__name__)
 
 
 def in_training_evaluation_rows(labels: list[int], fraction: float, min_rows: int, seed: int) -> np.ndarray:
@@ -216,12 +221,12 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     arguments (bf16 and DeepSpeed on GPU) and the metrics; the project's one training path."""
     on_gpu = torch.cuda.is_available()
     if on_gpu:
-        _default_launcher_environment()  # DeepSpeed wants these even for one process
+        default_launcher_environment()  # DeepSpeed wants these even for one process
     settings, training = job.model, job.training
     arguments = training_arguments(training, output_dir, on_gpu, run_name=job.name)
     set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
-    tokenizer = build_tokenizer(job.vocabulary)
-    model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(job.vocabulary))
+    tokenizer = job.load_tokenizer()
+    model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(tokenizer))
     train_dataset = tokenised_texts(tokenizer, job.train_texts, settings, job.train_labels)
     evaluation = training.in_training_evaluation
     sample = in_training_evaluation_rows(job.eval_labels, evaluation.fraction, evaluation.min_rows, arguments.seed)
@@ -233,6 +238,31 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     # (Compiled layers still get no mask for a batch without padding: eager transformers drops an
     # all-ones mask above them, one graph more and SDPA's faster unmasked kernel.)
     unpadded = _fills_max_length(train_dataset, eval_dataset, max_length=settings.max_length)
+    return project_trainer(
+        model,
+        training,
+        arguments,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=padding_collator(tokenizer, on_gpu, omits_full_masks(settings) and unpadded),
+        processing_class=tokenizer,
+        compute_metrics=_metrics_function(job.class_months),
+        unpadded=unpadded,
+    )
+
+
+def project_trainer(
+    model: PreTrainedModel,
+    training: TrainingSettings,
+    arguments: TrainingArguments,
+    unpadded: bool,
+    **trainer_arguments: Any,
+) -> FoldTrainer:
+    """A `FoldTrainer` of ``model`` with ``arguments`` (made by `training_arguments`) and the datasets,
+    collator... of ``trainer_arguments``, on the project's path that ``training`` sets: the region it
+    compiles (for any length unless ``unpadded``: no text needs padding), the optimizer's clip and
+    master weights, inductor settings, checkpoints by wall time. Fine-tuning's and pretraining's."""
+    on_gpu = torch.cuda.is_available()
     # Regional compilation: the layers, or the encoder, compiled here (for any length unless no text
     # needs padding), not the whole model by the Trainer (see `training_arguments`).
     regional = compiles_a_region(training, on_gpu)
@@ -246,11 +276,6 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     trainer = FoldTrainer(
         model=model,
         args=arguments,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=padding_collator(tokenizer, on_gpu, omits_full_masks(settings) and unpadded),
-        processing_class=tokenizer,
-        compute_metrics=_metrics_function(job.class_months),
         clip_in_fused_optimizer=training.clip_in_fused_optimizer,
         inductor_config=training.inductor_config,
         dynamic_sequence_length=arguments.torch_compile and not unpadded,
@@ -258,10 +283,19 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
         optimizer_cls_and_kwargs=master_weight_optimizer(
             training, arguments, compiled=on_gpu and (arguments.torch_compile or regional)
         ),
+        **trainer_arguments,
     )
     if training.checkpoint_every_minutes:
         trainer.add_callback(CheckpointEveryMinutes(float(training.checkpoint_every_minutes)))
     return trainer
+
+
+def train_resuming(trainer: Trainer, name: str) -> None:
+    """``trainer.train()``, from the last complete checkpoint in its output folder when there is one."""
+    last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
+    if last_checkpoint:
+        logger.info("%s: resuming from %s", name, last_checkpoint)
+    trainer.train(resume_from_checkpoint=last_checkpoint)
 
 
 def master_weight_optimizer(
@@ -313,7 +347,8 @@ def _metrics_function(class_months: list[int]):
     return compute_metrics
 
 
-def _default_launcher_environment() -> None:
+def default_launcher_environment() -> None:
+    """The launcher's variables (rank, world size, master address and a free port) for one process."""
     if "MASTER_PORT" not in os.environ:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

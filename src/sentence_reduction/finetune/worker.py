@@ -1,10 +1,12 @@
-"""One rank of a multi-process fold: `python -m sentence_reduction.finetune.worker WORK_DIR`."""
+"""One rank of a multi-process fold: `python -m sentence_reduction.finetune.worker WORK_DIR`; what every
+multi-process job's rank does around its training (`run_rank`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sentence_reduction.finetune.engine import train_fold
@@ -14,9 +16,15 @@ from sentence_reduction.finetune.launcher import ERRORS_FOLDER, JOB_FILE
 
 def main(work_dir: str) -> None:
     folder = Path(work_dir)
+    run_rank(folder, lambda: train_fold(FoldJob.load(folder / JOB_FILE), folder))
+
+
+def run_rank(folder: Path, train: Callable[[], None]) -> None:
+    """Run this rank's share of ``train`` (a job in ``folder``): inside the job's MLflow run on rank 0; a
+    failure written to ``errors/rank_<n>.txt`` for the launching node to report."""
     try:
         with _fold_run(rank=int(os.environ.get("RANK", "0"))):
-            train_fold(FoldJob.load(folder / JOB_FILE), folder)
+            train()
         _leave_process_group()
     except BaseException as error:
         errors = folder / ERRORS_FOLDER

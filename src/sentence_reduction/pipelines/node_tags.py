@@ -5,3 +5,5 @@ pipelines' imports, so that the hooks (tracking.py) read the same names the pipe
 INFERENCE = "inference"
 # A transformer candidate's fold training: tracking.py opens a nested MLflow run around each such node.
 FOLD_TRAINING = "fold_training"
+# A transformer candidate's continued pretraining: tracking.py opens a nested MLflow run around it too.
+PRETRAINING = "pretraining"

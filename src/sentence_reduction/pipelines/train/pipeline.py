@@ -23,7 +23,7 @@ from sentence_reduction.pipelines.train.submission import write_submission
 from sentence_reduction.pipelines.train.transformer import (
     candidate_training,
     predict_fold,
-    prepare_vocabulary,
+    prepare_tokenizer,
     resolve_deepspeed_config,
     train_fold,
 )
@@ -48,7 +48,7 @@ def create_predict_pipeline(n_folds: int, transformer_candidates: Sequence[str])
             predict_fold,
             inputs=[
                 f"{name}.fold_{fold}.model",
-                f"{name}.vocabulary",
+                f"{name}.tokenizer",
                 "normalised_test_cases",
                 f"params:transformer_candidates.{name}.model",
                 f"{name}.training",
@@ -67,7 +67,7 @@ def create_predict_pipeline(n_folds: int, transformer_candidates: Sequence[str])
 
 
 def _transformer_candidate(name: str, n_folds: int) -> Pipeline:
-    """One transformer candidate in its namespace ``name``: its training settings, vocabulary and
+    """One transformer candidate in its namespace ``name``: its training settings, tokenizer and
     DeepSpeed config; one branch per fold (``name.fold_<n>``); its out-of-fold table and metrics and
     its test probabilities, under names of their own (``<name>_oof_probabilities``...) for the ensemble.
 
@@ -87,10 +87,10 @@ def _transformer_candidate(name: str, n_folds: int) -> Pipeline:
                 tags=INFERENCE,
             ),
             Node(
-                prepare_vocabulary,
+                prepare_tokenizer,
                 inputs=["model_input_table", f"{parameters}.model"],
-                outputs=f"{name}.vocabulary",
-                name="prepare_vocabulary",
+                outputs=f"{name}.tokenizer",
+                name="prepare_tokenizer",
                 namespace=name,
             ),
             Node(
@@ -129,7 +129,7 @@ def _fold_training(name: str, fold: int) -> Node:
             "model_input_table",
             "fold_assignments",
             "normalised_test_cases",
-            f"{name}.vocabulary",
+            f"{name}.tokenizer",
             "class_table",
             f"{name}.deepspeed_config",
             f"params:transformer_candidates.{name}.model",

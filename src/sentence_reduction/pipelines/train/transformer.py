@@ -1,5 +1,5 @@
 """The transformer candidates' nodes, around the fine-tuning engine: a candidate's training settings,
-vocabulary and DeepSpeed config, one fold's training, a saved fold model's predictions."""
+tokenizer and DeepSpeed config, one fold's training, a saved fold model's predictions."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.model import ModelSettings
+from sentence_reduction.finetune.model_folder import pretrained_tokenizer
 from sentence_reduction.finetune.predictor import predict_probabilities
-from sentence_reduction.finetune.text import build_character_vocabulary, read_vocabulary
+from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
+from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.data.folds import case_folds
 from sentence_reduction.pipelines.train.out_of_fold import probability_table
 from sentence_reduction.scoring import classification_metrics
@@ -31,16 +34,18 @@ def candidate_training(training: dict[str, Any], overrides: dict[str, Any]) -> d
     return dataclasses.asdict(TrainingSettings.from_params(training).merged_with(overrides))
 
 
-def prepare_vocabulary(model_input: pd.DataFrame, model: dict[str, Any]) -> str:
-    """The tokenizer's vocab.txt: the candidate's pretrained folder's, a given one, or characters of the texts."""
+def prepare_tokenizer(model_input: pd.DataFrame, model: dict[str, Any]) -> PreTrainedTokenizerBase:
+    """The candidate's tokenizer: its pretrained folder's, whatever the folder holds (the folder checked
+    first: a bad one stops the run with one line before anything trains); or, for a model built from a
+    config, a BERT tokenizer over a given vocab.txt or the characters of the texts."""
     settings = ModelSettings.from_params(model)
     if settings.pretrained_path:
-        tokens = read_vocabulary(Path(settings.pretrained_path) / "vocab.txt")
-    elif settings.vocabulary_path:
-        tokens = read_vocabulary(settings.vocabulary_path)
-    else:
-        tokens = build_character_vocabulary(model_input["fact"], settings.vocabulary_min_frequency)
-    return "\n".join(tokens) + "\n"
+        return pretrained_tokenizer(settings.pretrained_path)
+    if settings.vocabulary_path:
+        if not Path(settings.vocabulary_path).is_file():
+            raise InputDataError(settings.vocabulary_path, "no such vocabulary file (model.vocabulary_path)")
+        return build_tokenizer(read_vocabulary(settings.vocabulary_path))
+    return build_tokenizer(build_character_vocabulary(model_input["fact"], settings.vocabulary_min_frequency))
 
 
 def resolve_deepspeed_config(training: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +59,7 @@ def train_fold(
     model_input: pd.DataFrame,
     fold_assignments: pd.DataFrame,
     test_cases: pd.DataFrame,
-    vocabulary: str,
+    tokenizer: PreTrainedTokenizerBase,
     class_table: pd.DataFrame,
     deepspeed_config: dict[str, Any],
     model: dict[str, Any],
@@ -74,10 +79,10 @@ def train_fold(
         eval_texts=evaluation["fact"].tolist(),
         eval_labels=evaluation["class_id"].tolist(),
         predict_texts=test_cases["fact"].tolist(),
-        vocabulary=vocabulary.splitlines(),
+        tokenizer=tokenizer,
         class_months=class_table["months"].tolist(),
         model=ModelSettings.from_params(model),
-        training=_with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),
+        training=with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),
     )
     result = run_fold(job, Path(job.training.work_dir) / candidate / f"fold_{fold}")
     # The engine knows classes only; the competition's scores compare with the cases' own months
@@ -105,12 +110,16 @@ def train_fold(
 
 
 def predict_fold(
-    fold_model: SavedModel, vocabulary: str, test_cases: pd.DataFrame, model: dict[str, Any], training: dict[str, Any]
+    fold_model: SavedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    test_cases: pd.DataFrame,
+    model: dict[str, Any],
+    training: dict[str, Any],
 ) -> pd.DataFrame:
     """A saved fold model's class probabilities for a test set."""
     probabilities = predict_probabilities(
         fold_model.load(),
-        vocabulary.splitlines(),
+        tokenizer,
         test_cases["fact"].tolist(),
         ModelSettings.from_params(model),
         TrainingSettings.from_params(training),
@@ -118,7 +127,7 @@ def predict_fold(
     return probability_table(test_cases["id"], probabilities)
 
 
-def _with_deepspeed_config(training: TrainingSettings, deepspeed_config: dict[str, Any]) -> TrainingSettings:
+def with_deepspeed_config(training: TrainingSettings, deepspeed_config: dict[str, Any]) -> TrainingSettings:
     """``training`` with the run's resolved DeepSpeed config in place of its json file: the fold trains
     with the config the run logged, and the fold's fingerprint holds the config's content, not a path."""
     if not deepspeed_config:
