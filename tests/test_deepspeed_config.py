@@ -22,6 +22,7 @@ from sentence_reduction.finetune.arguments import (
 )
 from sentence_reduction.finetune.job import FoldResult, SavedModel
 from sentence_reduction.finetune.launcher import launch_command
+from sentence_reduction.finetune.text import SPECIAL_TOKENS, build_tokenizer
 from sentence_reduction.pipelines.train import create_train_pipeline
 from sentence_reduction.pipelines.train import transformer as fine_tuning
 from sentence_reduction.tracking import FoldTrackingHooks
@@ -172,7 +173,7 @@ def test_each_fold_trains_with_the_runs_deepspeed_config(tmp_path, monkeypatch):
             model_input,
             fold_assignments,
             test_cases,
-            "[PAD]\n",
+            build_tokenizer(SPECIAL_TOKENS),
             class_table,
             deepspeed_config,
             {},
