@@ -280,6 +280,12 @@ def test_the_pretraining_parameters_refuse_an_unknown_one_and_hold_out_a_share_o
     assert PretrainingSettings(held_out_fraction=0.0).split(["a", "b"], seed=1) == (["a", "b"], [])
 
 
+def test_with_no_text_held_out_the_pretraining_trains_without_evaluating(tmp_path):
+    folder = run_pretraining(tiny_job(eval_texts=[]), tmp_path / "work")
+    assert (folder / "model.safetensors").is_file()
+    assert json.loads((folder.parent / "metrics.json").read_text()) == {}
+
+
 PRETRAIN_PARAMETERS = (
     TINY_MODEL_PARAMETERS
     + """

@@ -148,8 +148,9 @@ def build_pretraining_trainer(job: PretrainingJob, output_dir: Path) -> Trainer:
         default_launcher_environment()  # DeepSpeed wants these even for one process
     settings = job.model
     # The collator reads the pieces' special-token masks and word offsets, which the model does not take:
-    # the Trainer would drop them first.
-    training = dataclasses.replace(job.training, arguments={**job.training.arguments, "remove_unused_columns": False})
+    # the Trainer would drop them first. No texts held out: nothing to evaluate.
+    changes = {"remove_unused_columns": False, **({} if job.eval_texts else {"eval_strategy": "no"})}
+    training = dataclasses.replace(job.training, arguments={**job.training.arguments, **changes})
     arguments = training_arguments(training, output_dir, on_gpu, run_name=job.name)
     set_seed(arguments.seed)  # the model's random initialisation (or new head) happens before the Trainer seeds
     tokenizer = job.load_tokenizer()
