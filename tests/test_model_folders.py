@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from kedro.io import DatasetError
 from tokenizers import SentencePieceUnigramTokenizer, normalizers
 from tokenizers.processors import TemplateProcessing
 from transformers import (
@@ -27,7 +28,7 @@ from transformers import (
     XLMRobertaTokenizer,
 )
 
-from sentence_reduction.datasets import TokenizerDataset
+from sentence_reduction.datasets import ModelFolderDataset, TokenizerDataset
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.model import ModelSettings, build_model
 from sentence_reduction.finetune.text import (
@@ -371,3 +372,35 @@ def test_the_real_e5_folders_pass_the_check_and_classify(tmp_path, variant, firs
     model = build_model(ModelSettings(pretrained_path=str(folder)), num_labels=3, vocab_size=len(tokenizer))
     batch = padded_batch(encoded["input_ids"], tokenizer.pad_token_id, None, omit_full_mask=False)
     assert model(**batch).logits.shape == (2, 3) and next(model.parameters()).dtype == torch.float32
+
+
+# The folders a run writes: saved atomically ------------------------------------------------------------
+
+
+def test_a_tokenizer_save_that_fails_midway_keeps_the_previous_tokenizer(tmp_path, monkeypatch):
+    dataset = TokenizerDataset(str(tmp_path / "candidate" / "tokenizer"))
+    first = build_tokenizer(build_character_vocabulary(RULINGS[:1]))
+    dataset.save(first)
+    second = build_tokenizer(build_character_vocabulary(RULINGS))
+
+    def fails_midway(folder, *arguments, **keywords):
+        Path(folder).mkdir(parents=True)
+        Path(folder, "tokenizer.json").write_text("{", encoding="utf-8")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(second, "save_pretrained", fails_midway)
+    with pytest.raises(DatasetError, match="disk full"):
+        dataset.save(second)
+    assert len(dataset.load()) == len(first)
+    assert [path.name for path in (tmp_path / "candidate").iterdir()] == ["tokenizer"]
+
+
+def test_a_model_folder_is_saved_whole_by_links_and_replaces_the_previous_one(tmp_path):
+    source = tokenizer_json_folder(tmp_path / "work" / "result" / "model")
+    dataset = ModelFolderDataset(str(tmp_path / "pretrained" / "bert"))
+    dataset.save(vocab_txt_folder(tmp_path / "older"))
+    dataset.save(source)
+    folder = dataset.load()
+    assert sorted(path.name for path in folder.iterdir()) == sorted(path.name for path in source.iterdir())
+    assert (folder / "model.safetensors").stat().st_ino == (source / "model.safetensors").stat().st_ino
+    assert [path.name for path in (tmp_path / "pretrained").iterdir()] == ["bert"]

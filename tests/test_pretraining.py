@@ -103,6 +103,24 @@ def test_whole_word_masking_masks_every_character_of_a_segmented_word_together()
         assert all(len(flags) == 1 for flags in words.values()), words  # all of a word, or none of it
 
 
+@pytest.mark.parametrize("whole_words", [True, False])
+def test_the_trainers_batches_carry_the_special_tokens_and_word_offsets_to_the_masking(tmp_path, whole_words):
+    job = tiny_job(
+        texts=SEGMENTED * 16,
+        tokenizer=build_tokenizer(build_character_vocabulary(SEGMENTED)),
+        whole_word_masking=whole_words,
+        model={"architecture": "bert", "config": TINY, "max_length": 64},
+    )
+    trainer = build_pretraining_trainer(job, tmp_path / "checkpoints")
+    batch = next(iter(trainer.get_train_dataloader()))
+    tokenizer = job.load_tokenizer()
+    masked = batch["labels"] != -100
+    special = torch.isin(batch["labels"], torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id]))
+    assert masked.any() and not special.any()  # the special tokens are never masked
+    as_mask_token = (batch["input_ids"][masked] == tokenizer.mask_token_id).float().mean()
+    assert (as_mask_token == 1.0) if whole_words else (as_mask_token < 0.95)  # whole words: always [MASK]
+
+
 def test_without_padding_the_masked_batch_can_go_without_an_attention_mask():
     tokenizer = build_tokenizer(build_character_vocabulary(RULINGS))
     pieces = MaskedLanguageTexts(tokenizer, [RULINGS[0][:14], RULINGS[1][:14]], max_length=16)
@@ -128,6 +146,30 @@ def test_a_checkpoints_own_masked_lm_head_is_kept_and_a_missing_one_is_new(tmp_p
     assert not torch.equal(without_head.state_dict()[head], saved[head])
     reports = [message for message in caplog.messages if "BertForMaskedLM from" in message]
     assert "new: none" in reports[0] and "new: cls.predictions" in reports[1], reports
+
+
+LOAD_SCRIPT = """
+import logging, sys
+from sentence_reduction.finetune.model import ModelSettings, build_masked_lm
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+print("loading", file=sys.stderr, flush=True)
+build_masked_lm(ModelSettings(pretrained_path=sys.argv[1]), vocab_size=60)
+"""
+
+
+def test_a_checkpoint_without_a_masked_lm_head_loads_with_one_line_and_no_warning(tmp_path):
+    """transformers warns that such a checkpoint "seem corrupted" (its tied head's bias is absent): the
+    one log line names the head as new instead."""
+    BertModel(BertConfig(vocab_size=60, max_position_embeddings=64, **TINY)).save_pretrained(tmp_path / "encoder")
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(tmp_path / "encoder")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    lines = [line for line in completed.stderr.split("loading\n", 1)[1].splitlines() if line.strip()]
+    assert len(lines) == 1 and "new: cls.predictions.bias" in lines[0], lines
 
 
 # A job: the folder it writes, resume and reuse ----------------------------------------------------------
@@ -236,6 +278,12 @@ def test_the_pretraining_parameters_refuse_an_unknown_one_and_hold_out_a_share_o
     kept, held_out = PretrainingSettings(held_out_fraction=0.25).split([str(index) for index in range(8)], seed=1)
     assert len(held_out) == 2 and sorted(kept + held_out, key=int) == [str(index) for index in range(8)]
     assert PretrainingSettings(held_out_fraction=0.0).split(["a", "b"], seed=1) == (["a", "b"], [])
+
+
+def test_with_no_text_held_out_the_pretraining_trains_without_evaluating(tmp_path):
+    folder = run_pretraining(tiny_job(eval_texts=[]), tmp_path / "work")
+    assert (folder / "model.safetensors").is_file()
+    assert json.loads((folder.parent / "metrics.json").read_text()) == {}
 
 
 PRETRAIN_PARAMETERS = (

@@ -467,11 +467,11 @@ def test_a_fold_with_bf16_master_weights_resumes_to_the_uninterrupted_result(
 @pytest.mark.slow
 def test_two_runs_with_the_same_seed_give_identical_predictions_end_to_end(resume_runs):
     """fold_0 was trained from scratch by two `kedro run` processes (the reference run and the run killed
-    later, in fold_1): the same data, vocabulary, weights, probabilities and metrics."""
+    later, in fold_1): the same data, tokenizer, weights, probabilities and metrics."""
     runs = resume_runs
     reference, snapshot = runs.reference / "data", runs.fold_0_snapshot / "data"
-    assert (runs.resumed / "data" / "06_models" / CANDIDATE / "vocab.txt").read_bytes() == (
-        reference / "06_models" / CANDIDATE / "vocab.txt"
+    assert (runs.resumed / "data" / "06_models" / CANDIDATE / "tokenizer" / "tokenizer.json").read_bytes() == (
+        reference / "06_models" / CANDIDATE / "tokenizer" / "tokenizer.json"
     ).read_bytes()
     for table in ("model_input_table.parquet", "test_cases.parquet"):
         pd.testing.assert_frame_equal(

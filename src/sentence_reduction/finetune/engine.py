@@ -14,20 +14,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from sentence_reduction.finetune.fold_cache import (
     CHECKPOINT_FOLDER,
     MODEL_FOLDER,
     RESULT_FOLDER,
     finished_result,
+    last_complete_checkpoint,
     load_result,
     save_result,
 )
 from sentence_reduction.finetune.job import FoldJob, FoldResult
 from sentence_reduction.finetune.launcher import launch
 from sentence_reduction.finetune.predictor import Predictor
-from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer, tokenised_texts, train_resuming
+from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer, tokenised_texts
 from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,15 @@ def train_fold(job: FoldJob, work_dir: Path, callbacks: Sequence[TrainerCallback
     metrics["samples_per_second"] = (len(job.eval_texts) + len(job.predict_texts)) / metrics["runtime"]
     if trainer.is_world_process_zero():
         save_result(work_dir, staging, eval_probabilities, predict_probabilities, metrics)
+
+
+def train_resuming(trainer: Trainer, name: str) -> None:
+    """``trainer.train()``, from the last complete checkpoint in its output folder when there is one: a
+    fold's, or a pretraining's."""
+    last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
+    if last_checkpoint:
+        logger.info("%s: resuming from %s", name, last_checkpoint)
+    trainer.train(resume_from_checkpoint=last_checkpoint)
 
 
 def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, np.ndarray]:

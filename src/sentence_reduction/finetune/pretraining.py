@@ -14,6 +14,7 @@ model from a config. Texts longer than the model's room are read whole, in piece
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from transformers import Trainer, set_seed
 
 from sentence_reduction.atomic import replace_with
 from sentence_reduction.finetune.arguments import TrainingSettings, training_arguments
+from sentence_reduction.finetune.engine import train_resuming
 from sentence_reduction.finetune.fold_cache import (
     CHECKPOINT_FOLDER,
     MODEL_FOLDER,
@@ -39,7 +41,7 @@ from sentence_reduction.finetune.job import TrainingJob
 from sentence_reduction.finetune.launcher import JOB_FILE, launch
 from sentence_reduction.finetune.model import ModelSettings, build_masked_lm, omits_full_masks
 from sentence_reduction.finetune.text import MaskedLanguageTexts, masking_collator
-from sentence_reduction.finetune.trainer import default_launcher_environment, project_trainer, train_resuming
+from sentence_reduction.finetune.trainer import default_launcher_environment, project_trainer
 from sentence_reduction.finetune.worker import run_rank
 
 logger = logging.getLogger(__name__)
@@ -144,7 +146,11 @@ def build_pretraining_trainer(job: PretrainingJob, output_dir: Path) -> Trainer:
     on_gpu = torch.cuda.is_available()
     if on_gpu:
         default_launcher_environment()  # DeepSpeed wants these even for one process
-    settings, training = job.model, job.training
+    settings = job.model
+    # The collator reads the pieces' special-token masks and word offsets, which the model does not take:
+    # the Trainer would drop them first. No texts held out: nothing to evaluate.
+    changes = {"remove_unused_columns": False, **({} if job.eval_texts else {"eval_strategy": "no"})}
+    training = dataclasses.replace(job.training, arguments={**job.training.arguments, **changes})
     arguments = training_arguments(training, output_dir, on_gpu, run_name=job.name)
     set_seed(arguments.seed)  # the model's random initialisation (or new head) happens before the Trainer seeds
     tokenizer = job.load_tokenizer()

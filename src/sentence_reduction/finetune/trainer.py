@@ -3,7 +3,6 @@ optimizer and the held-out rows evaluated during training."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import socket
@@ -35,14 +34,11 @@ from sentence_reduction.finetune.arguments import (
     inductor_settings,
     training_arguments,
 )
-from sentence_reduction.finetune.fold_cache import last_complete_checkpoint
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.master_weights import MasterWeightAdamW
 from sentence_reduction.finetune.model import ModelSettings, build_model, compile_region, omits_full_masks
 from sentence_reduction.finetune.text import TokenisedTexts, padding_collator
 from sentence_reduction.scoring import classification_metrics, softmax
-
-logger = logging.getLogger(__name__)
 
 
 def in_training_evaluation_rows(labels: list[int], fraction: float, min_rows: int, seed: int) -> np.ndarray:
@@ -288,14 +284,6 @@ def project_trainer(
     if training.checkpoint_every_minutes:
         trainer.add_callback(CheckpointEveryMinutes(float(training.checkpoint_every_minutes)))
     return trainer
-
-
-def train_resuming(trainer: Trainer, name: str) -> None:
-    """``trainer.train()``, from the last complete checkpoint in its output folder when there is one."""
-    last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
-    if last_checkpoint:
-        logger.info("%s: resuming from %s", name, last_checkpoint)
-    trainer.train(resume_from_checkpoint=last_checkpoint)
 
 
 def master_weight_optimizer(
