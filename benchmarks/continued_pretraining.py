@@ -7,7 +7,7 @@ labels are never read), normalised as the pipeline normalises rulings, and copie
 (config.json, model.safetensors, the tokenizer) to --out. The work folder (checkpoints; a killed run
 resumes there) is --work-dir, or a temporary one.
 
-    python benchmarks/continued_pretraining.py ../shared/reference/dc611_dev_segmented.csv \
+    python -m benchmarks.continued_pretraining ../shared/reference/dc611_dev_segmented.csv \
         --candidate e5 --out /tmp/e5_pretrained \
         --params transformer_candidates.e5.model.pretrained_path=/tmp/e5/zh-chars
 
@@ -17,8 +17,8 @@ MegatronBert-1.3B's, random weights) on the environment's training path, timed b
 --warmup and the end of step --warmup + --steps with the device synchronised at both ends only; one JSON
 line. `benchmarks/train_throughput.py --configs default` times the fine-tuning step of the same path.
 
-    python benchmarks/continued_pretraining.py --throughput --env erlangshen --warmup 8 --steps 15
-    python benchmarks/continued_pretraining.py --throughput --tiny --warmup 1 --steps 2   # CPU smoke
+    python -m benchmarks.continued_pretraining --throughput --env erlangshen --warmup 8 --steps 15
+    python -m benchmarks.continued_pretraining --throughput --tiny --warmup 1 --steps 2   # CPU smoke
 """
 
 from __future__ import annotations
@@ -33,30 +33,27 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from benchmarks.parameters import CONFIG_JSON, ROOT, TINY_MODEL, changed_parameters, changed_run_parameters
+from benchmarks.records import Recorder, command_line
+from benchmarks.texts import ALPHABET
+from sentence_reduction.config_loading import load_parameters
+from sentence_reduction.finetune.arguments import deep_merge
+from sentence_reduction.pipelines.data.normalisation import normalise_rulings
+from sentence_reduction.pipelines.pretrain.nodes import pretrain_encoder
 
-from changed_parameters import changed_parameters  # noqa: E402
-
-from sentence_reduction.config_loading import load_parameters  # noqa: E402
-from sentence_reduction.finetune.arguments import deep_merge  # noqa: E402
-from sentence_reduction.pipelines.data.normalisation import normalise_rulings  # noqa: E402
-from sentence_reduction.pipelines.pretrain.nodes import pretrain_encoder  # noqa: E402
-
-CONFIG_JSON = ROOT / "benchmarks" / "erlangshen_config.json"
-TINY_MODEL = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
-ALPHABET = [chr(code) for code in range(0x4E00, 0x4E00 + 4096)]  # CJK: one token per character
+MODULE = EXPERIMENT = "benchmarks.continued_pretraining"
 
 
-def main() -> None:
-    arguments = _arguments()
-    parameters = load_parameters(
-        ROOT / "conf", arguments.env, OmegaConf.to_container(changed_parameters(arguments.params))
-    )
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    arguments = _arguments(argv)
+    parameters = load_parameters(ROOT / "conf", arguments.env, changed_parameters(arguments.params))
+    recorder = Recorder(EXPERIMENT, command_line(MODULE, argv), arguments.out_records)
+    changed = {"candidate": arguments.candidate, "env": arguments.env, **changed_run_parameters(arguments.params)}
     if arguments.throughput:
-        print(json.dumps(throughput(arguments, parameters)), flush=True)
+        params, metrics = throughput(arguments, parameters)
+        recorder.log("mlm_step", {**changed, **params}, metrics)
         return
     started = time.perf_counter()
     candidate = parameters["transformer_candidates"][arguments.candidate]
@@ -80,12 +77,17 @@ def main() -> None:
             shutil.rmtree(arguments.out)
         shutil.copytree(folder, arguments.out)
         metrics = json.loads((folder.parent / "metrics.json").read_text())
-    print(json.dumps({"texts": len(texts), "out": str(arguments.out), **metrics}))
-    print(f"wall time {time.perf_counter() - started:.1f} s")
+    wall = time.perf_counter() - started
+    numbers = {name: value for name, value in metrics.items() if isinstance(value, int | float)}
+    recorder.log(
+        arguments.run_name or arguments.candidate, {**changed, "texts": len(texts)}, {**numbers, "wall_s": wall}
+    )
+    print(f"{len(texts)} texts pretrained into {arguments.out} in {wall:.1f} s: {json.dumps(metrics)}")
 
 
-def throughput(arguments: argparse.Namespace, parameters: dict) -> dict:
-    """The masked-LM step's samples/s on full 512-token pieces (see the module's docstring)."""
+def throughput(arguments: argparse.Namespace, parameters: dict) -> tuple[dict, dict]:
+    """The masked-LM step's samples/s on full 512-token pieces (see the module's docstring): the step's
+    parameters and its metrics."""
     import torch
     from transformers import TrainerCallback
 
@@ -141,22 +143,18 @@ def throughput(arguments: argparse.Namespace, parameters: dict) -> dict:
         trainer.train()
         wall = time.perf_counter() - started
     window = marks[arguments.warmup + arguments.steps] - marks[arguments.warmup]
-    return {
-        "benchmark": "mlm_step",
-        "config": str(arguments.config),
-        "env": arguments.env,
-        "batch": arguments.batch,
-        "max_length": arguments.max_length,
-        "steps": arguments.steps,
-        "samples_per_second": round(arguments.batch * arguments.steps / window, 2),
-        "step_s": round(window / arguments.steps, 4),
-        "train_wall_s": round(wall, 1),
-        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,
-        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+    params = {"config": arguments.config.name, "batch": arguments.batch, "max_length": arguments.max_length}
+    metrics = {
+        "samples_per_s": arguments.batch * arguments.steps / window,
+        "step_s": window / arguments.steps,
+        "train_wall_s": wall,
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
     }
+    print(f"masked-LM step: {metrics['samples_per_s']:.2f} samples/s, {metrics['step_s']:.4f} s a step", flush=True)
+    return params, metrics
 
 
-def _arguments() -> argparse.Namespace:
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", type=Path, nargs="?", help="a CSV whose text column (`columns.text`) is read")
     parser.add_argument("--candidate", default="megatron_bert", help="the transformer candidate to pretrain")
@@ -173,7 +171,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512, help="--throughput: tokens a text")
     parser.add_argument("--warmup", type=int, default=8, help="--throughput: untimed steps first")
     parser.add_argument("--steps", type=int, default=15, help="--throughput: timed steps")
-    arguments = parser.parse_args()
+    parser.add_argument("--run-name", help="the record's run name (default: the candidate)")
+    parser.add_argument("--out-records", type=Path, help="a JSON-lines file the record is appended to")
+    arguments = parser.parse_args(argv)
     if not arguments.throughput and (arguments.file is None or arguments.out is None):
         parser.error("a file and --out are needed, unless --throughput")
     return arguments

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from transformers import AutoModelForMaskedLM
 
 from benchmarks import real_rows, records
 from benchmarks.parameters import changed_parameters
@@ -280,3 +281,39 @@ def test_each_gpu_benchmark_runs_on_the_cpu(script, arguments, run_names, tmp_pa
     assert {record["run_name"] for record in written} == run_names
     assert all(record["experiment"] == f"benchmarks.{script}" and record["metrics"] for record in written)
     assert set(_runs(store, f"benchmarks.{script}")) == run_names
+
+
+@pytest.mark.slow
+def test_continued_pretraining_pretrains_from_a_files_texts_and_times_the_masked_lm_step(tmp_path, store):
+    out = tmp_path / "records.jsonl"
+    completed = _benchmark(
+        "continued_pretraining",
+        str(PROJECT_ROOT / "data" / "01_raw" / "sample" / "testA.csv"),
+        "--out",
+        str(tmp_path / "pretrained"),
+        "--out-records",
+        str(out),
+        "--params",
+        "transformer_candidates.megatron_bert.model.config.num_hidden_layers=1",
+        "pretraining.training.arguments.max_steps=3",
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "pretrained").config.num_hidden_layers == 1
+    completed = _benchmark(
+        "continued_pretraining",
+        "--throughput",
+        "--tiny",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--out-records",
+        str(out),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    pretrained, step = records.read_records(out)
+    assert pretrained["params"]["texts"] == 300 and pretrained["metrics"]["wall_s"] > 0
+    assert step["run_name"] == "mlm_step" and step["metrics"]["samples_per_s"] > 0
+    assert set(_runs(store, "benchmarks.continued_pretraining")) == {"megatron_bert", "mlm_step"}

@@ -33,7 +33,7 @@ from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.pretrain.nodes import pretrain_encoder
 from sentence_reduction.pipelines.train.transformer import prepare_tokenizer
 
-from .conftest import PROJECT_ROOT, RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
+from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 SEGMENTED = ["运输 毒品 罪 有期徒刑 十五年 罪犯 确有 悔改 表现 可予 减刑", "盗窃 罪 有期徒刑 三年 获得 表扬 两次"]
@@ -311,37 +311,3 @@ def test_the_pretrain_pipeline_writes_the_candidates_folder_and_its_own_mlflow_r
     run = nested["megatron_bert.pretraining"]
     assert run.info.status == "FINISHED" and run.data.params["candidate"] == "megatron_bert"
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 3 and "eval_loss" in run.data.metrics
-
-
-@pytest.mark.slow
-def test_the_benchmark_pretrains_from_a_files_texts_and_times_the_masked_lm_step(tmp_path):
-    script = PROJECT_ROOT / "benchmarks" / "continued_pretraining.py"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(PROJECT_ROOT / "data" / "01_raw" / "sample" / "testA.csv"),
-            "--out",
-            str(tmp_path / "pretrained"),
-            "--params",
-            "transformer_candidates.megatron_bert.model.config.num_hidden_layers=1",
-            "pretraining.training.arguments.max_steps=3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert json.loads(completed.stdout.splitlines()[-2])["texts"] == 300
-    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "pretrained").config.num_hidden_layers == 1
-    completed = subprocess.run(
-        [sys.executable, str(script), "--throughput", "--tiny", "--warmup", "1", "--steps", "2", "--batch", "2"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.splitlines()[-1])
-    assert result["benchmark"] == "mlm_step" and result["samples_per_second"] > 0
