@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import MegatronBertConfig, MegatronBertForSequenceClassification, TrainerCallback
 
+from sentence_reduction.atomic import DiskFullError
 from sentence_reduction.datasets import (
     AtomicCSVDataset,
     AtomicJSONDataset,
@@ -44,11 +45,13 @@ from sentence_reduction.datasets import (
     AtomicTextDataset,
     SequenceClassifierDataset,
 )
+from sentence_reduction.file_checks import UnusableFileError
 from sentence_reduction.finetune import engine, fold_cache
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.fold_cache import load_result
 from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary
+from sentence_reduction.input_errors import find_error
 
 from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, kedro_environment
 
@@ -563,7 +566,23 @@ def test_models_are_written_once_and_load_from_safetensors_without_unpickling(tm
     with monkeypatch.context() as patch:
         patch.setattr(torch, "load", no_unpickling)
         assert _same_weights(dataset.load().load(), model)
-        assert _same_weights(load_result(tmp_path / "work").model.load(), model)
+        assert _same_weights(load_result(tmp_path / "work", _job_of_shape(2, 1, 3)).model.load(), model)
+
+
+def _job_of_shape(eval_rows: int, predict_rows: int, classes: int) -> FoldJob:
+    """A job with that many held-out and test texts and classes: what a result is checked against."""
+    return FoldJob(
+        name="fold_0",
+        train_texts=[],
+        train_labels=[],
+        eval_texts=["x"] * eval_rows,
+        eval_labels=[0] * eval_rows,
+        predict_texts=["x"] * predict_rows,
+        vocabulary=[],
+        class_months=list(range(classes)),
+        model={},
+        training={},
+    )
 
 
 def test_a_pickled_model_is_refused(tmp_path):
@@ -572,11 +591,11 @@ def test_a_pickled_model_is_refused(tmp_path):
     pickled = tmp_path / "06_models" / "fold_0"
     model.config.save_pretrained(pickled)
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    with pytest.raises(DatasetError, match="no model"):
+    with pytest.raises(DatasetError, match="model.safetensors: missing; rebuild it with `kedro run --pipelines=train`"):
         SequenceClassifierDataset(str(pickled)).load()
     shutil.copytree(pickled, tmp_path / "work" / fold_cache.RESULT_FOLDER / fold_cache.MODEL_FOLDER)
-    with pytest.raises(OSError):
-        load_result(tmp_path / "work").model.load()
+    with pytest.raises(UnusableFileError, match="model.safetensors: missing"):
+        load_result(tmp_path / "work", _job_of_shape(2, 1, 3))
 
 
 class _FullDisk:
@@ -651,8 +670,11 @@ def test_a_save_that_fails_midway_keeps_the_previous_file_and_leaves_no_temporar
 
     with monkeypatch.context() as patch:
         patch.setattr(dataset._fs, "open", failing_open)
-        with pytest.raises(DatasetError, match="No space left on device"):
+        with pytest.raises(DatasetError, match="No space left on device") as raised:
             dataset.save(new_data())
+    disk_full = find_error(raised.value, DiskFullError)
+    assert disk_full is not None and str(disk_full).startswith(f"saving {folder / name}: No space left on device (")
+    assert "\n" not in str(disk_full)
     assert written and written[0] != folder / name, "the failing write went to the target itself"
     assert (folder / name).read_bytes() == previous
     assert sorted(path.name for path in folder.iterdir()) == [name]  # no temporary file left behind
@@ -769,3 +791,234 @@ def test_a_failing_fold_fails_the_run_names_the_fold_and_the_cause_and_marks_mlf
     assert fold_run.info.status == "FAILED"
     assert fold_run.data.tags["error"].startswith("RuntimeError: ") and cause in fold_run.data.tags["error"]
     assert fold_run.data.params["learning_rate"] == "0.001"  # the Trainer had logged into the fold's run
+
+
+# 5. Nothing on disk is trusted unchecked: checkpoints and fold results -----------------------------------
+
+
+def _truncated(path: Path) -> None:
+    with path.open("r+b") as file:  # in place: a hard link to the file is cut too
+        file.truncate(path.stat().st_size // 2)
+
+
+def _emptied(path: Path) -> None:
+    with path.open("r+b") as file:
+        file.truncate(0)
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
+
+
+DAMAGES = {"truncated": _truncated, "zero-length": _emptied, "garbage": _garbage}
+CHECKPOINT_FILES = ["model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"]
+
+
+def _keeping_two_checkpoints(job: FoldJob) -> FoldJob:
+    job.training = dataclasses.replace(job.training, arguments={**job.training.arguments, "save_total_limit": 2})
+    return job
+
+
+@pytest.fixture(scope="module")
+def crashed_after_step_6(tmp_path_factory) -> Path:
+    """A tiny fold's work folder as a kill after checkpoint-6 left it: checkpoint-4 and checkpoint-6."""
+    work_dir = tmp_path_factory.mktemp("crashed") / "fold_0"
+    with pytest.MonkeyPatch.context() as patch:
+        _crash_after(patch, 6)
+        with pytest.raises(_Killed):
+            run_fold(_keeping_two_checkpoints(_tiny_job()), work_dir)
+    return work_dir
+
+
+def _copy_of(work_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(work_dir, tmp_path / "fold_0"))
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_it_is_resumed_from(
+    crashed_after_step_6, tmp_path, caplog, name, damage
+):
+    work_dir = _copy_of(crashed_after_step_6, tmp_path)
+    checkpoints = work_dir / fold_cache.CHECKPOINT_FOLDER
+    DAMAGES[damage](checkpoints / "checkpoint-6" / name)
+    with caplog.at_level(logging.INFO, logger=fold_cache.__name__):
+        fold_cache.prepare_to_train("fold_0", work_dir)
+    assert fold_cache.last_complete_checkpoint(checkpoints) == str(checkpoints / "checkpoint-4")
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint-4", fold_cache.SET_ASIDE_FOLDER]
+    assert (checkpoints / fold_cache.SET_ASIDE_FOLDER / "checkpoint-6" / name).is_file()
+    (line,) = caplog.messages
+    assert line.startswith(f"fold_0: {checkpoints / 'checkpoint-6'} is damaged ({name}: ") and "set aside" in line
+
+
+@pytest.mark.parametrize("case", ["newest-weights-truncated", "only-optimizer-garbage", "only-scheduler-zero-length"])
+def test_a_fold_resumes_past_a_damaged_checkpoint_to_the_uninterrupted_result(
+    uninterrupted_tiny_fold, crashed_after_step_6, tmp_path, caplog, case
+):
+    """The newest checkpoint damaged: resumed from the one before it, or, when it was the only one, the
+    fold trains from the start; either way to the uninterrupted run's result, with no traceback."""
+    work_dir = _copy_of(crashed_after_step_6, tmp_path)
+    checkpoints = work_dir / fold_cache.CHECKPOINT_FOLDER
+    if case == "newest-weights-truncated":
+        _truncated(checkpoints / "checkpoint-6" / "model.safetensors")
+    else:
+        shutil.rmtree(checkpoints / "checkpoint-4")
+        damage, name = (_garbage, "optimizer.pt") if case == "only-optimizer-garbage" else (_emptied, "scheduler.pt")
+        damage(checkpoints / "checkpoint-6" / name)
+    with caplog.at_level(logging.INFO):
+        resumed = run_fold(_keeping_two_checkpoints(_tiny_job()), work_dir)
+    assert f"{checkpoints / 'checkpoint-6'} is damaged" in caplog.text
+    if case == "newest-weights-truncated":
+        assert f"resuming from {checkpoints / 'checkpoint-4'}" in caplog.text
+    else:
+        assert "resuming from" not in caplog.text
+    _assert_same_result(resumed, uninterrupted_tiny_fold)
+
+
+def test_a_kill_before_the_completion_mark_resumes_from_the_checkpoint_before(
+    uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
+):
+    """Killed once the Trainer wrote checkpoint-6's files but before they were marked complete: the
+    older checkpoint is still there (rotated only after the mark), checkpoint-6 is removed as cut short."""
+    from sentence_reduction.finetune import trainer as trainer_module
+
+    mark_complete = trainer_module.mark_complete
+
+    def killed_before_marking(checkpoint: Path) -> None:
+        if checkpoint.name == "checkpoint-6":
+            raise _Killed("killed before the mark")
+        mark_complete(checkpoint)
+
+    work_dir = tmp_path / "fold_0"
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "mark_complete", killed_before_marking)
+        with pytest.raises(_Killed):
+            run_fold(_tiny_job(), work_dir)
+    checkpoints = work_dir / fold_cache.CHECKPOINT_FOLDER
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    written = json.loads((checkpoints / "checkpoint-4" / fold_cache.COMPLETION_MARK).read_text())["files"]
+    assert written == {
+        str(path.relative_to(checkpoints / "checkpoint-4")): path.stat().st_size
+        for path in (checkpoints / "checkpoint-4").rglob("*")
+        if path.is_file() and path.name != fold_cache.COMPLETION_MARK
+    }
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= set(written)
+    with caplog.at_level(logging.INFO):
+        resumed = run_fold(_tiny_job(), work_dir)
+    assert f"{checkpoints / 'checkpoint-6'} was cut short (no completion mark); removed" in caplog.text
+    assert f"resuming from {checkpoints / 'checkpoint-4'}" in caplog.text
+    _assert_same_result(resumed, uninterrupted_tiny_fold)
+
+
+def test_a_disk_full_during_a_checkpoint_fails_with_one_line_and_the_next_run_resumes_before_it(
+    uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
+):
+    """The disk fills while checkpoint-6's optimizer state is written (half of it on disk): one line
+    naming the checkpoint and the room it needed; the half-written checkpoint is never resumed from."""
+    real_save = torch.save
+
+    def disk_fills(obj, f, *args, **kwargs):
+        if str(f).endswith(os.path.join("checkpoint-6", "optimizer.pt")):
+            real_save(obj, f, *args, **kwargs)
+            _truncated(Path(f))
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    work_dir = tmp_path / "fold_0"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", disk_fills)
+        with pytest.raises(DiskFullError) as raised:
+            run_fold(_tiny_job(), work_dir)
+    checkpoints = work_dir / fold_cache.CHECKPOINT_FOLDER
+    message = str(raised.value)
+    assert "\n" not in message
+    assert re.fullmatch(
+        rf"saving checkpoint {re.escape(str(checkpoints / 'checkpoint-6'))}: No space left on device "
+        rf"\(needs about [\d.]+ [kM]B; [\d.]+ [kMGT]?B free in {re.escape(str(checkpoints))}\)",
+        message,
+    ), message
+    assert not (checkpoints / "checkpoint-6" / fold_cache.COMPLETION_MARK).exists()
+    with caplog.at_level(logging.INFO):
+        resumed = run_fold(_tiny_job(), work_dir)
+    assert "checkpoint-6 was cut short (no completion mark); removed" in caplog.text
+    assert f"resuming from {checkpoints / 'checkpoint-4'}" in caplog.text
+    _assert_same_result(resumed, uninterrupted_tiny_fold)
+
+
+RESULT_DAMAGES = [
+    ("eval_probabilities.npy", "truncated"),
+    ("predict_probabilities.npy", "zero-length"),
+    ("metrics.json", "garbage"),
+    ("model/model.safetensors", "truncated"),
+    ("model/config.json", "garbage"),
+]
+
+
+@pytest.mark.parametrize(("name", "damage"), RESULT_DAMAGES, ids=[f"{name}-{kind}" for name, kind in RESULT_DAMAGES])
+def test_a_finished_result_that_does_not_load_is_not_trusted(uninterrupted_tiny_fold, tmp_path, caplog, name, damage):
+    """One warning naming the file; the result is removed and the folder left ready to train the fold."""
+    work_dir = _copy_of(uninterrupted_tiny_fold.model.folder.parents[1], tmp_path)
+    damaged = work_dir / fold_cache.RESULT_FOLDER / name
+    DAMAGES[damage](damaged)
+    with caplog.at_level(logging.INFO, logger=fold_cache.__name__):
+        assert fold_cache.finished_result(_tiny_job(), work_dir) is None
+    (line,) = caplog.messages
+    assert line.startswith(f"fold_0: finished result not used, {damaged}: ") and line.endswith("; retraining the fold")
+    assert not (work_dir / fold_cache.RESULT_FOLDER).exists()
+    assert (work_dir / "fingerprint").read_text() == _tiny_job().fingerprint()
+
+
+def test_a_fold_whose_saved_model_does_not_load_is_retrained_to_the_same_result(
+    uninterrupted_tiny_fold, tmp_path, caplog
+):
+    work_dir = _copy_of(uninterrupted_tiny_fold.model.folder.parents[1], tmp_path)
+    _truncated(work_dir / fold_cache.RESULT_FOLDER / "model" / "model.safetensors")
+    with caplog.at_level(logging.INFO):
+        retrained = run_fold(_tiny_job(), work_dir)
+    assert "model.safetensors: does not load (SafetensorError" in caplog.text and "retraining the fold" in caplog.text
+    assert "not retraining" not in caplog.text
+    _assert_same_result(retrained, uninterrupted_tiny_fold)
+    assert _same_weights(retrained.model.load(), uninterrupted_tiny_fold.model.load())
+
+
+def test_a_result_that_fills_the_disk_fails_with_one_line_and_is_never_taken_as_finished(tmp_path, monkeypatch):
+    work_dir = tmp_path / "fold_0"
+    job = _job_of_shape(2, 1, 3)
+    assert fold_cache.finished_result(job, work_dir) is None
+    staging = fold_cache.staging_folder(work_dir)
+    _saved(_tiny_model(), staging / fold_cache.MODEL_FOLDER)
+    real_save = np.save
+
+    def disk_fills(file, array, *args, **kwargs):
+        if Path(file).name == "predict_probabilities.npy":
+            Path(file).write_bytes(b"\x93NUMPY")
+            raise OSError(28, "No space left on device")
+        return real_save(file, array, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(np, "save", disk_fills)
+        with pytest.raises(DiskFullError, match=rf"^writing the fold's result in {re.escape(str(staging))}: No space"):
+            fold_cache.save_result(work_dir, staging, np.full((2, 3), 1 / 3), np.full((1, 3), 1 / 3), {})
+    assert fold_cache.finished_result(job, work_dir) is None  # the staged half is no result
+    fold_cache.prepare_to_train(job.name, work_dir)
+    assert not staging.exists()
+
+
+def test_datasets_the_pipeline_reads_back_name_the_file_that_does_not_load_and_what_rebuilds_it(tmp_path):
+    models = tmp_path / "06_models"
+    AtomicJSONDataset(filepath=str(models / "ensemble.json")).save({"weights": {"baseline": 1.0}})
+    dataset = SequenceClassifierDataset(str(models / "fold_0"))
+    dataset.save(_saved(_tiny_model(), tmp_path / "work" / "model"))
+    _garbage(models / "ensemble.json")
+    _truncated(models / "fold_0" / "model.safetensors")
+    for load, damaged in [
+        (AtomicJSONDataset(filepath=str(models / "ensemble.json")).load, models / "ensemble.json"),
+        (dataset.load, models / "fold_0" / "model.safetensors"),
+        (AtomicTextDataset(filepath=str(models / "vocab.txt")).load, models / "vocab.txt"),
+    ]:
+        with pytest.raises(DatasetError) as raised:
+            load()
+        error = find_error(raised.value, UnusableFileError)
+        assert error is not None and error.path == damaged, raised.value
+        assert str(error).startswith(f"{damaged}: ") and "\n" not in str(error)
+        assert str(error).endswith("; rebuild it with `kedro run --pipelines=train`")
