@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sentence_reduction.run_lock import RUN_LOCK, FileLock, ProjectInUseError, RunLockHooks
-from sentence_reduction.run_recovery import PARENT_TAG, close_runs_of_dead_processes, process_tags
+from sentence_reduction.run_recovery import PARENT_TAG, close_runs_of_dead_processes, local_path, process_tags
 
 
 def _run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str]) -> str:
@@ -86,3 +86,32 @@ def test_a_project_held_by_a_run_refuses_another_naming_it_and_a_killed_holder_l
     assert not FileLock(tmp_path / RUN_LOCK).acquire()  # held by this run, until it ends
     hooks.after_pipeline_run()
     assert FileLock(tmp_path / RUN_LOCK).acquire()
+
+
+def test_a_model_left_pending_by_a_run_that_is_over_is_discarded_and_a_live_run_model_is_kept(tmp_path):
+    """A model whose logging was cut short (a kill, a full disk): its partial artifacts removed and it
+    deleted, when the next run starts; a model a live run is logging now is left alone."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("sentence-reduction", artifact_location=str(tmp_path / "mlruns"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_tags = process_tags(gone.pid)
+    gone.wait()
+    dead_run = _run(client, experiment_id, "train", dead_tags)
+    failed_run = _run(client, experiment_id, "train", {})
+    client.set_terminated(failed_run, status="FAILED")
+    live_run = _run(client, experiment_id, "train", process_tags(os.getpid()))
+    models = {
+        run_id: client.create_logged_model(experiment_id, source_run_id=run_id)
+        for run_id in (dead_run, failed_run, live_run)
+    }
+    for model in models.values():
+        (local_path(model.artifact_location) / "artifacts").mkdir(parents=True)
+        (local_path(model.artifact_location) / "artifacts" / "ordinal_models.pkl").write_bytes(b"\x80" * 1000)
+
+    close_runs_of_dead_processes(client, experiment_id)
+    assert [model.model_id for model in client.search_logged_models(experiment_ids=[experiment_id])] == [
+        models[live_run].model_id
+    ]
+    assert not local_path(models[dead_run].artifact_location).exists()
+    assert not local_path(models[failed_run].artifact_location).exists()
+    assert local_path(models[live_run].artifact_location).exists()

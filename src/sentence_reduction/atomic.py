@@ -16,6 +16,7 @@ from sentence_reduction.input_errors import OneLineError
 
 _FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = 13  # sqlite3's "database or disk is full"
+_NO_SPACE = os.strerror(errno.ENOSPC)
 
 
 class DiskFullError(OneLineError):
@@ -75,19 +76,40 @@ def free_space(path: Path) -> int:
 
 
 def is_disk_full(error: BaseException, folder: Path, needed: int) -> bool:
-    """Whether ``error`` is a full disk's: an ENOSPC (or quota) error behind it, or SQLite's "database or
-    disk is full", or, for a writer that reports neither (torch's zip writer: "unexpected pos"; shutil's
-    copy of a folder: a list of messages), less room left in ``folder`` than ``needed``."""
+    """Whether ``error`` is a full disk's (`full_disk_cause`), or, for a writer that reports nothing a
+    full disk would (torch's zip writer: "unexpected pos"), whether less room is left in ``folder``
+    than ``needed``."""
+    if full_disk_cause(error) is not None:
+        return True
+    return isinstance(error, OSError | RuntimeError) and free_space(folder) < needed
+
+
+def full_disk_cause(error: BaseException) -> BaseException | None:
+    """The error behind ``error`` (itself, its causes and contexts) that says the disk is full: an
+    ENOSPC (or quota) error, SQLite's "database or disk is full", or a folder's copy (shutil) with an
+    ENOSPC among its files' messages."""
     seen = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, OSError) and cause.errno in _FULL_DISK_ERRNOS:
-            return True
+            return cause
         if getattr(cause, "sqlite_errorcode", None) == _SQLITE_FULL:
-            return True
+            return cause
+        if isinstance(cause, shutil.Error) and any(_NO_SPACE in str(entry) for entry in cause.args[0]):
+            return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return isinstance(error, OSError | RuntimeError) and free_space(folder) < needed
+    return None
+
+
+def unguarded_disk_full_error(error: BaseException) -> DiskFullError | None:
+    """For a full disk met by a write the project does not make itself (a library's: the MLflow store's),
+    the one line it can say: the disk is full, and the writer's own first line."""
+    cause = full_disk_cause(error)
+    if cause is None:
+        return None
+    first_line = next((line for line in str(cause).splitlines() if line.strip()), "")
+    return DiskFullError(f"No space left on device ({type(cause).__name__}: {first_line.strip()[:300]})")
 
 
 def disk_full_error(what: str, folder: Path, needed: int, lower_bound: bool = False) -> DiskFullError:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import importlib.metadata
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from kedro.framework.project import pipelines
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 from kedro_mlflow.mlflow import KedroPipelineModel
-from mlflow.entities import LoggedModelStatus, RunStatus
+from mlflow.entities import LoggedModel, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -49,8 +50,9 @@ from mlflow.types.schema import AnyType
 from mlflow.utils.file_utils import local_file_uri_to_path
 
 import sentence_reduction
-from sentence_reduction.atomic import disk_full_reported, remove, size_on_disk
+from sentence_reduction.atomic import disk_full_error, disk_full_reported, free_space, size_on_disk
 from sentence_reduction.input_errors import InputDataError, OneLineError, find_input_error
+from sentence_reduction.run_recovery import discard_model, local_path
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ RULINGS_INPUT = "test_raw"
 REQUEST = "<input>"  # how a request is named in its errors, as the pipeline's validation names it
 # Per request, the node runner's "Running node" lines are dropped (the model logs one line instead).
 _SERVING = contextvars.ContextVar("serving", default=False)
+_MARGIN = 4 * 1024 * 1024  # beyond the model's files: MLflow's own (MLmodel, requirements) and the store's rows
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,14 @@ class RulingsPipelineModel(KedroPipelineModel):
         super().load_context(context)
         self._inputs = {name: _in_memory(self.loaded_catalog.load(name)) for name in context.artifacts}
         logging.getLogger("kedro.pipeline.node").addFilter(_not_while_serving)
-        # The server's access line would be a second line per request: this model logs one, with its timing.
+        # One line per request, this model's (with its timing), in place of the server's access line.
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+        if not logger.isEnabledFor(logging.INFO):  # a server configures no logging of its models
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         started = time.perf_counter()
@@ -181,10 +190,11 @@ class InferenceModelHooks:
             model_info = log_inference_model(inference, catalog, self._serving)
         except Exception as error:
             # kedro-mlflow ends the run only after a successful pipeline: a failure here would leave it RUNNING.
-            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
+            _end_run_failed()
             if isinstance(error, OneLineError):
                 raise
-            raise InferenceModelError(f"logging the {INFERENCE_PIPELINE} pipeline as a model: {error}") from error
+            problem = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            raise InferenceModelError(f"logging the {INFERENCE_PIPELINE} pipeline as a model: {problem}") from error
         logger.info(
             "Logged the %s pipeline as the MLflow model %s, registered as '%s' version %s",
             INFERENCE_PIPELINE,
@@ -225,8 +235,10 @@ def log_inference_model(
         package = Path(sentence_reduction.__file__).parent
         files = [package, *(Path(local_file_uri_to_path(uri)) for uri in artifacts.values())]
         needed = sum(size_on_disk(path) for path in files)
+        what = f"logging the MLflow model '{serving['model_name']}'"
+        _room_for(what, needed)
         try:
-            with disk_full_reported(f"logging the MLflow model '{serving['model_name']}'", _artifact_folder(), needed):
+            with disk_full_reported(what, _artifact_folder(), needed):
                 model_info = mlflow.pyfunc.log_model(
                     name=serving["model_name"],
                     python_model=model,
@@ -255,21 +267,40 @@ def log_inference_model(
     return model_info
 
 
-def _discard(client: MlflowClient, model: Any) -> None:
-    """A logged model that failed: its artifacts removed, its status FAILED."""
+def _discard(client: MlflowClient, model: LoggedModel | None) -> None:
+    """This run's logged model, after a failure: discarded (`discard_model`)."""
     run = mlflow.active_run()
-    if model is None or run is None or model.source_run_id != run.info.run_id:
-        return  # the failure came before this run's model was created
-    if model.artifact_location.startswith("file:"):
-        remove(Path(local_file_uri_to_path(model.artifact_location)))
-    client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-    client.delete_logged_model(model.model_id)
+    if model is not None and run is not None and model.source_run_id == run.info.run_id:
+        discard_model(client, model)
+
+
+def _end_run_failed() -> None:
+    """The run FAILED, however often kedro-mlflow put it back on the active stack (once per node)."""
+    try:
+        while mlflow.active_run() is not None:
+            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
+    except MlflowException as error:  # the store is full too: the next run marks it KILLED (run_recovery)
+        logger.warning("the MLflow run could not be marked FAILED: %s", error.message.splitlines()[0])
+
+
+def _room_for(what: str, needed: int) -> None:
+    """Raise `DiskFullError` before anything is written when a file system lacks the room a model
+    needs: the run's artifact folder for the model, and the temporary folder MLflow stages it in."""
+    folders = [_artifact_folder(), Path(tempfile.gettempdir())]
+    devices = [os.stat(_existing(folder)).st_dev for folder in folders]
+    for folder, device in zip(folders, devices, strict=True):
+        room = needed * devices.count(device) + _MARGIN
+        if free_space(folder) < room:
+            raise disk_full_error(what, folder, room)
+
+
+def _existing(folder: Path) -> Path:
+    return next(parent for parent in (folder, *folder.parents) if parent.exists())
 
 
 def _artifact_folder() -> Path:
     """Where the active run's artifacts are written, when that is a local folder (else the working folder)."""
-    uri = mlflow.get_artifact_uri()
-    return Path(local_file_uri_to_path(uri)) if uri.startswith("file:") else Path.cwd()
+    return local_path(mlflow.get_artifact_uri()) or Path.cwd()
 
 
 def _in_memory(artifact: Any) -> Any:
