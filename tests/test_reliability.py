@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,7 +54,15 @@ from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary
 from sentence_reduction.input_errors import find_error
 
-from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, kedro_environment
+from .conftest import (
+    FAST_PARAMETERS,
+    PROJECT_ROOT,
+    RULINGS,
+    TINY_MODEL_PARAMETERS,
+    copy_project,
+    kedro_environment,
+    written_outputs,
+)
 
 CANDIDATE = "megatron_bert"  # conf/base's one transformer candidate: its folds are <candidate>.fold_<n>
 TIMING_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
@@ -84,7 +93,9 @@ def _environment() -> dict[str, str]:
     return dict(kedro_environment(), COLUMNS="400", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-def _start_kedro(project: Path, log: Path, *arguments: str) -> subprocess.Popen:
+def _start_kedro(
+    project: Path, log: Path, *arguments: str, environment: dict[str, str] | None = None
+) -> subprocess.Popen:
     """`kedro <arguments>` in ``project`` in its own session (so that its process group can be killed),
     stdout and stderr into ``log``."""
     kedro = Path(sys.executable).with_name("kedro")
@@ -92,7 +103,7 @@ def _start_kedro(project: Path, log: Path, *arguments: str) -> subprocess.Popen:
         return subprocess.Popen(
             [str(kedro), *arguments],
             cwd=project,
-            env=_environment(),
+            env=environment or _environment(),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -1022,3 +1033,283 @@ def test_datasets_the_pipeline_reads_back_name_the_file_that_does_not_load_and_w
         assert error is not None and error.path == damaged, raised.value
         assert str(error).startswith(f"{damaged}: ") and "\n" not in str(error)
         assert str(error).endswith("; rebuild it with `kedro run --pipelines=train`")
+
+
+# 6. One run at a time, a saved model that does not load, a full disk, the served model: end to end -------
+
+QUIET_FAST_PARAMETERS = FAST_PARAMETERS + "    disable_tqdm: true\n"
+SAVED_FOLD_0 = Path("data") / "06_models" / CANDIDATE / "fold_0"
+
+
+@dataclass
+class RacingRuns:
+    project: Path  # where two `kedro run --pipelines=train` started at once, in a fresh project
+    lone: Path  # a lone run's project
+    pids: list[int]
+    returncodes: list[int]
+    logs: list[str]
+    lone_returncode: int
+    lone_log: str
+
+
+@pytest.fixture(scope="module")
+def racing_runs(tmp_path_factory) -> RacingRuns:
+    """Two train runs started at once in a fresh project (no MLflow store yet), beside a lone run in
+    another copy; one torch thread each, so that all three fit the 2-core CPU and compute identically."""
+    root = tmp_path_factory.mktemp("racing")
+    project = copy_project(root / "project", QUIET_FAST_PARAMETERS)
+    lone = copy_project(root / "lone", QUIET_FAST_PARAMETERS)
+    logs = [root / "first.log", root / "second.log", root / "lone.log"]
+    processes: list[subprocess.Popen] = []
+    try:
+        for folder, log in zip([project, project, lone], logs, strict=True):
+            processes.append(_start_kedro(folder, log, "run", "--pipelines=train"))
+        returncodes = [_wait(process, log) for process, log in zip(processes, logs, strict=True)]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    texts = [log.read_text(encoding="utf-8", errors="replace") for log in logs]
+    return RacingRuns(
+        project, lone, [process.pid for process in processes[:2]], returncodes[:2], texts[:2], returncodes[2], texts[2]
+    )
+
+
+def _last_line(log: str) -> str:
+    return [line for line in log.splitlines() if line.strip()][-1]
+
+
+def _assert_same_outputs(project: Path, lone: Path) -> None:
+    """The files under data/ of a lone run: the same names, the same predictions, weights and metrics."""
+    assert {path.relative_to(project) for path in written_outputs(project)} == {
+        path.relative_to(lone) for path in written_outputs(lone)
+    }
+    data, lone_data = project / "data", lone / "data"
+    assert (data / "07_model_output" / "submission.csv").read_bytes() == (
+        lone_data / "07_model_output" / "submission.csv"
+    ).read_bytes()
+    assert _read_json(data / "06_models" / "ensemble.json") == _read_json(lone_data / "06_models" / "ensemble.json")
+    for table in (data / "07_model_output").rglob("*.parquet"):
+        relative = table.relative_to(data)
+        pd.testing.assert_frame_equal(pd.read_parquet(table), pd.read_parquet(lone_data / relative), check_exact=True)
+    for metrics in (data / "08_reporting").rglob("*metrics.json"):
+        relative = metrics.relative_to(data)
+        assert _without_timing(_read_json(metrics)) == _without_timing(_read_json(lone_data / relative)), relative
+    for fold in ("fold_0", "fold_1"):
+        weights = load_file(data / "06_models" / CANDIDATE / fold / "model.safetensors")
+        lone_weights = load_file(lone_data / "06_models" / CANDIDATE / fold / "model.safetensors")
+        assert weights.keys() == lone_weights.keys()
+        assert all(torch.equal(tensor, lone_weights[name]) for name, tensor in weights.items()), fold
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_one_refuses_in_one_line_and_the_other_writes_what_a_lone_run_writes(racing_runs):
+    runs = racing_runs
+    assert sorted(runs.returncodes) == [0, 1], [_last_line(log) for log in runs.logs]
+    assert runs.lone_returncode == 0, runs.lone_log[-3000:]
+    winner = runs.returncodes.index(0)
+    refused = runs.logs[1 - winner]
+    assert re.fullmatch(
+        rf"Error: another kedro run is using this project \(pid {runs.pids[winner]} on "
+        rf"{re.escape(socket.gethostname())}, started \S+: kedro run --pipelines=train\); "
+        r"this run did not start: wait for it to end, or stop it",
+        _last_line(refused),
+    ), _last_line(refused)
+    assert "Running node" not in refused and "Mlflow run" not in refused  # it wrote nothing, opened no run
+    for log in (*runs.logs, runs.lone_log):
+        assert "Traceback" not in log and "already exists" not in log  # the store was created once
+    _assert_same_outputs(runs.project, runs.lone)
+    client, all_runs = _mlflow_runs(runs.project)
+    parents = [run for run in all_runs if "mlflow.parentRunId" not in run.data.tags]
+    assert [run.info.status for run in parents] == ["FINISHED"]
+    assert [version.version for version in client.search_model_versions("name = 'sentence-reduction'")] == [1]
+
+
+@dataclass
+class DamagedModelRuns:
+    killed_pid: int
+    predict_returncode: int
+    predict_log: str
+    train_returncode: int
+    train_log: str
+
+
+@pytest.fixture(scope="module")
+def damaged_model_runs(racing_runs, tmp_path_factory) -> DamagedModelRuns:
+    """In the trained project: a train run SIGKILLed once it holds the project and runs its first node;
+    then fold_0's saved model cut in half (the work folder's result is the same file: a hard link); then
+    predict, and train again."""
+    project, root = racing_runs.project, tmp_path_factory.mktemp("damaged")
+    killed_log = root / "killed.log"
+    killed = _start_kedro(project, killed_log, "run", "--pipelines=train")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while _lock_holder(project) != killed.pid or "Running node" not in _tail(killed_log, 100_000):
+            assert killed.poll() is None and time.monotonic() < deadline, _tail(killed_log)
+            time.sleep(0.05)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    _truncated(project / SAVED_FOLD_0 / "model.safetensors")
+    results = []
+    for pipeline in ("predict", "train"):
+        log = root / f"{pipeline}.log"
+        results.append(_wait(_start_kedro(project, log, "run", f"--pipelines={pipeline}"), log))
+        results.append(log.read_text(encoding="utf-8", errors="replace"))
+    return DamagedModelRuns(killed.pid, *results)
+
+
+def _lock_holder(project: Path) -> int | None:
+    try:
+        return json.loads((project / ".kedro_run.lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_leaves_no_lock_and_predict_with_a_model_that_does_not_load_stops_with_one_line(
+    racing_runs, damaged_model_runs
+):
+    runs = damaged_model_runs
+    assert "another kedro run" not in runs.predict_log  # the killed run's lock went with it
+    assert runs.predict_returncode == 1
+    saved = racing_runs.project / SAVED_FOLD_0 / "model.safetensors"
+    assert re.fullmatch(
+        rf"Error: {re.escape(str(saved))}: does not load \(SafetensorError: [^\n]+\); "
+        r"rebuild it with `kedro run --pipelines=train`",
+        _last_line(runs.predict_log),
+    ), _last_line(runs.predict_log)
+    assert "Traceback" not in runs.predict_log
+    assert not (racing_runs.project / "data" / "07_model_output" / "predictions.csv").exists()
+    client, all_runs = _mlflow_runs(racing_runs.project)
+    killed = [run for run in all_runs if run.data.tags.get("process.pid") == str(runs.killed_pid)]
+    assert [run.info.status for run in killed] == ["KILLED"]
+
+
+@pytest.mark.slow
+def test_train_retrains_only_the_fold_whose_saved_model_does_not_load_and_registers_a_model_that_answers(
+    racing_runs, damaged_model_runs
+):
+    runs = damaged_model_runs
+    assert runs.train_returncode == 0, runs.train_log[-3000:]
+    result_model = Path("data") / "06_models" / "work" / CANDIDATE / "fold_0" / "result" / "model" / "model.safetensors"
+    (warning,) = [line for line in runs.train_log.splitlines() if "finished result not used" in line]
+    assert f"{CANDIDATE}.fold_0: finished result not used, {result_model}: does not load (SafetensorError" in warning
+    assert "retraining the fold" in warning
+    assert f"{CANDIDATE}.fold_1: finished result found" in runs.train_log
+    assert f"{CANDIDATE}.fold_0: finished result found" not in runs.train_log
+    assert "Traceback" not in runs.train_log
+    _assert_same_outputs(racing_runs.project, racing_runs.lone)  # fold_0 retrained to the same weights
+    assert "registered as 'sentence-reduction' version 2" in runs.train_log
+    client, _ = _mlflow_runs(racing_runs.project)
+    versions = client.search_model_versions("name = 'sentence-reduction'")
+    assert sorted((version.version, version.status) for version in versions) == [(1, "READY"), (2, "READY")]
+
+
+# The disk fills while the model's files are copied into the MLflow store: the first large file is half
+# written, then ENOSPC (the room was there when the run checked it, and then it was not).
+FULL_DISK_WHILE_LOGGING = """
+import errno, os, shutil
+
+_copy2 = shutil.copy2
+
+
+def copy2(source, destination, *args, **kwargs):
+    if f"{os.sep}models{os.sep}m-" in str(destination) and os.path.getsize(source) > 1_000_000:
+        with open(source, "rb") as read, open(destination, "wb") as written:
+            written.write(read.read()[: os.path.getsize(source) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination))
+    return _copy2(source, destination, *args, **kwargs)
+
+
+shutil.copy2 = copy2
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_the_model_is_logged_stops_with_one_line_and_leaves_no_model_and_no_running_run(
+    racing_runs, damaged_model_runs, tmp_path
+):
+    project = racing_runs.project
+    (tmp_path / "sitecustomize.py").write_text(FULL_DISK_WHILE_LOGGING)
+    environment = _environment()
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), environment.get("PYTHONPATH")]))
+    log = tmp_path / "full_disk.log"
+    assert _wait(_start_kedro(project, log, "run", "--pipelines=train", environment=environment), log) == 1
+    output = log.read_text(encoding="utf-8", errors="replace")
+    assert re.fullmatch(
+        r"Error: logging the MLflow model 'model': No space left on device "
+        r"\(needs about [\d.]+ MB; [\d.]+ [kMGT]?B free in \S+\)",
+        _last_line(output),
+    ), _last_line(output)
+    assert "Traceback" not in output
+    client, all_runs = _mlflow_runs(project)
+    assert "RUNNING" not in {run.info.status for run in all_runs}
+    newest = max(
+        (run for run in all_runs if "mlflow.parentRunId" not in run.data.tags), key=lambda run: run.info.start_time
+    )
+    assert newest.info.status == "FAILED"
+    experiment = client.get_experiment_by_name("sentence-reduction")
+    models = list(client.search_logged_models(experiment_ids=[experiment.experiment_id]))
+    assert {model.status.value for model in models} == {"READY"}, "a partial model was left behind"
+    kept = {Path(model.artifact_location).parent.name for model in models}
+    assert {folder.name for folder in project.glob("mlruns/*/models/*")} == kept
+    assert len(client.search_model_versions("name = 'sentence-reduction'")) == 2  # none registered
+
+
+@pytest.mark.slow
+def test_the_served_model_refuses_bad_requests_in_4xx_keeps_serving_and_logs_one_line_a_request(racing_runs):
+    """`benchmarks/serving_load.py` against `mlflow models serve` of the registered model: a few good
+    requests, then each bad one, each followed by a good one."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "benchmarks" / "serving_load.py"),
+            "--model-uri",
+            "models:/sentence-reduction/1",
+            "--requests",
+            "5",
+            "--batch",
+            "10",
+            "--batch-requests",
+            "2",
+        ],
+        cwd=racing_runs.project,
+        env={**_environment(), "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout)
+    refused = {name: (bad["status"], bad["message"], bad["then_good"]) for name, bad in result["bad_requests"].items()}
+    assert refused == {
+        "fact_number": (400, "Error: <input>, row 1, field 'fact': not text: int 12345", 200),
+        "fact_list": (400, "Error: <input>, row 1, field 'fact': not text: list ['罪犯', '某']", 200),
+        "fact_empty": (400, "Error: <input>, row 1, field 'fact': empty text (id 'bad')", 200),
+        "fact_missing": (
+            400,
+            "Error: <input>, row 0, field 'fact': missing column(s) ['fact']; the header has ['id']",
+            200,
+        ),
+        "ruling_of_a_million_characters": (
+            400,
+            refused["ruling_of_a_million_characters"][1],
+            200,
+        ),
+        "malformed_json": (400, refused["malformed_json"][1], 200),
+        "five_thousand_rows": (
+            400,
+            "Error: <input>: 5000 rulings in one request, more than 1000 (serving.max_rows): send fewer",
+            200,
+        ),
+    }
+    assert re.fullmatch(
+        r"Error: <input>, row 1, field 'fact': \d+ characters, more than a ruling may have here "
+        r"\(20000, serving\.max_text_chars\)",
+        refused["ruling_of_a_million_characters"][1],
+    )
+    assert result["all_bad_requests_4xx"] is True
+    assert result["server_log_lines_per_request"] == 1.0
