@@ -112,6 +112,5 @@ def test_a_model_left_pending_by_a_run_that_is_over_is_discarded_and_a_live_run_
     assert [model.model_id for model in client.search_logged_models(experiment_ids=[experiment_id])] == [
         models[live_run].model_id
     ]
-    assert not local_path(models[dead_run].artifact_location).exists()
-    assert not local_path(models[failed_run].artifact_location).exists()
+    assert [folder.name for folder in (tmp_path / "mlruns" / "models").iterdir()] == [models[live_run].model_id]
     assert local_path(models[live_run].artifact_location).exists()

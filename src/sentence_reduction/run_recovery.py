@@ -101,7 +101,7 @@ def discard_model(client: MlflowClient, model: LoggedModel) -> None:
     removed first (room on a full disk for what follows), then its status FAILED, and it deleted."""
     folder = local_path(model.artifact_location)
     if folder is not None:
-        remove(folder)
+        remove(folder.parent if folder.parent.name == model.model_id else folder)  # models/<id>/artifacts
     try:
         client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
         client.delete_logged_model(model.model_id)
