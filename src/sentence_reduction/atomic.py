@@ -9,7 +9,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sentence_reduction.input_errors import OneLineError
@@ -122,15 +122,17 @@ def disk_full_error(what: str, folder: Path, needed: int, lower_bound: bool = Fa
 
 
 @contextlib.contextmanager
-def disk_full_reported(what: str, folder: Path, needed: int) -> Iterator[None]:
-    """Inside the block, an error of a full disk (`is_disk_full`) becomes `disk_full_error`."""
+def disk_full_reported(what: str, folder: Path, needed: Callable[[], int]) -> Iterator[None]:
+    """Inside the block, an error of a full disk (`is_disk_full`) becomes `disk_full_error`. ``needed``
+    tells the bytes the block writes: asked only when the block fails."""
     try:
         yield
     except DiskFullError:
         raise
     except Exception as error:
-        if is_disk_full(error, folder, needed):
-            raise disk_full_error(what, folder, needed) from error
+        room = needed()
+        if is_disk_full(error, folder, room):
+            raise disk_full_error(what, folder, room) from error
         raise
 
 

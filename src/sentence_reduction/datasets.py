@@ -221,7 +221,7 @@ class SequenceClassifierDataset(AbstractDataset[SavedModel, SavedModel]):
         return model
 
     def save(self, data: SavedModel) -> None:
-        with disk_full_reported(f"saving the model in {self._filepath}", self._filepath.parent, data.size()):
+        with disk_full_reported(f"saving the model in {self._filepath}", self._filepath.parent, data.size):
             with written_atomically(self._filepath) as staging:
                 data.link_into(staging)
 

@@ -238,7 +238,7 @@ def log_inference_model(
         what = f"logging the MLflow model '{serving['model_name']}'"
         _room_for(what, needed)
         try:
-            with disk_full_reported(what, _artifact_folder(), needed):
+            with disk_full_reported(what, _artifact_folder(), lambda: needed):
                 model_info = mlflow.pyfunc.log_model(
                     name=serving["model_name"],
                     python_model=model,

@@ -95,7 +95,7 @@ def save_result(
     the work folder's result at once; the checkpoints are spent."""
     (staging / MODEL_FOLDER / "training_args.bin").unlink(missing_ok=True)  # a pickle; never read
     needed = eval_probabilities.nbytes + predict_probabilities.nbytes + 64 * 1024
-    with disk_full_reported(f"writing the fold's result in {staging}", staging, needed):
+    with disk_full_reported(f"writing the fold's result in {staging}", staging, lambda: needed):
         np.save(staging / "eval_probabilities.npy", eval_probabilities)
         np.save(staging / "predict_probabilities.npy", predict_probabilities)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -167,7 +167,7 @@ class FoldTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         folder = Path(output_dir or self.args.output_dir)
-        with disk_full_reported(f"saving the model in {folder}", folder, _bytes(self.model.parameters())):
+        with disk_full_reported(f"saving the model in {folder}", folder, self._model_bytes):
             super().save_model(output_dir, _internal_call)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
@@ -177,7 +177,7 @@ class FoldTrainer(Trainer):
         checkpoint = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
-            with disk_full_reported(f"saving checkpoint {checkpoint}", run_dir, self._checkpoint_bytes()):
+            with disk_full_reported(f"saving checkpoint {checkpoint}", run_dir, self._checkpoint_bytes):
                 super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = save_total_limit
@@ -192,11 +192,14 @@ class FoldTrainer(Trainer):
                 use_mtime=True,
             )
 
+    def _model_bytes(self) -> int:
+        return _bytes(self.model.parameters())
+
     def _checkpoint_bytes(self) -> int:
-        """About what a checkpoint takes: the weights and the optimizer's state."""
-        optimizer = self._unwrapped_optimizer()
-        state = [value for values in (optimizer.state.values() if optimizer else []) for value in values.values()]
-        return _bytes(self.model.parameters()) + _bytes(value for value in state if isinstance(value, torch.Tensor))
+        """About what a checkpoint takes: the weights and the optimizer's state (this rank's share)."""
+        state = getattr(self._unwrapped_optimizer(), "state", None) or {}
+        tensors = [value for values in state.values() if isinstance(values, dict) for value in values.values()]
+        return self._model_bytes() + _bytes(value for value in tensors if isinstance(value, torch.Tensor))
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
         master_weights = self._unwrapped_optimizer()
