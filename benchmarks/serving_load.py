@@ -58,9 +58,13 @@ def post(url: str, body: bytes) -> tuple[int, dict, float]:
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            status, answer = response.status, json.load(response)
+            status, body = response.status, response.read()
     except urllib.error.HTTPError as error:
-        status, answer = error.code, json.loads(error.read() or b"{}")
+        status, body = error.code, error.read()
+    try:
+        answer = json.loads(body)
+    except ValueError:  # a server error's plain text
+        answer = {"message": body.decode(errors="replace")}
     return status, answer, time.perf_counter() - started
 
 
