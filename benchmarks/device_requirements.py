@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 ROOTS = {
     "kedro": set(),
-    "kedro-datasets": {"pandas-csvdataset", "pandas-parquetdataset", "json-jsondataset", "text-textdataset"},
+    "kedro-datasets": {"pandas-csvdataset", "pandas-parquetdataset", "json-jsondataset"},
     "kedro-mlflow": set(),
     "mlflow": set(),
     "transformers": set(),

@@ -1,7 +1,10 @@
-"""Project datasets: rulings files read strictly, models as safetensors, atomic saves.
+"""Project datasets: rulings files read strictly, models as safetensors, atomic saves, checked loads.
 
 Every dataset that writes does so atomically (a temporary file beside the target, then a rename), so a
-run killed mid-save leaves the previous file or none, never a truncated one.
+run killed mid-save leaves the previous file or none, never a truncated one; a save that fills the
+disk fails with one line (`DiskFullError`). What the pipeline wrote and reads back (models, the
+ensemble, tables) is checked as it loads: one that does not load stops the run with one line naming
+the file and the command that rebuilds it (`UnusableFileError`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,22 @@ from kedro_datasets.json import JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.pickle import PickleDataset
-from kedro_datasets.text import TextDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from sentence_reduction.atomic import staging_path, written_atomically
+from sentence_reduction.atomic import (
+    disk_full_error,
+    disk_full_reported,
+    is_disk_full,
+    size_on_disk,
+    staging_path,
+    written_atomically,
+)
+from sentence_reduction.file_checks import UnusableFileError
 from sentence_reduction.finetune.job import SavedModel
 from sentence_reduction.input_errors import InputDataError
+
+# What rebuilds every file the pipeline writes and reads back (models, the ensemble, tables).
+REBUILD = "rebuild it with `kedro run --pipelines=train`"
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -132,7 +145,8 @@ def _decodes_as_gb18030(raw: bytes) -> bool:
 
 class _AtomicSave:
     """Mixin for fsspec-based kedro-datasets: write to a hidden temporary path, then rename. Through
-    fsspec rather than `atomic.written_atomically`, so a catalog entry on any file system keeps it."""
+    fsspec rather than `atomic.written_atomically`, so a catalog entry on any file system keeps it.
+    A load that fails names the file and what rebuilds it."""
 
     def save(self, data: Any) -> None:
         final_path = self._get_save_path()
@@ -141,10 +155,29 @@ class _AtomicSave:
         try:
             super().save(data)
             self._fs.mv(str(temporary_path), str(final_path))
+        except Exception as error:
+            folder = Path(final_path).parent
+            written = size_on_disk(Path(temporary_path))  # what it took until the disk filled (a local file)
+            if is_disk_full(error, folder, max(written, 1)):
+                raise disk_full_error(f"saving {final_path}", folder, written, lower_bound=True) from error
+            raise
         finally:
             del self._get_save_path
             if self._fs.exists(str(temporary_path)):
                 self._fs.rm(str(temporary_path), recursive=True)
+
+    def load(self) -> Any:
+        try:
+            return super().load()
+        except DatasetError as error:
+            path = Path(self._get_load_path())
+            problem = "missing" if not self._fs.exists(str(path)) else f"does not load ({_cause(error)})"
+            raise UnusableFileError(path, problem, REBUILD) from error
+
+
+def _cause(error: BaseException) -> str:
+    cause = error.__cause__ or error
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
 
 
 class AtomicCSVDataset(_AtomicSave, CSVDataset):
@@ -157,10 +190,6 @@ class AtomicParquetDataset(_AtomicSave, ParquetDataset):
 
 class AtomicJSONDataset(_AtomicSave, JSONDataset):
     """`json.JSONDataset`, saved atomically."""
-
-
-class AtomicTextDataset(_AtomicSave, TextDataset):
-    """`text.TextDataset`, saved atomically."""
 
 
 class AtomicPickleDataset(_AtomicSave, PickleDataset):
@@ -185,13 +214,14 @@ class SequenceClassifierDataset(AbstractDataset[SavedModel, SavedModel]):
         self.metadata = metadata
 
     def load(self) -> SavedModel:
-        if not self._exists():
-            raise DatasetError(f"no model at {self._filepath}: run the train pipeline first")
-        return SavedModel(self._filepath)
+        model = SavedModel(self._filepath)
+        model.check(remedy=REBUILD)
+        return model
 
     def save(self, data: SavedModel) -> None:
-        with written_atomically(self._filepath) as staging:
-            data.link_into(staging)
+        with disk_full_reported(f"saving the model in {self._filepath}", self._filepath.parent, data.size):
+            with written_atomically(self._filepath) as staging:
+                data.link_into(staging)
 
     def _exists(self) -> bool:
         return SavedModel(self._filepath).exists()
@@ -211,12 +241,18 @@ class TokenizerDataset(AbstractDataset[PreTrainedTokenizerBase, PreTrainedTokeni
 
     def load(self) -> PreTrainedTokenizerBase:
         if not self._exists():
-            raise DatasetError(f"no tokenizer at {self._filepath}: run the train pipeline first")
-        return AutoTokenizer.from_pretrained(self._filepath)
+            raise UnusableFileError(self._filepath, "missing", REBUILD)
+        try:
+            return AutoTokenizer.from_pretrained(self._filepath)
+        except Exception as error:  # a cut-short or garbled file: the tokenizers library's own errors vary
+            raise UnusableFileError(self._filepath, f"does not load ({_cause(error)})", REBUILD) from error
 
     def save(self, data: PreTrainedTokenizerBase) -> None:
-        with written_atomically(self._filepath) as staging:
-            data.save_pretrained(staging)
+        with disk_full_reported(
+            f"saving the tokenizer in {self._filepath}", self._filepath.parent, lambda: size_on_disk(self._filepath)
+        ):
+            with written_atomically(self._filepath) as staging:
+                data.save_pretrained(staging)
 
     def _exists(self) -> bool:
         return (self._filepath / "tokenizer_config.json").is_file()
@@ -261,7 +297,6 @@ __all__ = [
     "AtomicMatplotlibDataset",
     "AtomicParquetDataset",
     "AtomicPickleDataset",
-    "AtomicTextDataset",
     "ModelFolderDataset",
     "RulingsDataset",
     "SequenceClassifierDataset",

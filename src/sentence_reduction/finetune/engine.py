@@ -2,8 +2,8 @@
 
 `run_fold` is the entry point: it trains in this process, or under a multi-process launcher, and
 returns what the fold produced. Its work folder (`fold_cache`) keeps the Trainer's checkpoints and,
-once the fold finishes, its result: the same job run again resumes from the last checkpoint, or
-returns the finished result at once.
+once the fold finishes, its result: the same job run again resumes from the last complete checkpoint,
+or returns the finished result at once; a checkpoint or result that does not load is not used.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from sentence_reduction.finetune.fold_cache import (
     finished_result,
     last_complete_checkpoint,
     load_result,
+    prepare_to_train,
     save_result,
+    staging_folder,
 )
 from sentence_reduction.finetune.job import FoldJob, FoldResult
 from sentence_reduction.finetune.launcher import launch
@@ -43,6 +45,7 @@ def run_fold(job: FoldJob, work_dir: str | Path, callbacks: Sequence[TrainerCall
     finished = finished_result(job, work_dir)
     if finished is not None:
         return finished
+    prepare_to_train(job.name, work_dir)
     try:
         if job.training.launcher.world_size > 1:
             launch(job, work_dir, job.training.launcher)
@@ -51,7 +54,7 @@ def run_fold(job: FoldJob, work_dir: str | Path, callbacks: Sequence[TrainerCall
     except Exception as error:
         logger.error("%s: training failed: %s: %s", job.name, type(error).__name__, error)
         raise
-    return load_result(work_dir)
+    return load_result(work_dir, job)
 
 
 def train_fold(job: FoldJob, work_dir: Path, callbacks: Sequence[TrainerCallback] = ()) -> None:
@@ -61,7 +64,7 @@ def train_fold(job: FoldJob, work_dir: Path, callbacks: Sequence[TrainerCallback
         trainer.add_callback(callback)
     train_resuming(trainer, job.name)
 
-    staging = work_dir / f".{RESULT_FOLDER}.tmp"
+    staging = staging_folder(work_dir)
     trainer.save_model(str(staging / MODEL_FOLDER))  # gathers ZeRO-3 shards; writes on rank 0 only
     started = time.perf_counter()
     eval_probabilities, predict_probabilities = _final_predictions(trainer, job)

@@ -7,12 +7,13 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sentence_reduction.file_checks import UnusableFileError, check_file
 from sentence_reduction.finetune.arguments import TrainingSettings
 from sentence_reduction.finetune.model import ModelSettings
 from sentence_reduction.finetune.text import tokenizer_files, tokenizer_from_files
@@ -93,16 +94,49 @@ class SavedModel:
     def exists(self) -> bool:
         return (self.folder / "config.json").is_file() and any(self.folder.glob("*.safetensors"))
 
+    def check(self, remedy: str | None = None) -> None:
+        """Raise `UnusableFileError` naming the first of its files that would not load (a missing
+        or cut config or weights file, garbage in place of one), with ``remedy`` in the message."""
+        weights = sorted(self.folder.glob("*.safetensors"))
+        if not weights:
+            raise UnusableFileError(self.folder / "model.safetensors", "missing", remedy)
+        for path in [self.folder / "config.json", *weights]:
+            check_file(path, remedy=remedy)
+
+    def size(self) -> int:
+        """The bytes of its config and weights."""
+        return sum(path.stat().st_size for path in self._files())
+
+    def in_memory(self) -> LoadedModel:
+        """The model loaded once and kept: for a process that predicts again and again (a server)."""
+        return LoadedModel(self.folder, self.load())
+
     def link_into(self, destination: Path) -> None:
         """The model's files (config and safetensors weights, not the tokenizer's files the Trainer
         writes beside them) in ``destination``, a new folder: hard links, or copies across file systems."""
         destination.mkdir(parents=True)
-        for source in [self.folder / "config.json", *sorted(self.folder.glob("*.safetensors"))]:
-            if source.is_file():
-                try:
-                    os.link(source, destination / source.name)
-                except OSError:
-                    shutil.copy2(source, destination / source.name)
+        for source in self._files():
+            try:
+                os.link(source, destination / source.name)
+            except OSError:
+                shutil.copy2(source, destination / source.name)
+
+    def _files(self) -> list[Path]:
+        files = [self.folder / "config.json", *sorted(self.folder.glob("*.safetensors"))]
+        return [path for path in files if path.is_file()]
+
+
+@dataclass(frozen=True)
+class LoadedModel(SavedModel):
+    """A `SavedModel` held in memory: `load` returns the same classifier every time."""
+
+    module: PreTrainedModel = field(compare=False, repr=False)
+
+    def load(self) -> PreTrainedModel:
+        return self.module
+
+    def in_memory(self) -> LoadedModel:
+        return self
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The fold's Trainer set up: the Trainer subclass, its training sampler, the checkpoint callback, the
-optimizer and the held-out rows evaluated during training."""
+optimizer and the held-out rows evaluated during training. A checkpoint is marked complete once all its
+files are written (`fold_cache.mark_complete`); a save that fills the disk fails with one line."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import PredictionOutput, TrainOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, TrainOutput, rotate_checkpoints
 
+from sentence_reduction.atomic import disk_full_reported
 from sentence_reduction.finetune.arguments import (
     TrainingSettings,
     compiled_region,
@@ -34,6 +36,7 @@ from sentence_reduction.finetune.arguments import (
     inductor_settings,
     training_arguments,
 )
+from sentence_reduction.finetune.fold_cache import mark_complete
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.master_weights import MasterWeightAdamW
 from sentence_reduction.finetune.model import ModelSettings, build_model, compile_region, omits_full_masks
@@ -162,6 +165,42 @@ class FoldTrainer(Trainer):
     def predict(self, *args: Any, **kwargs: Any) -> PredictionOutput:
         with inductor_settings(self.inductor_config):
             return super().predict(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        folder = Path(output_dir or self.args.output_dir)
+        with disk_full_reported(f"saving the model in {folder}", folder, self._model_bytes):
+            super().save_model(output_dir, _internal_call)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, then its completion mark, then the rotation of older checkpoints:
+        a kill at any point leaves a complete checkpoint to resume from."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        checkpoint = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            with disk_full_reported(f"saving checkpoint {checkpoint}", run_dir, self._checkpoint_bytes):
+                super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()  # every rank's files written before the mark
+        if self.args.should_save:
+            mark_complete(checkpoint)
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+
+    def _model_bytes(self) -> int:
+        return _bytes(self.model.parameters())
+
+    def _checkpoint_bytes(self) -> int:
+        """About what a checkpoint takes: the weights and the optimizer's state (this rank's share)."""
+        state = getattr(self._unwrapped_optimizer(), "state", None) or {}
+        tensors = [value for values in state.values() if isinstance(values, dict) for value in values.values()]
+        return self._model_bytes() + _bytes(value for value in tensors if isinstance(value, torch.Tensor))
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
         master_weights = self._unwrapped_optimizer()
@@ -322,6 +361,10 @@ def tokenised_texts(
 ) -> TokenisedTexts:
     """``texts`` tokenised as the candidate's model reads them: ``max_length`` tokens, cut as ``truncation`` says."""
     return TokenisedTexts(tokenizer, texts, settings.max_length, labels, settings.truncation, settings.head_share)
+
+
+def _bytes(tensors: Any) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
 def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:
