@@ -22,7 +22,8 @@ if [ "$model" = bert6x512 ]; then
   source_model="$c.model.architecture=bert $c.model.config.hidden_size=512 $c.model.config.num_hidden_layers=6
     $c.model.config.num_attention_heads=8 $c.model.config.intermediate_size=2048 $c.model.config.hidden_act=gelu"
 else
-  folder=/tmp/encoders_on_gpu/$name; rm -rf "$folder"; mkdir -p "$folder" && cp "$model"/* "$folder"/ || exit 1
+  folder=$(mktemp -d /tmp/encoders_on_gpu.XXXX)/$name  # its own copy: several runs of one MODEL go side by side
+  mkdir -p "$folder" && cp "$model"/* "$folder"/ || exit 1
   for packed in "$folder"/*.xz; do [ -e "$packed" ] && xz -df "$packed"; done
   source_model="$c.model.pretrained_path=$folder"
 fi
