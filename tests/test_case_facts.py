@@ -15,16 +15,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
-from sentence_reduction.config_loading import load_parameters
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.job import FoldJob
 from sentence_reduction.finetune.model import CaseFactsClassifier, ModelSettings, build_model
 from sentence_reduction.finetune.predictor import Predictor, predict_probabilities
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
-from sentence_reduction.pipelines.data.folds import assign_folds, case_folds
-from sentence_reduction.pipelines.data.ingestion import validate_rulings
-from sentence_reduction.pipelines.data.labels import build_class_table, encode_labels
-from sentence_reduction.pipelines.data.normalisation import normalise_rulings
+from sentence_reduction.pipelines.data.folds import case_folds
 from sentence_reduction.pipelines.node_tags import FOLD_TRAINING
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
 from sentence_reduction.pipelines.train.parsing import parse_rulings
@@ -36,43 +32,22 @@ from sentence_reduction.pipelines.train.transformer import (
     train_fold,
 )
 
-from .conftest import PROJECT_ROOT, RULINGS
+from .conftest import RULINGS
+from .test_candidates import TINY_BERT, TINY_TRAINING, sample_tables  # noqa: F401 (a fixture)
 
-TINY_CONFIG = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-TINY_MODEL = {"config": TINY_CONFIG, "max_length": 32}
-TINY_TRAINING = {
-    "arguments": {
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 8,
-        "per_device_eval_batch_size": 16,
-        "learning_rate": 1e-3,
-        "eval_strategy": "no",
-        "save_strategy": "no",
-        "seed": 7,
-        "report_to": "none",
-        "disable_tqdm": True,
-    },
-}
+TINY_MODEL = {"config": TINY_BERT, "max_length": 32}
 
 
 @pytest.fixture(scope="module")
-def sample() -> dict:
-    """120 rulings of the generated sample as the data pipeline makes them (2 folds), 12 test rulings, and
-    both parsed."""
-    parameters = load_parameters(PROJECT_ROOT / "conf", "local", {})
-    raw = pd.read_csv(PROJECT_ROOT / "data" / "01_raw" / "sample" / "train.csv", dtype=str).head(120)
-    test_raw = pd.read_csv(PROJECT_ROOT / "data" / "01_raw" / "sample" / "testA.csv", dtype=str).head(12)
-    cases, test_cases = validate_rulings(raw, test_raw, parameters["columns"], parameters["validation"])
-    class_table = build_class_table(cases, parameters["label_encoding"])
-    model_input = encode_labels(normalise_rulings(cases, parameters["text_normalisation"]), class_table)
-    test_cases = normalise_rulings(test_cases, parameters["text_normalisation"])
+def sample(sample_tables: dict) -> dict:  # noqa: F811 (the fixture imported above)
+    """The generated sample's 200 rulings (2 folds) and 20 test rulings (`sample_tables`), both parsed."""
     return {
-        "model_input": model_input,
-        "fold_assignments": assign_folds(model_input, {**parameters["folds"], "n_splits": 2}),
-        "test_cases": test_cases,
-        "class_table": class_table,
-        "parsed_features": parse_rulings(model_input),
-        "test_parsed_features": parse_rulings(test_cases),
+        "model_input": sample_tables["model_input_table"],
+        "fold_assignments": sample_tables["fold_assignments"],
+        "test_cases": sample_tables["normalised_test_cases"],
+        "class_table": sample_tables["class_table"],
+        "parsed_features": parse_rulings(sample_tables["model_input_table"]),
+        "test_parsed_features": parse_rulings(sample_tables["normalised_test_cases"]),
     }
 
 
@@ -104,7 +79,7 @@ def _parsed(sample: dict) -> dict:
 
 @pytest.mark.parametrize("architecture", ["megatron-bert", "bert", "xlm-roberta"])
 def test_a_new_classifier_with_case_facts_starts_as_the_texts_alone_and_keeps_its_encoder(architecture):
-    settings = ModelSettings(config=TINY_CONFIG, architecture=architecture)
+    settings = ModelSettings(config=TINY_BERT, architecture=architecture)
     facts = torch.randn(10, 3, dtype=torch.float64) * 5 + 2
     torch.manual_seed(0)
     text_alone = build_model(settings, num_labels=4, vocab_size=60).eval()
@@ -130,19 +105,19 @@ def test_a_new_classifier_with_case_facts_starts_as_the_texts_alone_and_keeps_it
 def test_the_classifier_standardises_the_facts_with_the_training_rows_statistics():
     training_facts = [[1.0, 10.0, 3.0], [3.0, 30.0, 3.0], [5.0, 20.0, 3.0]]
     model = build_model(
-        ModelSettings(config=TINY_CONFIG), 4, 60, fact_columns=["a", "b", "c"], training_facts=training_facts
+        ModelSettings(config=TINY_BERT), 4, 60, fact_columns=["a", "b", "c"], training_facts=training_facts
     )
     layer = model.facts_classifier
     assert torch.allclose(layer.mean, torch.tensor([3.0, 20.0, 3.0]))
     assert torch.allclose(layer.scale, torch.tensor([np.std([1, 3, 5]), np.std([10, 30, 20]), 1.0]).float())
     with pytest.raises(ValueError, match=r"a row of 2 facts per training case, not shape \(3, 3\)"):
-        build_model(ModelSettings(config=TINY_CONFIG), 4, 60, fact_columns=["a", "b"], training_facts=training_facts)
+        build_model(ModelSettings(config=TINY_BERT), 4, 60, fact_columns=["a", "b"], training_facts=training_facts)
 
 
 def test_the_predictor_says_in_one_line_when_the_facts_do_not_fit_the_model():
     vocabulary = build_character_vocabulary(RULINGS)
     tokenizer = build_tokenizer(vocabulary)
-    settings, training = ModelSettings(config=TINY_CONFIG), FoldJob(**_job_values(tokenizer)).training
+    settings, training = ModelSettings(config=TINY_BERT), FoldJob(**_job_values(tokenizer)).training
     reads_facts = build_model(settings, 4, len(vocabulary), fact_columns=["a", "b"], training_facts=[[1, 2], [3, 4]])
     text_alone = build_model(settings, 4, len(vocabulary))
     texts = RULINGS[:3]
