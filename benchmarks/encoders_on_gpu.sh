@@ -6,14 +6,15 @@
 #   bash benchmarks/encoders_on_gpu.sh ROWS.csv NAME MODEL [as_is] [pretrained] [wwm]
 # MODEL: a pretrained folder (a *.safetensors.xz beside its files is unpacked first), or `bert6x512` for a
 # BERT of 6 layers x 512 built from a config; `as_is` fine-tunes MODEL itself (not for bert6x512),
-# `pretrained` pretrains it first, `wwm` pretrains with whole-word masking. Run from the repository root
+# `pretrained` pretrains it first, `wwm` pretrains with whole-word masking. Environment: LR, EPOCHS, BATCH of the fine-tuning,
+# PRETRAIN_EPOCHS, PRETRAIN_LR of the pretraining, FINE_TUNE_PARAMS more fine-tuning parameters (KEY=VALUE ...). Run from the repository root
 # with the project importable (PYTHONPATH=src) and $OUT set.
 set -u
 rows=$1 name=$2 model=$3; shift 3
 c=transformer_candidates.megatron_bert  # the candidate real_rows and the pretraining train
 fine_tune="$c.model.max_length=512 $c.training.arguments.learning_rate=${LR:-2e-4}
   $c.training.arguments.num_train_epochs=${EPOCHS:-12} $c.training.arguments.per_device_train_batch_size=${BATCH:-32}
-  $c.training.arguments.warmup_steps=0.1 $c.training.arguments.save_steps=100000"
+  $c.training.arguments.warmup_steps=0.1 $c.training.arguments.save_steps=100000 ${FINE_TUNE_PARAMS:-}"
 pretrain="$c.model.max_length=512 pretraining.training.arguments.num_train_epochs=${PRETRAIN_EPOCHS:-40}
   pretraining.training.arguments.learning_rate=${PRETRAIN_LR:-1e-4} pretraining.training.arguments.per_device_train_batch_size=${BATCH:-32}
   pretraining.training.arguments.save_steps=100000 pretraining.training.arguments.eval_steps=500
