@@ -95,9 +95,9 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
     if trainer.args.world_size > 1:
         tokenizer = trainer.processing_class
         return tuple(
-            softmax(trainer.predict(tokenised_texts(tokenizer, texts, job.model, facts=facts)).predictions)
-            for texts, facts in ((job.eval_texts, job.facts("eval")), (job.predict_texts, job.facts("predict")))
+            softmax(trainer.predict(tokenised_texts(tokenizer, texts, job.model)).predictions)
+            for texts in (job.eval_texts, job.predict_texts)
         )
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
     predictor = Predictor(model, trainer.processing_class, job.model, job.training)
-    return predictor(job.eval_texts, job.facts("eval")), predictor(job.predict_texts, job.facts("predict"))
+    return predictor(job.eval_texts), predictor(job.predict_texts)

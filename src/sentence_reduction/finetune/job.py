@@ -61,9 +61,7 @@ class TrainingJob:
 
 @dataclass
 class FoldJob(TrainingJob):
-    """Everything one fold's fine-tuning needs: its data, tokenizer and settings (`TrainingJob`); for a
-    classifier that reads the case facts (``model.case_facts``), their columns and each split's rows of
-    them, a row per text (the training rows' statistics standardise them all)."""
+    """Everything one fold's fine-tuning needs: its data, tokenizer and settings (`TrainingJob`)."""
 
     name: str
     train_texts: list[str]
@@ -75,14 +73,6 @@ class FoldJob(TrainingJob):
     class_months: list[int]
     model: ModelSettings
     training: TrainingSettings
-    fact_columns: list[str] = field(default_factory=list)
-    train_facts: list[list[float]] = field(default_factory=list)
-    eval_facts: list[list[float]] = field(default_factory=list)
-    predict_facts: list[list[float]] = field(default_factory=list)
-
-    def facts(self, split: str) -> list[list[float]] | None:
-        """The case facts of ``split`` (train, eval or predict); None when the classifier reads none."""
-        return getattr(self, f"{split}_facts") if self.fact_columns else None
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,24 @@
 """The model factory: any encoder for sequence classification (`AutoModelForSequenceClassification`)
 or masked-LM pretraining (`AutoModelForMaskedLM`), pretrained from a folder in the Hugging Face hub's
-layout or built from a config, with the fast path's runtime settings that apply to its architecture; a
-classifier that also reads the case's parsed facts (`CaseFactsClassifier`)."""
+layout or built from a config, with the fast path's runtime settings that apply to its architecture."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 from transformers import (
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     AutoConfig,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
 )
-from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 from transformers.utils import logging as hf_logging
 
@@ -38,8 +31,6 @@ logger = logging.getLogger(__name__)
 # MegatronBert runs the project's own SDPA attention (`finetune.attention`); other architectures take
 # transformers' own SDPA attention. MegatronBert is pre-LN, the other BERT-family encoders post-LN.
 MEGATRON_BERT = "megatron-bert"
-# The config attribute of a classifier that reads the case facts (`CaseFactsClassifier`): their columns, in order.
-CASE_FACT_COLUMNS = "case_fact_columns"
 
 
 @dataclass
@@ -129,40 +120,16 @@ class ModelSettings:
         },
     )
 
-    case_facts: bool = field(
-        default=False,
-        metadata={
-            "help": "The classifier also reads the case's parsed facts (the parsed features table: the sentence, "
-            "the recommended months, awards, points...), standardised with the fold's training cases' statistics, "
-            "beside the text's representation (`CaseFactsClassifier`)."
-        },
-    )
-    case_fact_min_cases: int = field(
-        default=5,
-        metadata={
-            "help": "With case_facts: a value of a categorical fact (the crime, the recommended months) is a "
-            "column of its own when at least this many training cases have it."
-        },
-    )
-
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelSettings:
         return cls(**params)
 
 
-def build_model(
-    settings: ModelSettings,
-    num_labels: int,
-    vocab_size: int,
-    fact_columns: Sequence[str] = (),
-    training_facts: Sequence[Sequence[float]] = (),
-) -> PreTrainedModel:
+def build_model(settings: ModelSettings, num_labels: int, vocab_size: int) -> PreTrainedModel:
     """A classifier with ``num_labels`` outputs for a tokenizer of ``vocab_size`` ids: pretrained (a new
     classification head) or built from a config with random weights; with the runtime settings of its
-    architecture. With ``fact_columns``, it reads those case facts too (`read_case_facts`), standardised
-    with the statistics of ``training_facts``, the training cases' rows."""
-    model = _built(AutoModelForSequenceClassification, settings, vocab_size, num_labels=num_labels)
-    return read_case_facts(model, fact_columns, training_facts) if fact_columns else model
+    architecture."""
+    return _built(AutoModelForSequenceClassification, settings, vocab_size, num_labels=num_labels)
 
 
 def build_masked_lm(settings: ModelSettings, vocab_size: int) -> PreTrainedModel:
@@ -200,118 +167,11 @@ def _built(
 
 
 def load_classifier(folder: str | Path, **kwargs: Any) -> PreTrainedModel:
-    """A sequence classifier from ``folder`` (`load_pretrained`): one that reads the case facts where its
-    config names them."""
-    config = AutoConfig.from_pretrained(folder)
-    if not getattr(config, CASE_FACT_COLUMNS, None):
-        return load_pretrained(AutoModelForSequenceClassification, folder, config=config, **kwargs)
-    model_class = case_facts_class(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)])
-    return load_pretrained(model_class, folder, config=config, **kwargs)
+    """A sequence classifier from ``folder`` (`load_pretrained`)."""
+    return load_pretrained(AutoModelForSequenceClassification, folder, **kwargs)
 
 
-class CaseFactsLayer(nn.Module):
-    """The case facts' share of a classifier's logits: the facts standardised with the training cases'
-    mean and scale (buffers, saved with the weights), then a linear map to the classes, which starts at
-    zero (the classifier starts as the text's alone)."""
-
-    def __init__(self, facts: int, num_labels: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(facts))
-        self.register_buffer("scale", torch.ones(facts))
-        self.linear = nn.Linear(facts, num_labels)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def standardise_as(self, training_facts: torch.Tensor) -> None:
-        """Standardise as ``training_facts`` (a row per training case) are: their mean and standard
-        deviation (1 for a column constant over them)."""
-        scale = training_facts.std(dim=0, unbiased=False)
-        self.mean.copy_(training_facts.mean(dim=0))
-        self.scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
-
-    def forward(self, facts: torch.Tensor) -> torch.Tensor:
-        facts = facts.to(self.mean.dtype)
-        return self.linear((facts - self.mean) / self.scale)
-
-
-class CaseFactsClassifier:
-    """A sequence classifier of any architecture (mixed into its ``...ForSequenceClassification`` class by
-    `case_facts_class`) whose classification layer also reads the case's facts: its logits are the
-    architecture's own head's over the text plus a linear map of the standardised facts
-    (`CaseFactsLayer`). For the linear head over the pooled [CLS] of BERT and MegatronBert that is one
-    linear layer over [pooled; facts]. Everything else is the architecture's own: its config (with the
-    facts' columns, `CASE_FACT_COLUMNS`), its ``base_model`` and state-dict keys (the facts' layer's
-    beside them), so the runtime settings and regional compilation apply as to any classifier."""
-
-    facts_classifier: CaseFactsLayer
-
-    def __init__(self, config: PretrainedConfig, *args: Any, **kwargs: Any):
-        super().__init__(config, *args, **kwargs)
-        self.facts_classifier = CaseFactsLayer(len(getattr(config, CASE_FACT_COLUMNS)), config.num_labels)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        case_facts: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> SequenceClassifierOutput:
-        if case_facts is None:
-            raise ValueError(f"{type(self).__name__} reads the case facts: a batch without case_facts")
-        text = super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            **kwargs,
-        )
-        logits = text.logits + self.facts_classifier(case_facts).to(text.logits.dtype)
-        loss = None if labels is None else F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=text.hidden_states, attentions=text.attentions
-        )
-
-
-@functools.cache
-def case_facts_class(model_class: type[PreTrainedModel]) -> type[PreTrainedModel]:
-    """``model_class`` (a ``...ForSequenceClassification``) reading the case facts too (`CaseFactsClassifier`);
-    one class per architecture."""
-    return type(f"{model_class.__name__}WithCaseFacts", (CaseFactsClassifier, model_class), {"__module__": __name__})
-
-
-def read_case_facts(
-    model: PreTrainedModel, fact_columns: Sequence[str], training_facts: Sequence[Sequence[float]]
-) -> PreTrainedModel:
-    """``model``, a sequence classifier, made to read the case facts ``fact_columns`` too, in place: of
-    its `case_facts_class`, the columns in its config, a new `CaseFactsLayer` standardised as
-    ``training_facts`` (the training cases' rows) are, whose weights start at zero."""
-    facts = torch.as_tensor(training_facts, dtype=torch.float64)
-    if facts.ndim != 2 or facts.shape[1] != len(fact_columns) or not len(facts):
-        raise ValueError(
-            f"training_facts: a row of {len(fact_columns)} facts per training case, not shape {tuple(facts.shape)}"
-        )
-    parameter = next(model.parameters())
-    layer = CaseFactsLayer(len(fact_columns), model.config.num_labels)
-    layer.standardise_as(facts)
-    model.__class__ = case_facts_class(type(model))
-    setattr(model.config, CASE_FACT_COLUMNS, list(fact_columns))
-    model.facts_classifier = layer.to(parameter.device, parameter.dtype)
-    return model
-
-
-def case_fact_columns(model: PreTrainedModel) -> list[str]:
-    """The case facts ``model`` reads, in order; none for a classifier of the text alone."""
-    return list(getattr(model.config, CASE_FACT_COLUMNS, None) or [])
-
-
-def load_pretrained(
-    auto_class: type[_BaseAutoModelClass] | type[PreTrainedModel], folder: str | Path, **kwargs: Any
-) -> PreTrainedModel:
+def load_pretrained(auto_class: type[_BaseAutoModelClass], folder: str | Path, **kwargs: Any) -> PreTrainedModel:
     """``auto_class.from_pretrained`` with one log line for its load report (what loaded, what is new,
     what went unused) in place of transformers' table, which it prints for every model it loads: once
     per fold."""

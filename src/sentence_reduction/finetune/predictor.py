@@ -10,13 +10,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sentence_reduction.finetune.arguments import TrainingSettings, effective_arguments, inductor_settings
-from sentence_reduction.finetune.model import (
-    ModelSettings,
-    apply_runtime_settings,
-    case_fact_columns,
-    compile_layers,
-    omits_full_masks,
-)
+from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, compile_layers, omits_full_masks
 from sentence_reduction.finetune.text import padded_batch, tokenise
 from sentence_reduction.scoring import softmax
 
@@ -27,16 +21,13 @@ def predict_probabilities(
     texts: list[str],
     settings: ModelSettings,
     training: TrainingSettings,
-    facts: list[list[float]] | None = None,
 ) -> np.ndarray:
-    """Class probabilities of ``texts`` (and their case facts, for a model that reads them) from a trained
-    model (see `Predictor`)."""
-    return Predictor(model, tokenizer, settings, training)(texts, facts)
+    """Class probabilities of ``texts`` from a trained model (see `Predictor`)."""
+    return Predictor(model, tokenizer, settings, training)(texts)
 
 
 class Predictor:
-    """A trained model's class probabilities for any texts (with their case facts, for a model that reads
-    them: `model.CaseFactsClassifier`), in the texts' order.
+    """A trained model's class probabilities for any texts, in the texts' order.
 
     A plain loop, not a Trainer: in a process that trained with DeepSpeed, a new Trainer inherits
     accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
@@ -73,10 +64,8 @@ class Predictor:
             compile_layers(model, dynamic=True)
         self.model = model
         self.num_labels = model.config.num_labels
-        self.fact_columns = case_fact_columns(model)
 
-    def __call__(self, texts: list[str], facts: list[list[float]] | None = None) -> np.ndarray:
-        facts_array = self._facts(facts, len(texts))
+    def __call__(self, texts: list[str]) -> np.ndarray:
         probabilities = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         if not texts:
             return probabilities
@@ -87,11 +76,11 @@ class Predictor:
             torch.inference_mode(),
             inductor_settings(self.inductor_config),
         ):
-            upcoming = tokeniser.submit(self._batches, texts, facts_array, 0, chunk)
+            upcoming = tokeniser.submit(self._batches, texts[:chunk])
             for start in range(0, len(texts), chunk):
                 order, batches = upcoming.result()
                 if start + chunk < len(texts):
-                    upcoming = tokeniser.submit(self._batches, texts, facts_array, start + chunk, start + 2 * chunk)
+                    upcoming = tokeniser.submit(self._batches, texts[start + chunk : start + 2 * chunk])
                 rows.append(start + order)
                 for batch in batches:  # no host sync in the loop: the GPU queue runs ahead
                     batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
@@ -99,47 +88,20 @@ class Predictor:
         probabilities[np.concatenate(rows)] = torch.cat(logits).cpu().numpy()
         return softmax(probabilities)
 
-    def _facts(self, facts: list[list[float]] | None, texts: int) -> np.ndarray | None:
-        """The texts' case facts as an array, checked against what the model reads."""
-        if facts is None:
-            if self.fact_columns:
-                raise ValueError(f"the model reads {len(self.fact_columns)} case facts: none were given")
-            return None
-        if not self.fact_columns:
-            raise ValueError("the model reads no case facts: case facts were given")
-        array = np.asarray(facts, dtype=np.float32)
-        if array.size == 0:
-            array = array.reshape(0, len(self.fact_columns))
-        if array.shape != (texts, len(self.fact_columns)):
-            raise ValueError(
-                f"case facts of shape {array.shape}: a row of {len(self.fact_columns)} facts per text ({texts})"
-            )
-        return array
-
-    def _batches(
-        self, texts: list[str], facts: np.ndarray | None, start: int, stop: int
-    ) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
-        """The texts from ``start`` to ``stop`` tokenised, longest first, as padded batches (pinned on GPU)
-        with their facts; and that order."""
+    def _batches(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
+        """The texts tokenised, longest first, as padded batches (pinned on GPU); and that order."""
         input_ids = tokenise(
-            self.tokenizer,
-            texts[start:stop],
-            self.settings.max_length,
-            self.settings.truncation,
-            self.settings.head_share,
+            self.tokenizer, texts, self.settings.max_length, self.settings.truncation, self.settings.head_share
         )["input_ids"]
         order = np.argsort(-np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids)), kind="stable")
         on_gpu = self.device.type == "cuda"
         batches = []
-        for first in range(0, len(order), self.batch_size):
-            rows = order[first : first + self.batch_size]
+        for start in range(0, len(order), self.batch_size):
             batch = padded_batch(
-                [input_ids[row] for row in rows],
+                [input_ids[row] for row in order[start : start + self.batch_size]],
                 self.tokenizer.pad_token_id,
                 multiple_of=8 if on_gpu else None,  # tensor cores, as `padding_collator`
                 omit_full_mask=omits_full_masks(self.settings),
             )
-            if facts is not None:
-                batch["case_facts"] = torch.from_numpy(facts[start + rows])
             batches.append({key: value.pin_memory() if on_gpu else value for key, value in batch.items()})
         return order, batches

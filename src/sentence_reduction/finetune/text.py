@@ -124,8 +124,7 @@ def _special_ends(special_tokens_mask: Sequence[int]) -> tuple[int, int]:
 
 
 class TokenisedTexts(torch.utils.data.Dataset):
-    """Texts tokenised once up front (cut to ``max_length`` as ``truncation`` says), with optional class ids
-    and case facts (a row of numbers per text, as ``case_facts``: the padding collator stacks them)."""
+    """Texts tokenised once up front (cut to ``max_length`` as ``truncation`` says), with optional class ids."""
 
     def __init__(
         self,
@@ -135,23 +134,17 @@ class TokenisedTexts(torch.utils.data.Dataset):
         labels: Sequence[int] | None = None,
         truncation: str = "head",
         head_share: float = 0.5,
-        facts: Sequence[Sequence[float]] | None = None,
     ):
         self.encodings = tokenise(tokenizer, texts, max_length, truncation, head_share)
         self.labels = None if labels is None else [int(label) for label in labels]
-        self.facts = None if facts is None else [[float(value) for value in row] for row in facts]
-        if self.facts is not None and len(self.facts) != len(texts):
-            raise ValueError(f"{len(self.facts)} rows of case facts for {len(texts)} texts")
 
     def __len__(self) -> int:
         return len(self.encodings["input_ids"])
 
-    def __getitem__(self, index: int) -> dict[str, list[int] | list[float] | int]:
+    def __getitem__(self, index: int) -> dict[str, list[int] | int]:
         item = {key: values[index] for key, values in self.encodings.items()}
         if self.labels is not None:
             item["labels"] = self.labels[index]
-        if self.facts is not None:
-            item["case_facts"] = self.facts[index]
         return item
 
     @property

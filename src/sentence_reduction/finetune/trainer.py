@@ -261,23 +261,12 @@ def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
     arguments = training_arguments(training, output_dir, on_gpu, run_name=job.name)
     set_seed(arguments.seed)  # the model's random initialisation happens before the Trainer seeds
     tokenizer = job.load_tokenizer()
-    model = build_model(
-        settings,
-        num_labels=len(job.class_months),
-        vocab_size=len(tokenizer),
-        fact_columns=job.fact_columns,
-        training_facts=job.train_facts,
-    )
-    train_dataset = tokenised_texts(tokenizer, job.train_texts, settings, job.train_labels, job.facts("train"))
+    model = build_model(settings, num_labels=len(job.class_months), vocab_size=len(tokenizer))
+    train_dataset = tokenised_texts(tokenizer, job.train_texts, settings, job.train_labels)
     evaluation = training.in_training_evaluation
     sample = in_training_evaluation_rows(job.eval_labels, evaluation.fraction, evaluation.min_rows, arguments.seed)
-    eval_facts = job.facts("eval")
     eval_dataset = tokenised_texts(
-        tokenizer,
-        [job.eval_texts[row] for row in sample],
-        settings,
-        [job.eval_labels[row] for row in sample],
-        None if eval_facts is None else [eval_facts[row] for row in sample],
+        tokenizer, [job.eval_texts[row] for row in sample], settings, [job.eval_labels[row] for row in sample]
     )
     # Every batch with a mask, or (when no text of the fold needs padding) none: the same keyword
     # arguments on every batch, so a whole-model graph is not specialised on the mask's presence.
@@ -368,17 +357,10 @@ def master_weight_optimizer(
 
 
 def tokenised_texts(
-    tokenizer: Any,
-    texts: list[str],
-    settings: ModelSettings,
-    labels: list[int] | None = None,
-    facts: list[list[float]] | None = None,
+    tokenizer: Any, texts: list[str], settings: ModelSettings, labels: list[int] | None = None
 ) -> TokenisedTexts:
-    """``texts`` tokenised as the candidate's model reads them: ``max_length`` tokens, cut as ``truncation``
-    says; with their case facts, for a classifier that reads them."""
-    return TokenisedTexts(
-        tokenizer, texts, settings.max_length, labels, settings.truncation, settings.head_share, facts
-    )
+    """``texts`` tokenised as the candidate's model reads them: ``max_length`` tokens, cut as ``truncation`` says."""
+    return TokenisedTexts(tokenizer, texts, settings.max_length, labels, settings.truncation, settings.head_share)
 
 
 def _bytes(tensors: Any) -> int:

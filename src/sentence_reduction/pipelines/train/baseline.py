@@ -28,7 +28,7 @@ ANALYZERS = ("auto", "word", "char")
 # Features read as categories by a linear model: the crime, and the recommended months (also under the
 # court's stance), whose value the granted months equal in most rulings that state it (a category lets
 # each value carry its own weight).
-CATEGORICAL_FEATURES = ["crime", "recommended_months", "adopted_months", "adjusted_months"]
+_CATEGORICAL = ["crime", "recommended_months", "adopted_months", "adjusted_months"]
 _NUMERIC = [column for column in FEATURE_COLUMNS if column != "crime"]
 
 
@@ -125,5 +125,5 @@ def linear_features(analyzer: str, parameters: dict[str, Any]) -> ColumnTransfor
             StandardScaler(),
         )
         categories = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=parameters["min_category_cases"])
-        parts += [("numbers", numbers, _NUMERIC), ("categories", categories, CATEGORICAL_FEATURES)]
+        parts += [("numbers", numbers, _NUMERIC), ("categories", categories, _CATEGORICAL)]
     return ColumnTransformer(parts)

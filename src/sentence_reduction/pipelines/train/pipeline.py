@@ -52,7 +52,6 @@ def create_predict_pipeline(n_folds: int, transformer_candidates: Sequence[str])
                 "normalised_test_cases",
                 f"params:transformer_candidates.{name}.model",
                 f"{name}.training",
-                "test_parsed_features",
             ],
             outputs=f"{name}.fold_{fold}.test_probabilities",
             name="predict_fold",
@@ -123,23 +122,19 @@ def _transformer_candidate(name: str, n_folds: int) -> Pipeline:
 
 
 def _fold_training(name: str, fold: int) -> Node:
-    """One fold of a transformer candidate; it gets the parsed rulings, which a candidate that reads no
-    case facts ignores."""
     namespace = f"{name}.fold_{fold}"
     return Node(
         _bind_fold(name, fold),
-        inputs={
-            "model_input": "model_input_table",
-            "fold_assignments": "fold_assignments",
-            "test_cases": "normalised_test_cases",
-            "tokenizer": f"{name}.tokenizer",
-            "class_table": "class_table",
-            "deepspeed_config": f"{name}.deepspeed_config",
-            "model": f"params:transformer_candidates.{name}.model",
-            "training": f"{name}.training",
-            "parsed_features": "parsed_features",
-            "test_parsed_features": "test_parsed_features",
-        },
+        inputs=[
+            "model_input_table",
+            "fold_assignments",
+            "normalised_test_cases",
+            f"{name}.tokenizer",
+            "class_table",
+            f"{name}.deepspeed_config",
+            f"params:transformer_candidates.{name}.model",
+            f"{name}.training",
+        ],
         outputs=[f"{namespace}.{output}" for output in ("model", "oof_probabilities", "test_probabilities", "metrics")],
         name="train_fold",
         namespace=namespace,
@@ -148,8 +143,8 @@ def _fold_training(name: str, fold: int) -> Node:
 
 
 def _parsing() -> Pipeline:
-    """The rulings parsed, which every classical candidate reads (and a transformer candidate with case
-    facts): the training cases' (training only) and the test cases' (in prediction too)."""
+    """The rulings parsed, which every classical candidate reads: the training cases' (training only) and
+    the test cases' (in prediction too)."""
     return Pipeline(
         [
             Node(parse_rulings, inputs="model_input_table", outputs="parsed_features", name="parse_rulings"),

@@ -1,12 +1,10 @@
 """The transformer candidates' nodes, around the fine-tuning engine: a candidate's training settings,
-tokenizer and DeepSpeed config, one fold's training, a saved fold model's predictions; the case facts
-that a classifier with ``model.case_facts`` reads beside the text, from the parsed features."""
+tokenizer and DeepSpeed config, one fold's training, a saved fold model's predictions."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +16,16 @@ from transformers import PreTrainedTokenizerBase
 from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config
 from sentence_reduction.finetune.engine import run_fold
 from sentence_reduction.finetune.job import FoldJob, SavedModel
-from sentence_reduction.finetune.model import ModelSettings, case_fact_columns
+from sentence_reduction.finetune.model import ModelSettings
 from sentence_reduction.finetune.model_folder import pretrained_tokenizer
 from sentence_reduction.finetune.predictor import predict_probabilities
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
 from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.data.folds import case_folds
-from sentence_reduction.pipelines.train.baseline import CATEGORICAL_FEATURES
 from sentence_reduction.pipelines.train.out_of_fold import probability_table
-from sentence_reduction.pipelines.train.parsing import PARSED_COLUMNS, aligned_features, parse_rulings
 from sentence_reduction.scoring import classification_metrics
 
 logger = logging.getLogger(__name__)
-
-_MISSING = ":missing"  # a case fact's column: the flag of a number the ruling does not state
 
 
 def candidate_training(training: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -72,28 +66,12 @@ def train_fold(
     training: dict[str, Any],
     candidate: str,
     fold: int,
-    parsed_features: pd.DataFrame | None = None,
-    test_parsed_features: pd.DataFrame | None = None,
 ) -> tuple[SavedModel, pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Fine-tune ``candidate`` on every case not held out in ``fold``, with its DeepSpeed config; return
     the model, the held-out cases' class probabilities, the test set's class probabilities and the
-    fold's metrics. Its work folder (resume, finished result) is ``training.work_dir/<candidate>/fold_<n>``.
-    With ``model.case_facts`` the classifier also reads the cases' facts (`case_facts`) from
-    ``parsed_features`` and ``test_parsed_features`` (`parse_rulings`' tables of the cases and the test
-    cases; parsed here when not given); without, it ignores them."""
+    fold's metrics. Its work folder (resume, finished result) is ``training.work_dir/<candidate>/fold_<n>``."""
     held_out = _held_out_mask(model_input, fold_assignments, fold)
     train, evaluation = model_input[~held_out], model_input[held_out]
-    settings = ModelSettings.from_params(model)
-    facts = {}
-    if settings.case_facts:
-        parsed = _parsed(model_input, parsed_features)
-        columns = fact_columns(aligned_features(train, parsed, PARSED_COLUMNS), settings.case_fact_min_cases)
-        facts = {
-            "fact_columns": columns,
-            "train_facts": case_facts(train, parsed, columns),
-            "eval_facts": case_facts(evaluation, parsed, columns),
-            "predict_facts": case_facts(test_cases, _parsed(test_cases, test_parsed_features), columns),
-        }
     job = FoldJob(
         name=f"{candidate}.fold_{fold}",
         train_texts=train["fact"].tolist(),
@@ -103,9 +81,8 @@ def train_fold(
         predict_texts=test_cases["fact"].tolist(),
         tokenizer=tokenizer,
         class_months=class_table["months"].tolist(),
-        model=settings,
+        model=ModelSettings.from_params(model),
         training=with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),
-        **facts,
     )
     result = run_fold(job, Path(job.training.work_dir) / candidate / f"fold_{fold}")
     # The engine knows classes only; the competition's scores compare with the cases' own months
@@ -138,55 +115,16 @@ def predict_fold(
     test_cases: pd.DataFrame,
     model: dict[str, Any],
     training: dict[str, Any],
-    test_parsed_features: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """A saved fold model's class probabilities for a test set; for a model that reads the case facts,
-    with the facts it was trained on, from ``test_parsed_features`` (parsed here when not given)."""
-    classifier = fold_model.load()
-    columns = case_fact_columns(classifier)
-    facts = case_facts(test_cases, _parsed(test_cases, test_parsed_features), columns) if columns else None
+    """A saved fold model's class probabilities for a test set."""
     probabilities = predict_probabilities(
-        classifier,
+        fold_model.load(),
         tokenizer,
         test_cases["fact"].tolist(),
         ModelSettings.from_params(model),
         TrainingSettings.from_params(training),
-        facts,
     )
     return probability_table(test_cases["id"], probabilities)
-
-
-def fact_columns(parsed: pd.DataFrame, min_cases: int) -> list[str]:
-    """The case facts a classifier reads, chosen on the training cases' parsed features ``parsed``: each
-    parsed number (``name``), a flag where the ruling does not state it for each number some training
-    ruling leaves out (``name:missing``), and each value of a categorical feature (`CATEGORICAL_FEATURES`:
-    the crime, the recommended months) that at least ``min_cases`` training cases have (``name=value``)."""
-    numbers = [column for column in PARSED_COLUMNS if column != "crime"]
-    columns = numbers + [f"{column}{_MISSING}" for column in numbers if parsed[column].isna().any()]
-    for feature in CATEGORICAL_FEATURES:
-        counts = parsed[feature].dropna().astype(str).value_counts()
-        columns += [f"{feature}={value}" for value in sorted(counts.index[counts >= min_cases])]
-    return columns
-
-
-def case_facts(cases: pd.DataFrame, parsed_features: pd.DataFrame, columns: Sequence[str]) -> list[list[float]]:
-    """Each case's facts ``columns`` (`fact_columns`), from the parsed features: a number as log(1 + x), on
-    a log scale like the metric (0 where the ruling does not state it), a flag or a category 1 or 0."""
-    parsed = aligned_features(cases, parsed_features, PARSED_COLUMNS)
-    values = []
-    for column in columns:
-        feature, _, category = column.partition("=")
-        if category:
-            values.append(parsed[feature].astype(str) == category)
-        elif column.endswith(_MISSING):
-            values.append(parsed[column.removesuffix(_MISSING)].isna())
-        else:
-            values.append(np.log1p(parsed[column].astype(float).fillna(0.0)))
-    return np.column_stack(values).astype(float).tolist()
-
-
-def _parsed(cases: pd.DataFrame, parsed_features: pd.DataFrame | None) -> pd.DataFrame:
-    return parse_rulings(cases) if parsed_features is None else parsed_features
 
 
 def with_deepspeed_config(training: TrainingSettings, deepspeed_config: dict[str, Any]) -> TrainingSettings:
