@@ -15,7 +15,7 @@ With --throughput, instead: the masked-LM step's samples/s on synthetic texts of
 characters, one token each) for the candidate's model built from --config (default: Erlangshen-
 MegatronBert-1.3B's, random weights) on the environment's training path, timed between the end of step
 --warmup and the end of step --warmup + --steps with the device synchronised at both ends only; one JSON
-line. `benchmarks/train_throughput.py --configs default` times the fine-tuning step of the same path.
+line. `python -m benchmarks.train_throughput --configs default` times the fine-tuning step of the same path.
 
     python -m benchmarks.continued_pretraining --throughput --env erlangshen --warmup 8 --steps 15
     python -m benchmarks.continued_pretraining --throughput --tiny --warmup 1 --steps 2   # CPU smoke

@@ -30,7 +30,7 @@ _ARGUMENT_DEFAULTS = {
 }
 
 
-# What `torch_compile` compiles (`training.compiled_region`; docs/performance.md, docs/encoders.md).
+# What `torch_compile` compiles (`training.compiled_region`; docs/gpu.md, docs/encoders.md).
 COMPILED_REGIONS = ("layers", "encoder", "model")
 LAUNCHERS = ("torchrun", "deepspeed")
 
@@ -221,8 +221,8 @@ def trains_with_deepspeed(training: TrainingSettings, on_gpu: bool, world_size: 
     """Whether a fold trained in ``world_size`` processes uses the `deepspeed` argument it is given.
 
     Only on GPU; and one process trains without it unless `training.deepspeed_single_process`:
-    ZeRO has nothing to partition there, and its hooks, buckets and fp32 master copy cost 20% of
-    the step (docs/performance.md); bf16 autocast + fused AdamW instead.
+    ZeRO has nothing to partition there, and its hooks, buckets and fp32 master copy slow the step
+    (benchmarks/results/history_gpu.jsonl, "no DeepSpeed for one process"); bf16 autocast + fused AdamW instead.
     """
     if not on_gpu or not effective_arguments(training, on_gpu).get("deepspeed"):
         return False

@@ -54,7 +54,7 @@ class MegatronBertSdpaSelfAttention(MegatronBertSelfAttention):
         # (batch, seq, hidden) -> (batch, heads, seq, head_size), as the eager forward does.
         # Calling the Linear submodules (not reading their .weight) keeps DeepSpeed ZeRO-3's
         # per-module gather hooks in charge of partitioned parameters. (One GEMM over the
-        # concatenated query/key/value weights measured no faster: docs/performance.md.)
+        # concatenated query/key/value weights measured no faster: benchmarks/results/history_gpu.jsonl.)
         heads_shape = (batch, seq_len, -1, self.attention_head_size)
         query = self.query(hidden_states).view(heads_shape).transpose(1, 2)
         key = self.key(hidden_states).view(heads_shape).transpose(1, 2)
@@ -94,7 +94,7 @@ class MegatronBertModelUnmaskedWhenUnpadded(MegatronBertModel):
 
     transformers turns a missing mask into an all-ones one and, under torch.compile, always expands
     it into a (batch, 1, seq, seq) additive mask, which keeps SDPA off its faster mask-free kernels
-    (cuDNN's runs 1.4x faster without one at 32 x 512 tokens, head size 256: docs/performance.md).
+    (the step's gain is in benchmarks/results/history_gpu.jsonl, "no mask on an unpadded batch").
     A batch with no padding needs no mask: the collator leaves it out
     (`text.padding_collator`) and this forward passes None down to SDPA. Anything else (a mask, a
     decoder, cross-attention, a cache, returned attentions) takes transformers' own forward.

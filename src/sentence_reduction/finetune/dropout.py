@@ -3,9 +3,9 @@
 Under torch.compile, inductor fuses each hidden dropout into the layer norm and residual addition
 around it, and torch 2.11's inductor draws every element's random number with a Philox call of its
 own, keeping one of the four numbers each call makes: those fused kernels are bound by the random
-numbers, not by memory (docs/performance.md). ATen's Bernoulli kernel uses all four. Drawn inside a
-custom op, the mask stays a kernel of its own; the multiplication by it still fuses. Same
-distribution as `nn.Dropout`, another random stream.
+numbers, not by memory (benchmarks/results/history_gpu.jsonl, "ATen dropout masks"). ATen's Bernoulli
+kernel uses all four. Drawn inside a custom op, the mask stays a kernel of its own; the multiplication
+by it still fuses. Same distribution as `nn.Dropout`, another random stream.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ torch's fused AdamW cannot mix dtypes, so the update is written here in torch op
 two graphs (2-D and 1-D parameters) that every layer and every later fold of the run reuse.
 
 That is one call of a compiled function per parameter, each some tens of microseconds of the host's
-time: for the 1.3B model (0.26 s steps) the host stays ahead of the GPU, but a BERT-large (about 390
-parameter tensors, 0.1 s steps) waits on it. ``multi_tensor=True`` updates a parameter group in a
-handful of launches instead: the bf16 gradients gathered into one fp32 buffer (a concatenation and a
-cast), torch's fused AdamW kernel over the lists of masters, gradients and moments (torch's own AdamW,
-the clip as its gradient scale), and one multi-tensor copy of the masters into the bf16 weights. It
-moves 40 bytes a parameter instead of 28, so it is the choice where the host, not the memory, is the
-limit (`training.master_weight_update`; docs/encoders.md has the figures).
+time: for the 1.3B model (steps of a quarter second) the host stays ahead of the GPU, but a BERT-large
+(about 390 parameter tensors, steps under 0.1 s) waits on it. ``multi_tensor=True`` updates a parameter
+group in a handful of launches instead: the bf16 gradients gathered into one fp32 buffer (a concatenation
+and a cast), torch's fused AdamW kernel over the lists of masters, gradients and moments (torch's own
+AdamW, the clip as its gradient scale), and one multi-tensor copy of the masters into the bf16 weights.
+It moves 40 bytes a parameter instead of 28, so it is the choice where the host, not the memory, is the
+limit (`training.master_weight_update`: docs/encoders.md; measured: benchmarks/results/history_gpu.jsonl).
 """
 
 from __future__ import annotations

@@ -32,10 +32,10 @@ class Predictor:
     A plain loop, not a Trainer: in a process that trained with DeepSpeed, a new Trainer inherits
     accelerate's process-wide DeepSpeed state and refuses ZeRO-1/2 inference ("ZeRO inference only
     makes sense with ZeRO Stage 3"). On GPU the weights are cast to bf16 when the recipe trains in
-    bf16 (fp32 weights under autocast run 1.5x slower) and, when ``training.compile_predictions``
+    bf16 (fp32 weights under autocast run slower) and, when ``training.compile_predictions``
     asks, the layers are compiled for any batch and length (`compile_layers`: one layer's graph, a
-    few seconds, serves every layer and every fold; the whole model's took 75 s, and static shapes
-    for full batches measured no faster: docs/performance.md).
+    few seconds, serves every layer and every fold; the whole model's compiles far longer, and static
+    shapes for full batches measured no faster: docs/performance.md, benchmarks/results/history_gpu.jsonl).
     The texts go in chunks of ``CHUNK_BATCHES`` batches, longest first within a chunk (little
     padding); a background thread tokenises and pads the next chunk while the GPU runs this one, and
     a batch without padding runs without a mask. The model is modified in place.

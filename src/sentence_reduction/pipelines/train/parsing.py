@@ -39,7 +39,8 @@ _PROPOSAL = re.compile(rf"{_PROPOSES}{_S}(?:{_CJK}{{0,6}}{_S}){{0,2}}(?:减刑|�
 # The court's stance on the proposal. It adopts or supports it ("减刑 建议 合法 予以 采纳", "提请 减刑 意见 予以
 # 支持", "对减刑建议，本院予以采纳"), or it adjusts it ("减刑 幅度 不当 本院 予以 调整", "不予 采纳", the
 # procuratorate's "建议 下调 减刑 幅度" that the court supports). Where the ruling states the amount, the court
-# grants it when it adopts it (96 % of the dev rows) and less when it adjusts it (91 %, a reservation included).
+# grants it when it adopts it (96 % of the dev rows) and less when it adjusts it (91 %, a reservation included;
+# docs/real_rows.md).
 _STANCE_GAP = r"[\s,，]*"  # a space, or a comma in the raw form
 _ADOPTS = re.compile(
     rf"(?:建议|意见|幅度|提请|报请|减刑)(?:{_STANCE_GAP}[{_CJK}]{{1,4}}){{0,3}}?{_STANCE_GAP}"
@@ -155,10 +156,10 @@ FEATURE_COLUMNS = [
 ]
 
 # Read by the trees alone: the linear candidates, whose n-grams already see the words, measured no
-# better with them (docs/real_rows.md). How much the ruling states (its length, its count of numbers) and
-# how much the court's reasoning does (reservations lengthen it); its mentions of awards however counted,
-# and the parsed award counts' sum, which trees, splitting on one column at a time, cannot form; whether
-# it counts from a last reduction.
+# better with them (benchmarks/results/history_real_rows.jsonl). How much the ruling states (its length,
+# its count of numbers) and how much the court's reasoning does (reservations lengthen it); its mentions
+# of awards however counted, and the parsed award counts' sum, which trees, splitting on one column at a
+# time, cannot form; whether it counts from a last reduction.
 TREE_ONLY_COLUMNS = [
     "text_length",
     "number_count",
@@ -340,7 +341,8 @@ def _award_count(award: str, text: str) -> float:
     """Times awarded: the numbers written beside the award ("表扬6次", "3次表扬", "表扬 4" and "获得 4 表扬"
     where a copy dropped 次 or 个), one for a mention without a number ("获得表扬"). Summed over the
     mentions, although a ruling often states the same awards twice (the prison's proposal, the court's
-    findings): the largest instead of the sum measured no better on real rows (docs/real_rows.md)."""
+    findings): the largest instead of the sum measured no better on real rows
+    (benchmarks/results/history_real_rows.jsonl)."""
     total = 0.0
     for mention in re.finditer(award, text):
         after = _AWARD_COUNT_AFTER.match(text, mention.end())
