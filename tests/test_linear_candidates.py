@@ -95,6 +95,8 @@ def test_crossing_threshold_estimates_are_rearranged_not_cut():
     estimate, where a running minimum would leave class 2 with nothing."""
 
     class Crossing:
+        estimators_ = ()  # as a fitted MultiOutputClassifier's, of which only the answers count here
+
         def predict_proba(self, inputs):
             return [np.array([[1 - p, p]]) for p in (0.9, 0.3, 0.6, 0.1)]
 
