@@ -8,9 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import sparse
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.multioutput import MultiOutputClassifier
+from sklearn.utils.extmath import safe_sparse_dot
 
 from sentence_reduction.pipelines.train.out_of_fold import PROBABILITY_FLOOR
 from sentence_reduction.pipelines.train.stacked_trees import stacked_trees
@@ -46,8 +50,17 @@ class CumulativeClassifier(ClassifierMixin, BaseEstimator):
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
     def _above_thresholds(self, inputs: Any) -> np.ndarray:
-        """``P(class > c)`` for each row, a column per threshold ``c``: boosted trees' walked together."""
+        """``P(class > c)`` for each row, a column per threshold ``c``: boosted trees' walked together,
+        logistic regressions' in one product of the rows and their stacked weights (the same sums)."""
         classifiers = self.thresholds_.estimators_
         if classifiers and all(isinstance(classifier, HistGradientBoostingClassifier) for classifier in classifiers):
             return stacked_trees(self.thresholds_, classifiers).positive_probabilities(inputs)
+        if (
+            classifiers
+            and all(type(classifier) is LogisticRegression for classifier in classifiers)
+            and sparse.issparse(inputs)
+        ):
+            weights = np.vstack([classifier.coef_ for classifier in classifiers])
+            intercepts = np.concatenate([classifier.intercept_ for classifier in classifiers])
+            return expit(safe_sparse_dot(inputs, weights.T, dense_output=True) + intercepts)
         return np.column_stack([probabilities[:, 1] for probabilities in self.thresholds_.predict_proba(inputs)])
