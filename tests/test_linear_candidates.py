@@ -95,6 +95,8 @@ def test_crossing_threshold_estimates_are_rearranged_not_cut():
     estimate, where a running minimum would leave class 2 with nothing."""
 
     class Crossing:
+        estimators_ = ()  # as a fitted MultiOutputClassifier's, of which only the answers count here
+
         def predict_proba(self, inputs):
             return [np.array([[1 - p, p]]) for p in (0.9, 0.3, 0.6, 0.1)]
 
@@ -156,3 +158,13 @@ def test_texts_in_which_the_parser_finds_nothing_still_fit():
     ):
         probabilities = fit()[1].set_index("id").loc[cases["id"]].to_numpy()
         assert np.allclose(probabilities.sum(axis=1), 1) and (probabilities.argmax(axis=1) == class_ids).mean() > 0.8
+
+
+def test_ordinal_thresholds_predicted_together_give_each_regressions_probabilities_to_the_last_bit():
+    cases, folds = _segmented_cases()
+    models, _ = fit_ordinal(cases, parse_rulings(cases), folds, CLASS_TABLE, BASELINE, {"C": 10.0, "max_iter": 300})
+    for model in models:
+        inputs = model[:-1].transform(linear_inputs(cases, parse_rulings(cases)))
+        thresholds = model[-1].thresholds_
+        one_by_one = np.column_stack([probabilities[:, 1] for probabilities in thresholds.predict_proba(inputs)])
+        assert np.array_equal(model[-1]._above_thresholds(inputs), one_by_one)

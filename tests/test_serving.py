@@ -105,7 +105,7 @@ def test_the_served_model_loads_its_artifacts_once_and_runs_the_pipeline_nodes_i
             "params:rule": MemoryDataset({"offset": 1}),
         }
     )
-    model = RulingsPipelineModel(inference, catalog, "test_raw", text_column="fact", limits=LIMITS)
+    model = RulingsPipelineModel(inference, catalog, "test_raw", text_column="fact", limits=LIMITS, torch_threads=1)
     artifacts = model.extract_pipeline_artifacts(parameters_saving_folder=tmp_path)
     loads = []
     real_load = SavedModel.load

@@ -3,8 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sentence_reduction.pipelines.train.parsing import parse_rulings
+from sentence_reduction.pipelines.train.stacked_trees import StackedTrees
 from sentence_reduction.pipelines.train.trees import fit_trees, predict_trees
 
 CLASS_TABLE = pd.DataFrame({"class_id": range(13), "months": range(13)})
@@ -50,3 +52,27 @@ def test_trees_predict_each_test_case_from_its_own_parsed_features():
     assert (in_order.drop(columns="id").to_numpy().argmax(axis=1) == test_cases["class_id"]).mean() > 0.8
     with pytest.raises(ValueError, match="parsed_features does not cover every case"):
         predict_trees(models, test_cases, parsed.head(3), CLASS_TABLE)
+
+
+def test_stacked_trees_give_scikit_learns_probabilities_to_the_last_bit():
+    rng = np.random.default_rng(0)
+    rows = 400
+    crimes = rng.integers(0, 12, rows).astype(float)
+    inputs = np.column_stack([crimes, rng.normal(size=rows), rng.normal(size=rows)])
+    inputs[rng.random(rows) < 0.1, 0] = np.nan
+    inputs[rng.random(rows) < 0.1, 1] = np.nan
+    classes = (crimes % 3 == 0).astype(int) + (np.nan_to_num(inputs[:, 1]) > 0)
+
+    def fitted(iterations: int, above: int, cases: np.ndarray) -> HistGradientBoostingClassifier:
+        classifier = HistGradientBoostingClassifier(
+            categorical_features=[0], max_iter=iterations, max_leaf_nodes=15, min_samples_leaf=5, random_state=0
+        )
+        return classifier.fit(inputs[cases], classes[cases] > above)
+
+    # Classifiers of unequal lengths, and one fitted on other rows (crimes 0 to 11 seen, or 0 to 5).
+    every, fewer_crimes = np.ones(rows, bool), inputs[:, 0] < 6
+    classifiers = [fitted(30, 0, every), fitted(20, 1, every), fitted(25, 0, fewer_crimes)]
+    assert len(StackedTrees(classifiers).encoders) == 2
+    test = np.vstack([inputs[:50], [[15, 0.3, -1], [-1, np.nan, 2], [np.nan, 1.5, 0], [4, np.inf, -np.inf]]])
+    expected = np.column_stack([classifier.predict_proba(test)[:, 1] for classifier in classifiers])
+    assert np.array_equal(StackedTrees(classifiers).positive_probabilities(test), expected)

@@ -35,6 +35,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines
 from kedro.io import DataCatalog
@@ -85,15 +86,25 @@ class RulingsPipelineModel(KedroPipelineModel):
     """The inference pipeline as an MLflow model: ``id, fact`` rows in, ``id, label`` (months) out."""
 
     def __init__(
-        self, pipeline: Pipeline, catalog: DataCatalog, input_name: str, text_column: str, limits: RequestLimits
+        self,
+        pipeline: Pipeline,
+        catalog: DataCatalog,
+        input_name: str,
+        text_column: str,
+        limits: RequestLimits,
+        torch_threads: int,
     ):
         super().__init__(pipeline=pipeline, catalog=catalog, input_name=input_name)
         self.text_column = text_column
         self.limits = limits
+        self.torch_threads = torch_threads
 
     def load_context(self, context: Any) -> None:
         """Every artifact read once, and held in memory as the nodes take it (a saved model loaded)."""
         super().load_context(context)
+        # The server answers one request at a time: torch's threads beyond this contend for the cores with
+        # each other and with the other candidates (serving.torch_threads).
+        torch.set_num_threads(self.torch_threads)
         self._inputs = {name: _in_memory(self.loaded_catalog.load(name)) for name in context.artifacts}
         logging.getLogger("kedro.pipeline.node").addFilter(_not_while_serving)
         # One line per request, this model's (with its timing), in place of the server's access line.
@@ -223,6 +234,7 @@ def log_inference_model(
         input_name=RULINGS_INPUT,
         text_column=columns["text"],
         limits=RequestLimits.from_params(serving),
+        torch_threads=int(serving["torch_threads"]),
     )
     inputs = _input_columns(columns)
     rulings = catalog.load(RULINGS_INPUT)

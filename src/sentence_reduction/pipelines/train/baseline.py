@@ -19,10 +19,10 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-from threadpoolctl import threadpool_limits
 
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 from sentence_reduction.pipelines.train.parsing import FEATURE_COLUMNS, aligned_features
+from sentence_reduction.pipelines.train.threads import one_thread
 
 ANALYZERS = ("auto", "word", "char")
 # Features read as categories by a linear model: the crime, and the recommended months (also under the
@@ -69,7 +69,7 @@ def fit_on_linear_features(
 
     # One BLAS thread: beside torch's threads, more oversubscribe the cores (14 s against 1 s a fit
     # on 2 cores), and the sparse solver gains little from them anyway.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_thread("blas"):
         return fit_out_of_fold(make_classifier, inputs, model_input, fold_assignments, len(class_table))
 
 
@@ -79,7 +79,7 @@ def predict_on_linear_features(
     """The test cases' class probabilities from fold models of `fit_on_linear_features` (the linear, the
     regression and the ordinal candidates'): their mean."""
     inputs = linear_inputs(test_cases, test_parsed_features)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_thread("blas"):
         probabilities = mean_class_probabilities(models, inputs, len(class_table))
     return probability_table(test_cases["id"], probabilities)
 

@@ -12,11 +12,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
 
 from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 from sentence_reduction.pipelines.train.out_of_fold import fit_out_of_fold, mean_class_probabilities, probability_table
 from sentence_reduction.pipelines.train.parsing import PARSED_COLUMNS, aligned_features
+from sentence_reduction.pipelines.train.threads import one_thread
 
 
 def fit_trees(
@@ -49,7 +49,7 @@ def fit_trees(
             CumulativeClassifier(boosted) if trees["ordinal"] else boosted,
         )
 
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with one_thread("openmp"):
         return fit_out_of_fold(make_classifier, features, model_input, fold_assignments, len(class_table))
 
 
@@ -58,6 +58,6 @@ def predict_trees(
 ) -> pd.DataFrame:
     """The test cases' class probabilities: the mean of the fold models'."""
     features = aligned_features(test_cases, test_parsed_features, PARSED_COLUMNS)
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with one_thread("openmp"):
         probabilities = mean_class_probabilities(models, features, len(class_table))
     return probability_table(test_cases["id"], probabilities)
