@@ -6,9 +6,10 @@
 #   bash benchmarks/encoders_on_gpu.sh ROWS.csv NAME MODEL [as_is] [pretrained] [wwm]
 # MODEL: a pretrained folder (a *.safetensors.xz beside its files is unpacked first), or `bert6x512` for a
 # BERT of 6 layers x 512 built from a config; `as_is` fine-tunes MODEL itself (not for bert6x512),
-# `pretrained` pretrains it first, `wwm` pretrains with whole-word masking. Environment: LR, EPOCHS, BATCH of the fine-tuning,
-# PRETRAIN_EPOCHS, PRETRAIN_LR of the pretraining, FINE_TUNE_PARAMS more fine-tuning parameters (KEY=VALUE ...). Run from the repository root
-# with the project importable (PYTHONPATH=src) and $OUT set.
+# `pretrained` pretrains it first, `wwm` pretrains with whole-word masking. Environment: LR, EPOCHS and
+# BATCH of the fine-tuning; PRETRAIN_EPOCHS and PRETRAIN_LR of the pretraining; FINE_TUNE_PARAMS, more
+# fine-tuning parameters (KEY=VALUE ...). Run from the repository root with the project importable
+# (PYTHONPATH=src) and $OUT set.
 set -u
 rows=$1 name=$2 model=$3; shift 3
 c=transformer_candidates.megatron_bert  # the candidate real_rows and the pretraining train
