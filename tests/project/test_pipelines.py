@@ -25,8 +25,7 @@ from mlflow.tracking import MlflowClient
 from sentence_reduction.pipelines.data import create_pipeline
 from sentence_reduction.pipelines.node_tags import FOLD_TRAINING
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
-
-from .conftest import (
+from tests.conftest import (
     CAIL2018_MONTHS,
     PROJECT_ROOT,
     free_port,

@@ -32,8 +32,7 @@ from sentence_reduction.finetune.text import (
 from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.pretrain.nodes import pretrain_encoder
 from sentence_reduction.pipelines.train.transformer import prepare_tokenizer
-
-from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
+from tests.conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 SEGMENTED = ["运输 毒品 罪 有期徒刑 十五年 罪犯 确有 悔改 表现 可予 减刑", "盗窃 罪 有期徒刑 三年 获得 表扬 两次"]

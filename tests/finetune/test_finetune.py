@@ -25,8 +25,7 @@ from sentence_reduction.finetune.trainer import (
     build_trainer,
     in_training_evaluation_rows,
 )
-
-from .conftest import REFERENCE_MODEL, RULINGS, free_port
+from tests.conftest import REFERENCE_MODEL, RULINGS, free_port
 
 TINY_MODEL = {
     "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},

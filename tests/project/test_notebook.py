@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from .conftest import PROJECT_ROOT, written_outputs
+from tests.conftest import PROJECT_ROOT, written_outputs
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "exploration.ipynb"
 KERNEL_NAME = "sentence-reduction-test"

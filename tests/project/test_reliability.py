@@ -54,8 +54,7 @@ from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 from sentence_reduction.input_errors import find_error
 from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES
-
-from .conftest import (
+from tests.conftest import (
     FAST_PARAMETERS,
     PROJECT_ROOT,
     RULINGS,
