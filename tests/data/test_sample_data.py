@@ -136,6 +136,7 @@ def test_chinese_numerals_are_written_as_in_rulings() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_tfidf_logistic_regression_learns_the_labels_but_not_perfectly() -> None:
     train, _ = generate_rulings(1000, 0, seed=611)
     model = make_pipeline(

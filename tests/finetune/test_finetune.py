@@ -148,6 +148,7 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert not np.array_equal(changed.eval_probabilities, result.eval_probabilities)
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_on_cpu(tmp_path):
     first = run_fold(tiny_job(), tmp_path / "first")
     second = run_fold(tiny_job(), tmp_path / "second")
@@ -166,6 +167,7 @@ def two_processes() -> dict[str, int]:
     return {"nproc_per_node": 2, "master_port": free_port()}
 
 
+@pytest.mark.slow
 def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
     job = tiny_job(training={**TINY_TRAINING, "launcher": two_processes()})
     result = run_fold(job, tmp_path / "fold_0")
@@ -175,6 +177,7 @@ def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
     assert json.loads((tmp_path / "fold_0" / "job.json").read_text())["name"] == "fold_0"
 
 
+@pytest.mark.slow
 def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
     broken = {
         **TINY_TRAINING,

@@ -205,6 +205,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_killed_pretraining_resumes_from_its_checkpoint_and_a_finished_one_is_reused(tmp_path, caplog, monkeypatch):
     job = tiny_job()
     work = tmp_path / "work"
@@ -242,6 +243,7 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_and_a_finished_one_is_
     assert (work / "result" / "fingerprint").read_text() == changed.fingerprint()
 
 
+@pytest.mark.slow
 def test_two_processes_on_the_cpu_pretrain_through_the_launcher(tmp_path):
     training = tiny_job().training
     launched = tiny_job(
