@@ -1,6 +1,6 @@
 # Two set-up commands, each complete on a fresh machine and safe to repeat:
 #   make run    installs what it needs, then runs `kedro run --pipelines=train` on the embedded sample
-#   make test   installs what it needs, then lints and runs the whole test suite
+#   make test   installs what it needs, then lints (ruff, mypy) and runs the whole test suite
 # and, for the inner loop:
 #   make test-fast  the tests not marked slow (the unit tests), no lint
 VENV ?= .venv
@@ -36,6 +36,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src
 
 viz: install
 	$(VENV)/bin/kedro viz run --host 127.0.0.1 --no-browser
