@@ -297,6 +297,7 @@ def test_training_evaluates_on_the_sample_and_predicts_the_whole_held_out_fold(t
     assert result.eval_probabilities.shape == (8, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("region", ["model", "layers", "encoder"])
 def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path, region):
     """Texts of many lengths padded per batch, a short last batch, evaluation on the way: compiled
@@ -356,6 +357,7 @@ def test_an_unknown_compiled_region_is_refused():
         TrainingSettings.from_params({"compiled_region": "layer"})
 
 
+@pytest.mark.slow
 def test_compiled_layers_match_eager_and_serve_a_later_model_without_compiling():
     """`compile_layers`: the same logits as eager for batches with and without a mask, of several
     lengths; a second model (a later fold) reuses the graphs: nothing is compiled again."""

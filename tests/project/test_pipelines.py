@@ -151,6 +151,7 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     assert written_outputs(project_copy) == []
 
 
+@pytest.mark.slow
 def test_deepspeed_cpu_detection_notice_is_dropped_and_its_other_warnings_shown():
     """On a machine without a GPU DeepSpeed warns at import that it falls back to the CPU: the project
     trains there on purpose, so the package drops that record, and that record alone."""
