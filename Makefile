@@ -1,12 +1,14 @@
 # Two set-up commands, each complete on a fresh machine and safe to repeat:
 #   make run    installs what it needs, then runs `kedro run --pipelines=train` on the embedded sample
-#   make test   installs what it needs, then lints and runs the whole test suite
+#   make test   installs what it needs, then lints (ruff, mypy) and runs the whole test suite
+# and, for the inner loop:
+#   make test-fast  the tests not marked slow (the unit tests), no lint
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export KEDRO_DISABLE_TELEMETRY := true
 export DS_BUILD_OPS := 0
 
-.PHONY: install run test lint viz mlflow-ui
+.PHONY: install run test test-fast lint viz mlflow-ui
 
 install: $(VENV)/.installed
 
@@ -28,9 +30,13 @@ run: install
 test: lint
 	$(VENV)/bin/pytest
 
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src
 
 viz: install
 	$(VENV)/bin/kedro viz run --host 127.0.0.1 --no-browser

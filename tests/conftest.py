@@ -45,6 +45,21 @@ training:
 """
 )
 
+# One epoch, no evaluation or checkpoints: the training settings of a test's quickest fold.
+TINY_TRAINING = {
+    "arguments": {
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 1e-3,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "seed": 7,
+        "report_to": "none",
+        "disable_tqdm": True,
+    },
+}
+
 
 def kedro_environment() -> dict[str, str]:
     environment = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")

@@ -10,20 +10,22 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import TypeVar
 
 from sentence_reduction.input_errors import OneLineError
 
 _FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = 13  # sqlite3's "database or disk is full"
 _NO_SPACE = os.strerror(errno.ENOSPC)
+_AnyPath = TypeVar("_AnyPath", bound=PurePath)  # a local path, or a dataset's on any file system
 
 
 class DiskFullError(OneLineError):
     """A write the disk had no room for; the message names it, the room it needed and the room left."""
 
 
-def staging_path(target: Path) -> Path:
+def staging_path(target: _AnyPath) -> _AnyPath:
     """A hidden, unique path beside ``target`` (same file system, so the final rename is atomic)."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
 

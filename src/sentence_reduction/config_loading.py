@@ -8,7 +8,7 @@ from typing import Any
 
 from kedro.config import OmegaConfigLoader
 
-CONFIG_LOADER_ARGS = {
+CONFIG_LOADER_ARGS: dict[str, Any] = {
     "base_env": "base",
     "default_run_env": "local",
     # An environment such as conf/erlangshen overrides single keys (model.max_length) without

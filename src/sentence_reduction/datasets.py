@@ -13,7 +13,8 @@ import io
 import json
 import os
 import shutil
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -148,12 +149,17 @@ class _AtomicSave:
     fsspec rather than `atomic.written_atomically`, so a catalog entry on any file system keeps it.
     A load that fails names the file and what rebuilds it."""
 
+    # What the kedro-dataset it is mixed into (after it in the MRO) provides.
+    _fs: Any  # its fsspec file system
+    _get_save_path: Callable[[], PurePosixPath]
+    _get_load_path: Callable[[], PurePosixPath]
+
     def save(self, data: Any) -> None:
         final_path = self._get_save_path()
         temporary_path = staging_path(final_path)
         self._get_save_path = lambda: temporary_path  # the parent's save writes where we point it
         try:
-            super().save(data)
+            super().save(data)  # type: ignore[misc]  # the dataset's own save (untyped kedro-datasets)
             self._fs.mv(str(temporary_path), str(final_path))
         except Exception as error:
             folder = Path(final_path).parent
@@ -168,7 +174,7 @@ class _AtomicSave:
 
     def load(self) -> Any:
         try:
-            return super().load()
+            return super().load()  # type: ignore[misc]  # the dataset's own load
         except DatasetError as error:
             path = Path(self._get_load_path())
             problem = "missing" if not self._fs.exists(str(path)) else f"does not load ({_cause(error)})"

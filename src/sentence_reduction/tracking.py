@@ -53,6 +53,7 @@ class FoldTrackingHooks:
             return
         if FOLD_TRAINING not in node.tags:
             return
+        assert node.namespace is not None  # a fold's node is namespaced <candidate>.fold_<n>
         candidate, fold = node.namespace.rsplit(".", 1)
         run = mlflow.start_run(run_name=node.namespace, nested=True)
         self._fold_runs[node.name] = run

@@ -30,7 +30,13 @@ from sentence_reduction.finetune.fold_cache import (
 from sentence_reduction.finetune.job import FoldJob, FoldResult
 from sentence_reduction.finetune.launcher import launch
 from sentence_reduction.finetune.predictor import Predictor
-from sentence_reduction.finetune.trainer import FoldTrainer, build_trainer, tokenised_texts
+from sentence_reduction.finetune.trainer import (
+    FoldTrainer,
+    build_trainer,
+    first_output,
+    output_folder,
+    tokenised_texts,
+)
 from sentence_reduction.scoring import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
@@ -79,7 +85,7 @@ def train_fold(job: FoldJob, work_dir: Path, callbacks: Sequence[TrainerCallback
 def train_resuming(trainer: Trainer, name: str) -> None:
     """``trainer.train()``, from the last complete checkpoint in its output folder when there is one: a
     fold's, or a pretraining's."""
-    last_checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
+    last_checkpoint = last_complete_checkpoint(Path(output_folder(trainer)))
     if last_checkpoint:
         logger.info("%s: resuming from %s", name, last_checkpoint)
     trainer.train(resume_from_checkpoint=last_checkpoint)
@@ -94,10 +100,11 @@ def _final_predictions(trainer: FoldTrainer, job: FoldJob) -> tuple[np.ndarray, 
     """
     if trainer.args.world_size > 1:
         tokenizer = trainer.processing_class
-        return tuple(
-            softmax(trainer.predict(tokenised_texts(tokenizer, texts, job.model)).predictions)
+        eval_probabilities, predict_probabilities = (
+            softmax(first_output(trainer.predict(tokenised_texts(tokenizer, texts, job.model)).predictions))
             for texts in (job.eval_texts, job.predict_texts)
         )
+        return eval_probabilities, predict_probabilities
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
     predictor = Predictor(model, trainer.processing_class, job.model, job.training)
     return predictor(job.eval_texts), predictor(job.predict_texts)

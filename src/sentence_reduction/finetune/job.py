@@ -9,7 +9,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from sentence_reduction.finetune.text import tokenizer_files, tokenizer_from_fil
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+_Job = TypeVar("_Job", bound="TrainingJob")
+
 
 class TrainingJob:
     """What every training job shares (a fold's fine-tuning, an encoder's pretraining): its settings,
@@ -29,6 +31,7 @@ class TrainingJob:
     several processes and its fingerprint changes with the tokenizer (given a tokenizer, the job keeps
     its files); a fingerprint of the whole job, which names a finished result; its JSON file."""
 
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # each job is a dataclass (`asdict`)
     name: str
     tokenizer: dict[str, str]
     model: ModelSettings
@@ -55,7 +58,7 @@ class TrainingJob:
         path.write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> TrainingJob:
+    def load(cls: type[_Job], path: Path) -> _Job:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 

@@ -26,7 +26,7 @@ limit (`training.master_weight_update`: docs/encoders.md; measured: benchmarks/r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -127,6 +127,12 @@ class MasterWeightAdamW(torch.optim.Optimizer):
         self.grad_scale = torch.clamp((total + 1e-6) / max_norm, min=1.0)
         return total
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
@@ -169,7 +175,7 @@ class MasterWeightAdamW(torch.optim.Optimizer):
         over the lists (its ``grad_scale`` divides each gradient by the clip's scale as it is read),
         then the masters copied into the bf16 weights by one multi-tensor copy."""
         states = [self.state[parameter] for parameter in parameters]
-        gradients = [parameter.grad for parameter in parameters]
+        gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]  # all of them (`step`)
         flat = torch.cat([gradient.reshape(-1) for gradient in gradients]).float()
         gradients32 = [
             part.view_as(gradient) for part, gradient in zip(flat.split([g.numel() for g in gradients]), gradients)

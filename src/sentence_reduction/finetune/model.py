@@ -262,7 +262,7 @@ def compile_region(model: PreTrainedModel, region: str, dynamic: bool | None, mo
     if region == "layers":
         compile_layers(model, dynamic, mode)
     elif region == "encoder":
-        model.base_model.encoder.compile(dynamic=dynamic, mode=mode)
+        model.base_model.get_submodule("encoder").compile(dynamic=dynamic, mode=mode)
     else:
         raise ValueError(f"compile_region: {region!r} is neither layers nor encoder")
 
@@ -276,7 +276,7 @@ def compile_layers(model: PreTrainedModel, dynamic: bool | None, mode: str | Non
     instead of the whole model's (docs/performance.md). In place, so state-dict keys do not change.
     Any BERT-family encoder: its layers are ``base_model.encoder.layer``.
     """
-    for layer in model.base_model.encoder.layer:
+    for layer in model.base_model.get_submodule("encoder.layer").children():
         layer.compile(dynamic=dynamic, mode=mode)
 
 
@@ -292,13 +292,14 @@ def keep_residual_in_autocast_dtype(model: PreTrainedModel) -> None:
     and of DeepSpeed's bf16 mode (the winning solution); layer norms still compute in fp32 under
     autocast. Without autocast (CPU, DeepSpeed's bf16 weights) the hooks change nothing.
     """
-    modules = [model.base_model.embeddings]
+    modules = [model.base_model.get_submodule("embeddings")]
     if model.config.model_type != MEGATRON_BERT:
-        modules += [module for module in model.base_model.encoder.modules() if isinstance(module, torch.nn.LayerNorm)]
+        encoder = model.base_model.get_submodule("encoder")
+        modules += [module for module in encoder.modules() if isinstance(module, torch.nn.LayerNorm)]
     for module in modules:
         if not getattr(module, "_residual_in_autocast_dtype", False):
             module.register_forward_hook(_cast_to_autocast_dtype)
-            module._residual_in_autocast_dtype = True
+            module._residual_in_autocast_dtype = True  # type: ignore[assignment]  # typed for tensors and modules
 
 
 def _cast_to_autocast_dtype(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,10 @@ def _checked_weights(folder: Path) -> int | None:
     shards = _weight_files(folder)
     embeddings = None
     for path in shards:
-        rows = _safetensors_embeddings(path) if path.suffix == ".safetensors" else _check_pickled(path)
+        if path.suffix != ".safetensors":
+            _check_pickled(path)
+            continue
+        rows = _safetensors_embeddings(path)
         embeddings = rows if rows is not None else embeddings
     return embeddings
 

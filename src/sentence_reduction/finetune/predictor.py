@@ -59,10 +59,13 @@ class Predictor:
         self.inductor_config = training.inductor_config
         model = apply_runtime_settings(model, settings).eval()
         # fp32 elsewhere: a model trained with bf16 weights (`bf16_master_weights`) is saved in bf16.
-        model.to(self.device, dtype=torch.bfloat16 if on_gpu and arguments.get("bf16") else torch.float32)
+        # (transformers' @wraps types `to` as torch.nn.Module's unbound function.)
+        model.to(self.device, dtype=torch.bfloat16 if on_gpu and arguments.get("bf16") else torch.float32)  # type: ignore[arg-type]
         if on_gpu and training.compile_predictions:
             compile_layers(model, dynamic=True)
         self.model = model
+        if model.config.num_labels is None:
+            raise ValueError("not a classifier: the model's config has no labels")
         self.num_labels = model.config.num_labels
 
     def __call__(self, texts: list[str]) -> np.ndarray:

@@ -142,7 +142,7 @@ class TokenisedTexts(torch.utils.data.Dataset):
         return len(self.encodings["input_ids"])
 
     def __getitem__(self, index: int) -> dict[str, list[int] | int]:
-        item = {key: values[index] for key, values in self.encodings.items()}
+        item: dict[str, list[int] | int] = {key: values[index] for key, values in self.encodings.items()}
         if self.labels is not None:
             item["labels"] = self.labels[index]
         return item
@@ -222,7 +222,7 @@ class MaskingCollator(DataCollatorForLanguageModeling):
 
     omit_full_mask: bool = False
 
-    def torch_call(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+    def torch_call(self, examples: list[Any]) -> dict[str, torch.Tensor]:  # a dict of features each
         offsets = [example.pop("offset_mapping", None) for example in examples]
         self._offsets = _padded_offsets(offsets, self.pad_to_multiple_of) if self.whole_word_mask else None
         return _without_full_mask(super().torch_call(examples), self.omit_full_mask)
@@ -269,7 +269,7 @@ def masking_collator(
     """Masked-LM batches (`MaskingCollator`): ``mask_probability`` of the tokens (or of the words) to
     predict, of which 80 % replaced by the mask token, 10 % by a random token, 10 % kept (BERT's recipe;
     whole words are all replaced by the mask token, as transformers does); padded as `padding_collator`."""
-    replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word_mask else {}
+    replace: dict[str, Any] = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word_mask else {}
     return MaskingCollator(
         tokenizer,
         mlm_probability=mask_probability,

@@ -8,8 +8,9 @@ import math
 import os
 import socket
 import time
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from transformers import (
     EvalPrediction,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -30,7 +32,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, 
 from sentence_reduction.atomic import disk_full_reported
 from sentence_reduction.finetune.arguments import (
     TrainingSettings,
-    compiled_region,
     compiles_a_region,
     effective_arguments,
     inductor_settings,
@@ -121,6 +122,10 @@ class FoldTrainer(Trainer):
     which returns predictions in a shuffled order: probabilities must stay in the dataset's order.
     """
 
+    # What the project hands every one of its trainers (`project_trainer`).
+    model: PreTrainedModel
+    processing_class: PreTrainedTokenizerBase
+
     def __init__(
         self,
         *args,
@@ -167,7 +172,7 @@ class FoldTrainer(Trainer):
             return super().predict(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        folder = Path(output_dir or self.args.output_dir)
+        folder = Path(output_dir or output_folder(self))
         with disk_full_reported(f"saving the model in {folder}", folder, self._model_bytes):
             super().save_model(output_dir, _internal_call)
 
@@ -212,7 +217,8 @@ class FoldTrainer(Trainer):
         norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         # torch's fused Adam divides each gradient by `grad_scale` as it reads it (GradScaler's hook):
         # the same clip as clip_grad_norm_, without a pass over the 1.3e9 gradients of its own.
-        optimizer.grad_scale = torch.clamp((norm + 1e-6) / self.args.max_grad_norm, min=1.0)
+        # (An attribute torch's Adam reads but does not declare.)
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / self.args.max_grad_norm, min=1.0)  # type: ignore[attr-defined]
         return norm
 
     def _unwrapped_optimizer(self) -> torch.optim.Optimizer | None:
@@ -236,7 +242,7 @@ class FoldTrainer(Trainer):
         self, train_dataset: torch.utils.data.Dataset | None = None
     ) -> torch.utils.data.Sampler | None:
         train_dataset = self.train_dataset if train_dataset is None else train_dataset
-        if self.args.train_sampling_strategy != "group_by_length":
+        if train_dataset is None or self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         return EpochSeededLengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
@@ -246,12 +252,12 @@ class FoldTrainer(Trainer):
         )
 
     def _get_eval_sampler(self, eval_dataset: torch.utils.data.Dataset) -> torch.utils.data.Sampler | None:
-        if self.args.world_size <= 1:
+        if self.args.world_size <= 1 and isinstance(eval_dataset, Sized):
             return torch.utils.data.SequentialSampler(eval_dataset)
-        return None  # accelerate shards in order and gathers back in order
+        return None  # several processes: accelerate shards in order and gathers back in order
 
 
-def build_trainer(job: FoldJob, output_dir: Path) -> Trainer:
+def build_trainer(job: FoldJob, output_dir: Path) -> FoldTrainer:
     """The fold's Trainer: tokenised data, the model (fused attention when asked), the recipe's
     arguments (bf16 and DeepSpeed on GPU) and the metrics; the project's one training path."""
     on_gpu = torch.cuda.is_available()
@@ -304,7 +310,7 @@ def project_trainer(
     if regional:
         compile_region(
             model,
-            compiled_region(training, on_gpu),
+            training.compiled_region,
             dynamic=not unpadded,
             mode=effective_arguments(training, on_gpu).get("torch_compile_mode"),
         )
@@ -371,9 +377,21 @@ def _fills_max_length(*datasets: TokenisedTexts, max_length: int) -> bool:
     return all(length == max_length for dataset in datasets for length in dataset.lengths)
 
 
+def output_folder(trainer: Trainer) -> str:
+    """The trainer's ``output_dir`` (None only before `TrainingArguments` sets its default)."""
+    return cast(str, trainer.args.output_dir)
+
+
+def first_output(values: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
+    """A classifier's logits (or labels) among the Trainer's predictions: the array, or the first of a
+    tuple (a model that also outputs hidden states or attentions)."""
+    return values[0] if isinstance(values, tuple) else values
+
+
 def _metrics_function(class_months: list[int]):
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        return classification_metrics(softmax(prediction.predictions), prediction.label_ids, class_months)
+        probabilities = softmax(first_output(prediction.predictions))
+        return classification_metrics(probabilities, first_output(prediction.label_ids), class_months)
 
     return compute_metrics
 

@@ -110,16 +110,16 @@ def class_table(encoding: dict[str, Any]) -> pd.DataFrame:
             raise ValueError(f"label_encoding.bin_edges must start at 0 and increase strictly: {edges}")
         if len(representatives) != len(edges) - 1:
             raise ValueError("label_encoding.bin_months needs one month per bin (len(bin_edges) - 1)")
-        upper = [edge - 1 for edge in edges[1:]]
-        upper[-1] = np.inf
-        for low, high, month in zip(edges[:-1], upper, representatives):
+        highs: list[float] = [edge - 1 for edge in edges[1:]]
+        highs[-1] = np.inf
+        for low, high, month in zip(edges[:-1], highs, representatives):
             if not low <= month <= high:
                 raise ValueError(f"representative month {month} is outside its bin [{low}, {high}]")
         return pd.DataFrame(
             {
                 "class_id": np.arange(len(representatives)),
                 "min_months": edges[:-1],
-                "max_months": np.asarray(upper, dtype=float),
+                "max_months": np.asarray(highs, dtype=float),
                 "months": representatives,
             }
         )

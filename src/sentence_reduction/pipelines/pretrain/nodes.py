@@ -12,6 +12,7 @@ import torch
 from sentence_reduction.finetune.arguments import TrainingSettings, resolved_deepspeed_config
 from sentence_reduction.finetune.model import ModelSettings
 from sentence_reduction.finetune.pretraining import PretrainingJob, PretrainingSettings, run_pretraining
+from sentence_reduction.finetune.text import tokenizer_files
 from sentence_reduction.pipelines.train.transformer import prepare_tokenizer, with_deepspeed_config
 
 
@@ -39,7 +40,7 @@ def pretrain_encoder(
         name=f"{candidate}.pretraining",
         texts=kept,
         eval_texts=held_out,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer_files(tokenizer),
         model=ModelSettings.from_params(model),
         training=trained,
         mask_probability=settings.mask_probability,

@@ -116,7 +116,7 @@ def linear_features(analyzer: str, parameters: dict[str, Any]) -> ColumnTransfor
         max_features=parameters["max_features"],
         sublinear_tf=True,
     )
-    parts = [("text", text, "fact")]
+    parts: list[tuple[str, Any, str | list[str]]] = [("text", text, "fact")]
     if parameters["parsed_features"]:
         numbers = make_pipeline(
             SimpleImputer(strategy="constant", fill_value=0, add_indicator=True, keep_empty_features=True),

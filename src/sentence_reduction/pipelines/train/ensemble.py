@@ -20,6 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.container import BarContainer
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
 from sentence_reduction.metric import competition_scores
@@ -261,7 +262,8 @@ def plot_candidates(ensemble_metrics: dict[str, Any], **candidate_metrics: dict[
     figure, axes = plt.subplots(figsize=(9, 5))
     table.plot.bar(ax=axes, rot=0)
     for container in axes.containers:
-        axes.bar_label(container, fmt="%.3f", fontsize=7)
+        if isinstance(container, BarContainer):  # every one of a bar plot's
+            axes.bar_label(container, fmt="%.3f", fontsize=7)
     axes.set_ylim(0, 1)
     axes.set_ylabel("out of fold")
     axes.set_title("Candidates and their ensemble")

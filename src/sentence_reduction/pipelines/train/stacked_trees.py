@@ -28,7 +28,8 @@ class StackedTrees:
     def __init__(self, classifiers: Sequence[HistGradientBoostingClassifier]):
         self.classifiers = list(classifiers)
         # The rows each classifier reads, encoded as it encodes them: once per distinct fitted encoder.
-        self.encoders, self.encoder_of = [], []
+        self.encoders: list[HistGradientBoostingClassifier] = []
+        self.encoder_of: list[int] = []
         for classifier in self.classifiers:
             if len(classifier.classes_) != 2 or classifier.n_trees_per_iteration_ != 1:
                 raise ValueError("stacked trees are for binary classifiers")
@@ -45,7 +46,7 @@ class StackedTrees:
         """Every tree's nodes in one table, classifier after classifier, iteration after iteration (a
         classifier with fewer iterations padded with trees of a single leaf of 0, which adds nothing)."""
         tables, roots, offset, depth = [], [], 0, 0
-        categorical_rows = []
+        categorical_rows: list[np.ndarray] = []
         padding = _leaf_of_zero()
         for classifier, encoder in zip(self.classifiers, self.encoder_of, strict=True):
             known, feature_map = classifier._bin_mapper.make_known_categories_bitsets()

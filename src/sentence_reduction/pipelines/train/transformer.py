@@ -19,7 +19,12 @@ from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.model import ModelSettings
 from sentence_reduction.finetune.model_folder import pretrained_tokenizer
 from sentence_reduction.finetune.predictor import predict_probabilities
-from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer, read_vocabulary
+from sentence_reduction.finetune.text import (
+    build_character_vocabulary,
+    build_tokenizer,
+    read_vocabulary,
+    tokenizer_files,
+)
 from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.data.folds import case_folds
 from sentence_reduction.pipelines.train.out_of_fold import probability_table
@@ -79,7 +84,7 @@ def train_fold(
         eval_texts=evaluation["fact"].tolist(),
         eval_labels=evaluation["class_id"].tolist(),
         predict_texts=test_cases["fact"].tolist(),
-        tokenizer=tokenizer,
+        tokenizer=tokenizer_files(tokenizer),
         class_months=class_table["months"].tolist(),
         model=ModelSettings.from_params(model),
         training=with_deepspeed_config(TrainingSettings.from_params(training), deepspeed_config),

@@ -32,8 +32,7 @@ from sentence_reduction.finetune.text import (
 from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.pretrain.nodes import pretrain_encoder
 from sentence_reduction.pipelines.train.transformer import prepare_tokenizer
-
-from .conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
+from tests.conftest import RULINGS, TINY_MODEL_PARAMETERS, copy_project, free_port, run_kedro
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 SEGMENTED = ["运输 毒品 罪 有期徒刑 十五年 罪犯 确有 悔改 表现 可予 减刑", "盗窃 罪 有期徒刑 三年 获得 表扬 两次"]
@@ -206,6 +205,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_killed_pretraining_resumes_from_its_checkpoint_and_a_finished_one_is_reused(tmp_path, caplog, monkeypatch):
     job = tiny_job()
     work = tmp_path / "work"
@@ -243,6 +243,7 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_and_a_finished_one_is_
     assert (work / "result" / "fingerprint").read_text() == changed.fingerprint()
 
 
+@pytest.mark.slow
 def test_two_processes_on_the_cpu_pretrain_through_the_launcher(tmp_path):
     training = tiny_job().training
     launched = tiny_job(

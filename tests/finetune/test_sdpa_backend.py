@@ -69,6 +69,7 @@ def test_the_chosen_kernel_is_first_while_attention_runs_and_torchs_order_is_bac
     assert (priority_order(), enabled_backends()) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["flash", "math"])
 def test_a_padded_batch_keeps_its_mask_eager_and_with_compiled_layers(backend):
     """Each padded row gives the logits its text gives alone (transformers builds the SDPA mask for the

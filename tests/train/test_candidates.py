@@ -36,8 +36,7 @@ from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES, 
 from sentence_reduction.pipelines.train.out_of_fold import probability_table
 from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.transformer import candidate_training, prepare_tokenizer, train_fold
-
-from .conftest import PROJECT_ROOT, RULINGS
+from tests.conftest import PROJECT_ROOT, RULINGS, TINY_TRAINING
 
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -343,20 +342,6 @@ def test_a_candidate_added_to_the_registry_is_fitted_evaluated_predicted_and_ble
 
 
 # Resume per candidate and fold ---------------------------------------------------------------------
-
-TINY_TRAINING = {
-    "arguments": {
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8,
-        "learning_rate": 1e-3,
-        "eval_strategy": "no",
-        "save_strategy": "no",
-        "seed": 7,
-        "report_to": "none",
-        "disable_tqdm": True,
-    },
-}
 
 
 def test_a_finished_fold_of_one_candidate_is_reused_while_the_other_candidates_folds_train(tmp_path, caplog):

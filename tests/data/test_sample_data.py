@@ -24,8 +24,9 @@ from sentence_reduction.sample_data import (
     main,
     write_sample,
 )
+from tests.conftest import PROJECT_ROOT
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "01_raw" / "sample"
+SAMPLE_DIR = PROJECT_ROOT / "data" / "01_raw" / "sample"
 CHINESE_SENTENCE = re.compile(r"有期徒刑(?:刑期)?[一二三四五六七八九十]+(?:年|个月)|无期徒刑|死刑，缓期二年执行")
 # SHA-256 of the first 30 characters of each of the 25 public real rows (DC611 reference examples):
 # the texts themselves must not enter the repository, their fingerprints catch a pasted row.
@@ -135,6 +136,7 @@ def test_chinese_numerals_are_written_as_in_rulings() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_tfidf_logistic_regression_learns_the_labels_but_not_perfectly() -> None:
     train, _ = generate_rulings(1000, 0, seed=611)
     model = make_pipeline(

@@ -57,6 +57,7 @@ def rows(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_each_split_and_their_mean_under_changed_parameters(rows, tmp_path, store):
     out = tmp_path / "records.jsonl"
     completed = _benchmark(
@@ -99,6 +100,7 @@ def test_each_split_and_their_mean_under_changed_parameters(rows, tmp_path, stor
     assert sorted(run.data.params["fold_seed"] for run in runs) == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_the_submission_on_held_back_rows_beats_the_majority_class(rows, store):
     # folds.n_splits shapes the pipeline, which `kedro run --params` may not change.
     completed = _benchmark(
@@ -117,6 +119,7 @@ def test_the_submission_on_held_back_rows_beats_the_majority_class(rows, store):
     assert run.data.params["changed.folds.n_splits"] == "2" and run.data.tags["card"].startswith("cpu: ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["real_rows", "held_back"])
 def test_a_parameter_without_a_value_is_refused_before_any_run(script):
     completed = _benchmark(script, str(SAMPLE), "--params", "ordinal.C")
@@ -124,6 +127,7 @@ def test_a_parameter_without_a_value_is_refused_before_any_run(script):
     assert "--params: 'ordinal.C' is not KEY=VALUE" in completed.stderr
 
 
+@pytest.mark.slow
 def test_cail2018_judgments_as_they_ship_under_their_environment(tmp_path, store):
     judgments = tmp_path / "data_train.json"
     write_cail2018_judgments(judgments, 150)
@@ -221,6 +225,7 @@ def test_a_record_that_is_not_one_is_refused_with_its_line_and_field(tmp_path, s
     assert store.get_experiment_by_name("benchmarks.train_throughput") is None  # nothing logged
 
 
+@pytest.mark.slow
 def test_the_training_paths_train_and_predict_on_the_cpu(tmp_path, store):
     out = tmp_path / "records.jsonl"
     completed = _benchmark(
@@ -242,6 +247,7 @@ def test_the_training_paths_train_and_predict_on_the_cpu(tmp_path, store):
     assert "| default | cpu: " in completed.stdout  # the table
 
 
+@pytest.mark.slow
 def test_a_fold_job_is_timed_phase_by_phase_on_the_cpu(tmp_path, store):
     out = tmp_path / "records.jsonl"
     rows = ("--train-rows", "48", "--eval-rows", "16", "--test-rows", "8")
@@ -260,6 +266,7 @@ def test_a_fold_job_is_timed_phase_by_phase_on_the_cpu(tmp_path, store):
     assert set(_runs(store, "benchmarks.fold_job")) == {"default.fold_0", "default.competition_job"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "arguments", "run_names"),
     [

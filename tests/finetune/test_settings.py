@@ -13,8 +13,7 @@ import pytest
 from sentence_reduction.config_loading import load_parameters
 from sentence_reduction.finetune.arguments import InTrainingEvaluation, LauncherSettings, TrainingSettings
 from sentence_reduction.finetune.model import ModelSettings
-
-from .conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT
 
 SETTINGS = [TrainingSettings, InTrainingEvaluation, LauncherSettings, ModelSettings]
 # Where conf/base's CPU default differs from a default, on purpose: a small model built from an inline

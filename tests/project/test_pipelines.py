@@ -25,8 +25,7 @@ from mlflow.tracking import MlflowClient
 from sentence_reduction.pipelines.data import create_pipeline
 from sentence_reduction.pipelines.node_tags import FOLD_TRAINING
 from sentence_reduction.pipelines.train import create_predict_pipeline, create_train_pipeline
-
-from .conftest import (
+from tests.conftest import (
     CAIL2018_MONTHS,
     PROJECT_ROOT,
     free_port,
@@ -82,6 +81,7 @@ def test_data_pipeline_in_memory():
     assert sorted(folds["fold"].value_counts().tolist()) == [3, 3]
 
 
+@pytest.mark.slow
 def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
     completed = run_kedro(project_copy, "run", "--pipeline=data")
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -97,6 +97,7 @@ def test_data_pipeline_writes_encoded_data_class_table_and_folds(project_copy):
     )
 
 
+@pytest.mark.slow
 def test_cail2018_environment_trains_on_its_json_lines_as_they_ship(project_copy, tmp_path):
     """`--env cail2018` trains on a folder holding CAIL2018's files as they ship: JSON lines, the months
     nested, life and death sentences left out, terms of years binned (`label_encoding.scheme: auto`)."""
@@ -122,6 +123,7 @@ def test_cail2018_environment_trains_on_its_json_lines_as_they_ship(project_copy
     assert "extra inputs" not in completed.stdout + completed.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("raw_data_dir_set_in", ["--params", "conf/local"])
 def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_path, raw_data_dir_set_in):
     """The folder named by `raw_data_dir` is the one read, set on the command line or in conf/local."""
@@ -149,6 +151,7 @@ def test_bad_input_stops_the_run_with_one_line_and_no_output(project_copy, tmp_p
     assert written_outputs(project_copy) == []
 
 
+@pytest.mark.slow
 def test_deepspeed_cpu_detection_notice_is_dropped_and_its_other_warnings_shown():
     """On a machine without a GPU DeepSpeed warns at import that it falls back to the CPU: the project
     trains there on purpose, so the package drops that record, and that record alone."""
@@ -194,12 +197,14 @@ def test_one_deepspeed_config_per_run_feeds_every_fold():
     assert "{candidate}.deepspeed_config" in catalog
 
 
+@pytest.mark.slow
 def test_registry_lists_data_train_and_predict(project_copy):
     completed = run_kedro(project_copy, "registry", "list")
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert {"- data", "- train", "- predict"} <= {line.strip() for line in completed.stdout.splitlines()}
 
 
+@pytest.mark.slow
 def test_train_pipeline_end_to_end_with_mlflow_runs_then_predict(fast_project, tmp_path):
     completed = run_kedro(fast_project, "run", "--pipeline=train", "--params", "tracking.log_model_weights=true")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -435,6 +440,7 @@ def _fetch_graph(server: subprocess.Popen, port: int, deadline: float) -> dict |
     return None
 
 
+@pytest.mark.slow
 def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
     log = tmp_path / "viz.log"
     deadline = time.time() + 300
@@ -457,6 +463,7 @@ def test_kedro_viz_serves_the_dag_with_every_fold(project_copy, tmp_path):
             server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_two_process_folds_log_once_into_their_fold_runs(fast_project):
     completed = run_kedro(
         fast_project,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from .conftest import PROJECT_ROOT, written_outputs
+from tests.conftest import PROJECT_ROOT, written_outputs
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "exploration.ipynb"
 KERNEL_NAME = "sentence-reduction-test"
@@ -67,6 +67,7 @@ def this_interpreter_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return KERNEL_NAME
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_the_sample_and_shows_both_plots(project_copy: Path, this_interpreter_kernel: str) -> None:
     (project_copy / "notebooks").mkdir()
     shutil.copy(NOTEBOOK, project_copy / "notebooks" / NOTEBOOK.name)

@@ -54,8 +54,7 @@ from sentence_reduction.finetune.job import FoldJob, SavedModel
 from sentence_reduction.finetune.text import build_character_vocabulary, build_tokenizer
 from sentence_reduction.input_errors import find_error
 from sentence_reduction.pipelines.train.candidates import CLASSICAL_CANDIDATES
-
-from .conftest import (
+from tests.conftest import (
     FAST_PARAMETERS,
     PROJECT_ROOT,
     RULINGS,
@@ -390,6 +389,7 @@ def uninterrupted_tiny_fold(tmp_path_factory):
     return run_fold(_tiny_job(), tmp_path_factory.mktemp("uninterrupted") / "fold_0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [2, 4, 6], ids=["first-epoch", "epoch-boundary", "second-epoch"])
 def test_a_fold_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_result(
     uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog, step
@@ -408,6 +408,7 @@ def test_a_fold_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_resu
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+@pytest.mark.slow
 def test_a_fold_checkpointed_by_wall_time_resumes_to_the_uninterrupted_result(
     uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
 ):
@@ -430,6 +431,7 @@ def test_a_fold_checkpointed_by_wall_time_resumes_to_the_uninterrupted_result(
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog):
     """A kill while the Trainer writes checkpoint-6 leaves a folder with the weights but no optimizer,
     RNG or trainer state: the fold resumes from checkpoint-4, the last complete one."""
@@ -449,6 +451,7 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(uninterrupted_tiny
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+@pytest.mark.slow
 def test_a_fold_with_bf16_master_weights_resumes_to_the_uninterrupted_result(
     uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
 ):
@@ -886,6 +889,7 @@ def test_a_fold_resumes_past_a_damaged_checkpoint_to_the_uninterrupted_result(
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+@pytest.mark.slow
 def test_a_kill_before_the_completion_mark_resumes_from_the_checkpoint_before(
     uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
 ):
@@ -921,6 +925,7 @@ def test_a_kill_before_the_completion_mark_resumes_from_the_checkpoint_before(
     _assert_same_result(resumed, uninterrupted_tiny_fold)
 
 
+@pytest.mark.slow
 def test_a_disk_full_during_a_checkpoint_fails_with_one_line_and_the_next_run_resumes_before_it(
     uninterrupted_tiny_fold, tmp_path, monkeypatch, caplog
 ):
@@ -979,6 +984,7 @@ def test_a_finished_result_that_does_not_load_is_not_trusted(uninterrupted_tiny_
     assert (work_dir / "fingerprint").read_text() == _tiny_job().fingerprint()
 
 
+@pytest.mark.slow
 def test_a_fold_whose_saved_model_does_not_load_is_retrained_to_the_same_result(
     uninterrupted_tiny_fold, tmp_path, caplog
 ):

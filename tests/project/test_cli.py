@@ -6,6 +6,7 @@ import pytest
 from tests.conftest import run_kedro
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["--pipeline=data", "--pipelines=data"])
 def test_kedro_run_pipeline_option_prints_no_warning(project_copy, option):
     completed = run_kedro(project_copy, "run", option)

@@ -25,8 +25,7 @@ from sentence_reduction.finetune.trainer import (
     build_trainer,
     in_training_evaluation_rows,
 )
-
-from .conftest import REFERENCE_MODEL, RULINGS, free_port
+from tests.conftest import REFERENCE_MODEL, RULINGS, free_port
 
 TINY_MODEL = {
     "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
@@ -149,6 +148,7 @@ def test_a_fold_trains_and_its_finished_result_is_reused(tmp_path, caplog):
     assert not np.array_equal(changed.eval_probabilities, result.eval_probabilities)
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_on_cpu(tmp_path):
     first = run_fold(tiny_job(), tmp_path / "first")
     second = run_fold(tiny_job(), tmp_path / "second")
@@ -167,6 +167,7 @@ def two_processes() -> dict[str, int]:
     return {"nproc_per_node": 2, "master_port": free_port()}
 
 
+@pytest.mark.slow
 def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
     job = tiny_job(training={**TINY_TRAINING, "launcher": two_processes()})
     result = run_fold(job, tmp_path / "fold_0")
@@ -176,6 +177,7 @@ def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
     assert json.loads((tmp_path / "fold_0" / "job.json").read_text())["name"] == "fold_0"
 
 
+@pytest.mark.slow
 def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
     broken = {
         **TINY_TRAINING,
@@ -295,6 +297,7 @@ def test_training_evaluates_on_the_sample_and_predicts_the_whole_held_out_fold(t
     assert result.eval_probabilities.shape == (8, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("region", ["model", "layers", "encoder"])
 def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path, region):
     """Texts of many lengths padded per batch, a short last batch, evaluation on the way: compiled
@@ -354,6 +357,7 @@ def test_an_unknown_compiled_region_is_refused():
         TrainingSettings.from_params({"compiled_region": "layer"})
 
 
+@pytest.mark.slow
 def test_compiled_layers_match_eager_and_serve_a_later_model_without_compiling():
     """`compile_layers`: the same logits as eager for batches with and without a mask, of several
     lengths; a second model (a later fold) reuses the graphs: nothing is compiled again."""

@@ -2,8 +2,6 @@
 analyzer chosen by the text's form, the parsed features beside the n-grams, log-months and cumulative
 probabilities; and the parser on real rows."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,8 +12,9 @@ from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 from sentence_reduction.pipelines.train.ordinal import fit_ordinal
 from sentence_reduction.pipelines.train.parsing import parse_rulings
 from sentence_reduction.pipelines.train.regression import LogMonthsRegressionClassifier, fit_regression
+from tests.conftest import PROJECT_ROOT
 
-DEV_ROWS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "dc611_dev_segmented.csv"
+DEV_ROWS = PROJECT_ROOT.parent / "shared" / "reference" / "dc611_dev_segmented.csv"
 BASELINE = {
     "analyzer": "auto",
     "segmented_space_share": 0.15,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 from transformers import MegatronBertConfig, MegatronBertForSequenceClassification
@@ -43,6 +44,7 @@ def test_evaluation_and_p_zero_pass_through() -> None:
     assert aten_dropout(0.0).train()(hidden) is hidden
 
 
+@pytest.mark.slow
 def test_compiled_draws_the_same_mask_as_eager() -> None:
     """Under torch.compile the mask still comes from ATen's generator (the custom op is not
     replaced by inductor's own random numbers): the same seed gives the same output and gradient."""

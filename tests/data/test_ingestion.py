@@ -16,8 +16,7 @@ from sentence_reduction.datasets import RulingsDataset
 from sentence_reduction.input_errors import find_input_error
 from sentence_reduction.pipelines.data.ingestion import validate_rulings
 from sentence_reduction.pipelines.data.normalisation import mask_criminal_name, normalise_rulings
-
-from .conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT
 
 COLUMNS = {"id": "id", "text": "fact", "label": "label"}
 VALIDATION = {"max_label_months": 600, "max_text_chars": 20000}

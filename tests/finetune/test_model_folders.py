@@ -40,9 +40,7 @@ from sentence_reduction.finetune.text import (
 )
 from sentence_reduction.input_errors import InputDataError
 from sentence_reduction.pipelines.train.transformer import predict_fold, prepare_tokenizer, train_fold
-
-from .conftest import PROJECT_ROOT, RULINGS, copy_project, run_kedro, written_outputs
-from .test_candidates import TINY_TRAINING
+from tests.conftest import PROJECT_ROOT, RULINGS, TINY_TRAINING, copy_project, run_kedro, written_outputs
 
 SAMPLE = PROJECT_ROOT / "data" / "01_raw" / "sample" / "train.csv"
 E5 = PROJECT_ROOT.parent / "shared" / "reference" / "multilingual-e5-small"

@@ -26,8 +26,7 @@ from sentence_reduction.finetune.text import SPECIAL_TOKENS, build_tokenizer
 from sentence_reduction.pipelines.train import create_train_pipeline
 from sentence_reduction.pipelines.train import transformer as fine_tuning
 from sentence_reduction.tracking import FoldTrackingHooks
-
-from .conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT
 
 DEEPSPEED = PROJECT_ROOT / "conf" / "base" / "deepspeed"
 # A config with an optimizer section: its "auto" parameters come from the training arguments too.
