@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, case_folds
+from sentence_reduction.pipelines.train.column_features import pipeline_probabilities
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics
 
 # The least probability a class keeps where a candidate's or a blend's is 0: a class at 0 would veto it in a
@@ -53,9 +54,10 @@ def mean_class_probabilities(models: list[Any], inputs: pd.Series | pd.DataFrame
 
 
 def class_probabilities(classifier: Any, inputs: pd.Series | pd.DataFrame, n_classes: int) -> np.ndarray:
-    """``predict_proba`` over every class id: a class missing from a fold's training cases gets 0."""
+    """``predict_proba`` over every class id (a pipeline's features by `column_features`): a class missing
+    from a fold's training cases gets 0."""
     probabilities = np.zeros((len(inputs), n_classes))
-    probabilities[:, classifier.classes_] = classifier.predict_proba(inputs)
+    probabilities[:, classifier.classes_] = pipeline_probabilities(classifier, inputs)
     return probabilities
 
 
