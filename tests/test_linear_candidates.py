@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
 from sentence_reduction.pipelines.train.baseline import (
@@ -230,3 +231,21 @@ def test_a_request_transforms_its_rulings_once_per_distinct_fitted_feature_trans
         assert column_features(linear[1][0], inputs) is not features  # another fold: other rows, other terms
         assert column_features(ordinal[0][0], inputs.head(2)) is not features
     assert column_features(ordinal[0][0], inputs) is not features  # outside a request: nothing kept
+
+
+def test_features_of_real_rulings_computed_fast_are_sparse_and_the_column_transformers_to_the_last_bit():
+    rows = pd.read_csv(DEV_ROWS).head(240)
+    options = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
+    cases = normalise_rulings(rows, options)
+    months = np.unique(cases["label"])
+    cases["class_id"] = np.searchsorted(months, cases["label"])
+    class_table = pd.DataFrame({"class_id": range(len(months)), "months": months})
+    folds = pd.DataFrame({"id": cases["id"], "fold": np.arange(len(cases)) % 3})
+    parameters = {**BASELINE, "analyzer": "char", "char_ngram_range": [1, 3], "max_features": 20000}
+    train, test = cases.iloc[:200], cases.iloc[200:]
+    models, _ = fit_baseline(train, parse_rulings(train), folds, class_table, parameters)
+    inputs = linear_inputs(test, parse_rulings(test))
+    with ngrams_counted_together(models):
+        for model in models:
+            features = column_features(model[0], inputs)
+            assert sparse.issparse(features) and _same_sparse(features, model[0].transform(inputs))
