@@ -1,5 +1,5 @@
 """Binary gradient-boosted classifiers that read the same rows, predicted together: their trees stacked
-into one node table and walked for every row and tree at once with numpy.
+into one node table and walked for every row and tree at once with numpy, each tree only to its own depth.
 
 scikit-learn predicts a `HistGradientBoostingClassifier` one tree at a time, each call with its own
 overhead (and each classifier first encodes the rows again): the trees candidate's 165 classifiers of
