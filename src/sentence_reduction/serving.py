@@ -53,6 +53,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 import sentence_reduction
 from sentence_reduction.atomic import disk_full_error, disk_full_reported, free_space, size_on_disk
 from sentence_reduction.input_errors import InputDataError, OneLineError, find_input_error
+from sentence_reduction.pipelines.train.column_features import shared_features
 from sentence_reduction.run_recovery import discard_model, local_path
 
 logger = logging.getLogger(__name__)
@@ -93,14 +94,18 @@ class RulingsPipelineModel(KedroPipelineModel):
         text_column: str,
         limits: RequestLimits,
         torch_threads: int,
+        warm_up_rulings: pd.DataFrame | None = None,
     ):
         super().__init__(pipeline=pipeline, catalog=catalog, input_name=input_name)
         self.text_column = text_column
         self.limits = limits
         self.torch_threads = torch_threads
+        self.warm_up_rulings = warm_up_rulings
 
     def load_context(self, context: Any) -> None:
-        """Every artifact read once, and held in memory as the nodes take it (a saved model loaded)."""
+        """Every artifact read once, and held in memory as the nodes take it (a saved model loaded); then
+        ``warm_up_rulings`` answered once, so that what the models build at their first call (the trees'
+        node tables, the features' fingerprints) is not built during the first request."""
         super().load_context(context)
         # The server answers one request at a time: torch's threads beyond this contend for the cores with
         # each other and with the other candidates (serving.torch_threads).
@@ -115,20 +120,18 @@ class RulingsPipelineModel(KedroPipelineModel):
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False
+        if self.warm_up_rulings is not None:
+            started = time.perf_counter()
+            self._answer(checked_rulings(self.warm_up_rulings, self.text_column, self.limits), None)
+            logger.info(
+                "model loaded, warmed up on %d rulings in %.0f ms", len(self.warm_up_rulings), _milliseconds(started)
+            )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         started = time.perf_counter()
         rows = len(model_input)
         try:
-            rulings = checked_rulings(model_input, self.text_column, self.limits)
-            data = {**self._inputs, **{f"params:{name}": value for name, value in (params or {}).items()}}
-            data[self.input_name] = rulings
-            token = _SERVING.set(True)
-            try:
-                for node in self.pipeline.nodes:  # in the order they depend on each other
-                    data.update(node.run({name: data[name] for name in node.inputs}))
-            finally:
-                _SERVING.reset(token)
+            answer = self._answer(checked_rulings(model_input, self.text_column, self.limits), params)
         except Exception as error:
             input_error = find_input_error(error)
             logger.info("%d rows refused in %.0f ms: %s", rows, _milliseconds(started), input_error or repr(error))
@@ -137,6 +140,20 @@ class RulingsPipelineModel(KedroPipelineModel):
             # An MlflowException's message is what the server answers (HTTP 400) and the CLI prints.
             raise MlflowException(str(input_error), error_code=INVALID_PARAMETER_VALUE) from None
         logger.info("%d rulings answered in %.0f ms", rows, _milliseconds(started))
+        return answer
+
+    def _answer(self, rulings: pd.DataFrame, params: dict[str, Any] | None) -> pd.DataFrame:
+        """The pipeline's nodes run in order on ``rulings``; each distinct fitted feature transformer of
+        the candidates transforms them once (`shared_features`)."""
+        data = {**self._inputs, **{f"params:{name}": value for name, value in (params or {}).items()}}
+        data[self.input_name] = rulings
+        token = _SERVING.set(True)
+        try:
+            with shared_features():
+                for node in self.pipeline.nodes:  # in the order they depend on each other
+                    data.update(node.run({name: data[name] for name in node.inputs}))
+        finally:
+            _SERVING.reset(token)
         return data[self.output_name]
 
 
@@ -228,6 +245,12 @@ def log_inference_model(
     ``serving["registered_model_name"]``. A failure leaves no logged model behind (`InferenceModelError`,
     or `DiskFullError` when the disk filled)."""
     columns = catalog.load("params:columns")
+    inputs = _input_columns(columns)
+    rulings = catalog.load(RULINGS_INPUT)
+    # Two rulings of the run's test file, the columns the model reads (a JSON-lines file has more): MLflow
+    # stores a ready request (serving_input_example.json) with the model, and the model must answer them
+    # (and answers them once as it loads).
+    example = rulings[[column for column in inputs if column in rulings.columns]].head(2)
     model = RulingsPipelineModel(
         pipeline=inference,
         catalog=catalog,
@@ -235,12 +258,8 @@ def log_inference_model(
         text_column=columns["text"],
         limits=RequestLimits.from_params(serving),
         torch_threads=int(serving["torch_threads"]),
+        warm_up_rulings=example,
     )
-    inputs = _input_columns(columns)
-    rulings = catalog.load(RULINGS_INPUT)
-    # Two rulings of the run's test file, the columns the model reads (a JSON-lines file has more): MLflow
-    # stores a ready request (serving_input_example.json) with the model, and the model must answer them.
-    example = rulings[[column for column in inputs if column in rulings.columns]].head(2)
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as parameters_folder:
         artifacts = model.extract_pipeline_artifacts(parameters_saving_folder=Path(parameters_folder))

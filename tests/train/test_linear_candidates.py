@@ -5,9 +5,20 @@ probabilities; and the parser on real rows."""
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 from sentence_reduction.pipelines.data.normalisation import normalise_rulings
-from sentence_reduction.pipelines.train.baseline import fit_baseline, linear_inputs, text_analyzer
+from sentence_reduction.pipelines.train.baseline import (
+    fit_baseline,
+    linear_inputs,
+    predict_on_linear_features,
+    text_analyzer,
+)
+from sentence_reduction.pipelines.train.column_features import (
+    column_features,
+    ngrams_counted_together,
+    shared_features,
+)
 from sentence_reduction.pipelines.train.cumulative import CumulativeClassifier
 from sentence_reduction.pipelines.train.ordinal import fit_ordinal
 from sentence_reduction.pipelines.train.parsing import parse_rulings
@@ -167,3 +178,73 @@ def test_ordinal_thresholds_predicted_together_give_each_regressions_probabiliti
         thresholds = model[-1].thresholds_
         one_by_one = np.column_stack([probabilities[:, 1] for probabilities in thresholds.predict_proba(inputs)])
         assert np.array_equal(model[-1]._above_thresholds(inputs), one_by_one)
+
+
+def _same_sparse(first, second) -> bool:
+    """The same matrix to the bit, stored alike (a sparse one: entries, their order, index types)."""
+    if isinstance(first, np.ndarray):
+        return type(second) is np.ndarray and first.dtype == second.dtype and np.array_equal(first, second)
+    return (
+        type(first) is type(second)
+        and first.shape == second.shape
+        and first.dtype == second.dtype
+        and first.indices.dtype == second.indices.dtype
+        and np.array_equal(first.indptr, second.indptr)
+        and np.array_equal(first.indices, second.indices)
+        and np.array_equal(first.data, second.data)
+    )
+
+
+@pytest.mark.parametrize("analyzer", ["word", "char"])
+def test_features_computed_fast_are_the_column_transformers_to_the_last_bit(analyzer):
+    cases, folds = _segmented_cases()
+    parameters = {**BASELINE, "analyzer": analyzer, "char_ngram_range": [1, 3]}
+    models, _ = fit_baseline(cases, parse_rulings(cases), folds, CLASS_TABLE, parameters)
+    # New rulings: n-grams no fold has seen, one no vocabulary of one fold holds, a crime never seen.
+    test_cases = cases.head(7).assign(id=lambda table: table["id"] + "_test")
+    test_cases.loc[0, "fact"] = "抢劫罪 有期徒刑 无期 从未 见过 的 词"
+    inputs = linear_inputs(test_cases, parse_rulings(test_cases))
+    for model in models:
+        assert _same_sparse(column_features(model[0], inputs), model[0].transform(inputs))
+    with ngrams_counted_together(models):  # the folds' n-grams counted once, over their vocabularies' union
+        for model in models:
+            assert _same_sparse(column_features(model[0], inputs), model[0].transform(inputs))
+    served = predict_on_linear_features(models, test_cases, parse_rulings(test_cases), CLASS_TABLE)
+    by_scikit_learn = np.zeros((len(models), len(inputs), len(CLASS_TABLE)))
+    for fold, model in enumerate(models):
+        by_scikit_learn[fold][:, model.classes_] = model.predict_proba(inputs)
+    assert np.array_equal(served.drop(columns="id").to_numpy(), by_scikit_learn.mean(axis=0))
+
+
+def test_a_request_transforms_its_rulings_once_per_distinct_fitted_feature_transformer():
+    cases, folds = _segmented_cases()
+    parsed = parse_rulings(cases)
+    linear, _ = fit_baseline(cases, parsed, folds, CLASS_TABLE, BASELINE)
+    ordinal, _ = fit_ordinal(cases, parsed, folds, CLASS_TABLE, BASELINE, {"C": 10.0, "max_iter": 300})
+    inputs = linear_inputs(cases.head(3), parsed)
+    same_rows = linear_inputs(cases.head(3), parsed)
+    with shared_features():
+        features = column_features(linear[0][0], inputs)
+        # The ordinal candidate's fold 0 fitted its features on the same rows alike: not computed again.
+        assert column_features(ordinal[0][0], same_rows) is features
+        assert column_features(linear[1][0], inputs) is not features  # another fold: other rows, other terms
+        assert column_features(ordinal[0][0], inputs.head(2)) is not features
+    assert column_features(ordinal[0][0], inputs) is not features  # outside a request: nothing kept
+
+
+def test_features_of_real_rulings_computed_fast_are_sparse_and_the_column_transformers_to_the_last_bit():
+    rows = pd.read_csv(DEV_ROWS).head(240)
+    options = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
+    cases = normalise_rulings(rows, options)
+    months = np.unique(cases["label"])
+    cases["class_id"] = np.searchsorted(months, cases["label"])
+    class_table = pd.DataFrame({"class_id": range(len(months)), "months": months})
+    folds = pd.DataFrame({"id": cases["id"], "fold": np.arange(len(cases)) % 3})
+    parameters = {**BASELINE, "analyzer": "char", "char_ngram_range": [1, 3], "max_features": 20000}
+    train, test = cases.iloc[:200], cases.iloc[200:]
+    models, _ = fit_baseline(train, parse_rulings(train), folds, class_table, parameters)
+    inputs = linear_inputs(test, parse_rulings(test))
+    with ngrams_counted_together(models):
+        for model in models:
+            features = column_features(model[0], inputs)
+            assert sparse.issparse(features) and _same_sparse(features, model[0].transform(inputs))

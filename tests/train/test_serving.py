@@ -18,6 +18,7 @@ from transformers import MegatronBertConfig, MegatronBertForSequenceClassificati
 from sentence_reduction.datasets import SequenceClassifierDataset
 from sentence_reduction.finetune.job import SavedModel
 from sentence_reduction.input_errors import InputDataError
+from sentence_reduction.pipelines.train import column_features as column_features_module
 from sentence_reduction.serving import (
     RequestLimits,
     RulingsPipelineModel,
@@ -122,3 +123,23 @@ def test_the_served_model_loads_its_artifacts_once_and_runs_the_pipeline_nodes_i
     assert loads == [tmp_path / "fold_model"]
     with pytest.raises(MlflowException, match=r"^<input>, row 1, field 'fact': not text: float 1\.5$"):
         model.predict(None, pd.DataFrame({"id": ["a"], "fact": [1.5]}))
+
+
+def test_the_served_model_answers_its_warm_up_rulings_as_it_loads_with_features_shared_within_a_request(tmp_path):
+    seen = []
+
+    def features(rulings: pd.DataFrame) -> pd.DataFrame:
+        # Inside a request the candidates' equal fitted transformers share their features.
+        seen.append((rulings["id"].tolist(), column_features_module._SHARED.get() is not None))
+        return pd.DataFrame({"id": rulings["id"], "label": 1})
+
+    inference = Pipeline([Node(features, "test_raw", "predictions", name="features")])
+    catalog = DataCatalog({"test_raw": MemoryDataset()})
+    warm_up = pd.DataFrame({"id": ["w1", "w2"], "fact": ["罪犯某", "罪犯某某"]})
+    model = RulingsPipelineModel(
+        inference, catalog, "test_raw", text_column="fact", limits=LIMITS, torch_threads=1, warm_up_rulings=warm_up
+    )
+    model.load_context(SimpleNamespace(artifacts=model.extract_pipeline_artifacts(parameters_saving_folder=tmp_path)))
+    assert seen == [(["w1", "w2"], True)]  # answered once as it loads
+    model.predict(None, pd.DataFrame({"id": ["a"], "fact": ["罪犯某"]}))
+    assert seen[1:] == [(["a"], True)] and column_features_module._SHARED.get() is None

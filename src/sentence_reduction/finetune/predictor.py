@@ -4,6 +4,8 @@ predict pipeline)."""
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +15,9 @@ from sentence_reduction.finetune.arguments import TrainingSettings, effective_ar
 from sentence_reduction.finetune.model import ModelSettings, apply_runtime_settings, compile_layers, omits_full_masks
 from sentence_reduction.finetune.text import padded_batch, tokenise
 from sentence_reduction.scoring import softmax
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def predict_probabilities(
@@ -74,11 +79,9 @@ class Predictor:
             return probabilities
         chunk = self.CHUNK_BATCHES * self.batch_size
         logits, rows = [], []
-        with (
-            concurrent.futures.ThreadPoolExecutor(max_workers=1) as tokeniser,
-            torch.inference_mode(),
-            inductor_settings(self.inductor_config),
-        ):
+        # One chunk (a served request) is tokenised here: a thread started and joined costs milliseconds.
+        tokeniser = concurrent.futures.ThreadPoolExecutor(max_workers=1) if len(texts) > chunk else _InPlace()
+        with tokeniser, torch.inference_mode(), inductor_settings(self.inductor_config):
             upcoming = tokeniser.submit(self._batches, texts[:chunk])
             for start in range(0, len(texts), chunk):
                 order, batches = upcoming.result()
@@ -108,3 +111,12 @@ class Predictor:
             )
             batches.append({key: value.pin_memory() if on_gpu else value for key, value in batch.items()})
         return order, batches
+
+
+class _InPlace(concurrent.futures.Executor):
+    """An executor that runs each call at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from sentence_reduction.pipelines.data.folds import NOT_HELD_OUT, case_folds
+from sentence_reduction.pipelines.train.column_features import ngrams_counted_together, pipeline_probabilities
 from sentence_reduction.scoring import DECODING_RULES, classification_metrics
 
 # The least probability a class keeps where a candidate's or a blend's is 0: a class at 0 would veto it in a
@@ -48,14 +49,17 @@ def probability_table(ids: pd.Series, probabilities: np.ndarray) -> pd.DataFrame
 
 
 def mean_class_probabilities(models: list[Any], inputs: pd.Series | pd.DataFrame, n_classes: int) -> np.ndarray:
-    """The fold models' mean class probabilities: how a candidate's folds predict a test set."""
-    return np.mean([class_probabilities(model, inputs, n_classes) for model in models], axis=0)
+    """The fold models' mean class probabilities: how a candidate's folds predict a test set (their
+    texts' n-grams counted once for all folds)."""
+    with ngrams_counted_together(models):
+        return np.mean([class_probabilities(model, inputs, n_classes) for model in models], axis=0)
 
 
 def class_probabilities(classifier: Any, inputs: pd.Series | pd.DataFrame, n_classes: int) -> np.ndarray:
-    """``predict_proba`` over every class id: a class missing from a fold's training cases gets 0."""
+    """``predict_proba`` over every class id (a pipeline's features by `column_features`): a class missing
+    from a fold's training cases gets 0."""
     probabilities = np.zeros((len(inputs), n_classes))
-    probabilities[:, classifier.classes_] = classifier.predict_proba(inputs)
+    probabilities[:, classifier.classes_] = pipeline_probabilities(classifier, inputs)
     return probabilities
 
 

@@ -184,6 +184,14 @@ def parse_rulings(cases: pd.DataFrame) -> pd.DataFrame:
 def aligned_features(cases: pd.DataFrame, parsed_features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The parsed features ``columns`` of each case, rows in ``cases``' order; raises when the table does
     not cover every case (parsed from other rulings than these)."""
+    ids = cases["id"].to_numpy()
+    if (
+        len(ids) == len(parsed_features)
+        and np.array_equal(ids, parsed_features["id"].to_numpy())
+        and cases["id"].is_unique
+    ):
+        # Parsed from these cases in their order (as the pipeline parses them): the rows the merge would give.
+        return parsed_features[columns].reset_index(drop=True)
     features = cases[["id"]].merge(parsed_features, on="id", how="left", validate="one_to_one")
     if features["crime_count"].isna().any():
         raise ValueError("parsed_features does not cover every case: rerun the pipeline that parses them")

@@ -1,5 +1,5 @@
 """Binary gradient-boosted classifiers that read the same rows, predicted together: their trees stacked
-into one node table and walked for every row and tree at once with numpy.
+into one node table and walked for every row and tree at once with numpy, each tree only to its own depth.
 
 scikit-learn predicts a `HistGradientBoostingClassifier` one tree at a time, each call with its own
 overhead (and each classifier first encodes the rows again): the trees candidate's 165 classifiers of
@@ -45,7 +45,7 @@ class StackedTrees:
     def _stack(self) -> None:
         """Every tree's nodes in one table, classifier after classifier, iteration after iteration (a
         classifier with fewer iterations padded with trees of a single leaf of 0, which adds nothing)."""
-        tables, roots, offset, depth = [], [], 0, 0
+        tables, roots, depths, offset = [], [], [], 0
         categorical_rows: list[np.ndarray] = []
         padding = _leaf_of_zero()
         for classifier, encoder in zip(self.classifiers, self.encoder_of, strict=True):
@@ -73,11 +73,14 @@ class StackedTrees:
                     )
                 tables.append(table)
                 roots.append(offset)
+                depths.append(int(nodes["depth"].max()))  # walking this many steps from its root reaches a leaf
                 offset += len(nodes)
-                depth = max(depth, int(nodes["depth"].max()))
-        self.depth = depth  # walking a tree this many steps from its root reaches a leaf
         self.nodes = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
-        self.roots = np.array(roots)
+        # The trees walked deepest first: at each step, only those not yet at a leaf (a prefix).
+        deepest_first = np.argsort(-np.array(depths), kind="stable")
+        self.roots = np.array(roots)[deepest_first]
+        self.walking = [int((np.array(depths) > step).sum()) for step in range(max(depths))]
+        self.table_order = np.argsort(deepest_first)  # a tree's place in the walk, in table order
         self.categorical_left = np.array(categorical_rows or np.zeros((1, _CATEGORIES), bool))
         self.baselines = np.array([classifier._baseline_prediction.item() for classifier in self.classifiers])
 
@@ -85,8 +88,9 @@ class StackedTrees:
         """Each classifier's probability of class 1 for each row: a column per classifier."""
         encoded = np.hstack([encoder._preprocess_X(inputs, reset=False) for encoder in self.encoders])
         nodes, rows = self.nodes, np.arange(len(encoded))[:, None]
-        node = np.broadcast_to(self.roots, (len(encoded), len(self.roots)))
-        for _ in range(self.depth):
+        walked = np.tile(self.roots, (len(encoded), 1))
+        for walking in self.walking:
+            node = walked[:, :walking]
             value = encoded[rows, nodes["feature"][node]]
             missing = np.isnan(value)
             goes_left = np.where(missing, nodes["missing_left"][node], value <= nodes["threshold"][node])
@@ -99,8 +103,10 @@ class StackedTrees:
                     nodes["missing_left"][node[split]],
                     self.categorical_left[categorical[split], np.minimum(category, _CATEGORIES - 1).astype(np.intp)],
                 )
-            node = np.where(goes_left, nodes["left"][node], nodes["right"][node])
-        leaves = nodes["value"][node].reshape(len(encoded), len(self.classifiers), self.iterations)
+            walked[:, :walking] = np.where(goes_left, nodes["left"][node], nodes["right"][node])
+        leaves = nodes["value"][walked[:, self.table_order]].reshape(
+            len(encoded), len(self.classifiers), self.iterations
+        )
         # Added one tree after another onto the baseline, as scikit-learn adds them.
         raw = np.broadcast_to(self.baselines, leaves.shape[:2]).copy()
         for iteration in range(self.iterations):
