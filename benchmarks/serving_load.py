@@ -6,8 +6,8 @@ Sequential requests from this one client (no concurrency: the figures are the se
 then each bad request below, whose status must be 4xx, with a good request answered after each. The
 rulings are the rows of ``--rulings`` (id, fact), taken in turn. Prints one JSON object.
 
-    python benchmarks/serving_load.py --model-uri models:/sentence-reduction/latest   # starts the server
-    python benchmarks/serving_load.py --url http://127.0.0.1:5001                      # a running server
+    python -m benchmarks.serving_load --model-uri models:/sentence-reduction/latest   # starts the server
+    python -m benchmarks.serving_load --url http://127.0.0.1:5001                      # a running server
 
 Started here, the server runs in the working folder (the project root, for its sqlite:///mlflow.db) with
 ``--env-manager local`` and stops at the end; its log lines per request are counted.
