@@ -26,6 +26,7 @@ from sentence_reduction.pipelines.train.regression import LogMonthsRegressionCla
 from tests.conftest import PROJECT_ROOT
 
 DEV_ROWS = PROJECT_ROOT.parent / "shared" / "reference" / "dc611_dev_segmented.csv"
+needs_dev_rows = pytest.mark.skipif(not DEV_ROWS.is_file(), reason="the real dev rows live in ../shared (absent here)")
 BASELINE = {
     "analyzer": "auto",
     "segmented_space_share": 0.15,
@@ -131,7 +132,7 @@ def test_every_linear_feature_candidate_learns_the_recommendation_from_segmented
         assert len(models) == 4 and (probabilities.argmax(axis=1) == cases["class_id"]).mean() > 0.9
 
 
-@pytest.mark.skipif(not DEV_ROWS.is_file(), reason="the real dev rows live in ../shared (absent here)")
+@needs_dev_rows
 def test_parser_on_real_segmented_rows():
     rows = pd.read_csv(DEV_ROWS)
     options = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
@@ -232,6 +233,7 @@ def test_a_request_transforms_its_rulings_once_per_distinct_fitted_feature_trans
     assert column_features(ordinal[0][0], inputs) is not features  # outside a request: nothing kept
 
 
+@needs_dev_rows
 def test_features_of_real_rulings_computed_fast_are_sparse_and_the_column_transformers_to_the_last_bit():
     rows = pd.read_csv(DEV_ROWS).head(240)
     options = {"fold_full_width": True, "collapse_whitespace": True, "mask_criminal_name": True, "name_mask": "某"}
