@@ -61,6 +61,27 @@ TINY_TRAINING = {
 }
 
 
+# Two epochs that evaluate and checkpoint every 2 steps, length-grouped batches: the production recipe
+# in miniature, for the engine's tests.
+STEPPED_TRAINING = {
+    "arguments": {
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 1e-3,
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "logging_steps": 1,
+        "seed": 7,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "train_sampling_strategy": "group_by_length",
+    },
+}
+
+
 def kedro_environment() -> dict[str, str]:
     environment = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
     environment.pop("KEDRO_ENV", None)

@@ -25,29 +25,12 @@ from sentence_reduction.finetune.trainer import (
     build_trainer,
     in_training_evaluation_rows,
 )
-from tests.conftest import REFERENCE_MODEL, RULINGS, free_port
+from tests.conftest import REFERENCE_MODEL, RULINGS, STEPPED_TRAINING, free_port
 
 TINY_MODEL = {
     "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
     "max_length": 48,
     "fused_attention": True,
-}
-TINY_TRAINING = {
-    "arguments": {
-        "num_train_epochs": 2,
-        "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8,
-        "learning_rate": 1e-3,
-        "eval_strategy": "steps",
-        "eval_steps": 2,
-        "save_strategy": "steps",
-        "save_steps": 2,
-        "logging_steps": 1,
-        "seed": 7,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "train_sampling_strategy": "group_by_length",
-    },
 }
 
 
@@ -63,7 +46,7 @@ def tiny_job(**changes) -> FoldJob:
         "tokenizer": build_tokenizer(build_character_vocabulary(texts)),
         "class_months": [0, 1, 2, 3],
         "model": TINY_MODEL,
-        "training": TINY_TRAINING,
+        "training": STEPPED_TRAINING,
     }
     return FoldJob(**{**values, **changes})
 
@@ -158,7 +141,7 @@ def test_same_seed_same_predictions_on_cpu(tmp_path):
     assert {k: v for k, v in first.metrics.items() if k not in timing} == {
         k: v for k, v in second.metrics.items() if k not in timing
     }
-    other_seed = {**TINY_TRAINING, "arguments": {**TINY_TRAINING["arguments"], "seed": 8}}
+    other_seed = {**STEPPED_TRAINING, "arguments": {**STEPPED_TRAINING["arguments"], "seed": 8}}
     third = run_fold(tiny_job(training=other_seed), tmp_path / "third")
     assert not np.array_equal(first.eval_probabilities, third.eval_probabilities)
 
@@ -169,7 +152,7 @@ def two_processes() -> dict[str, int]:
 
 @pytest.mark.slow
 def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
-    job = tiny_job(training={**TINY_TRAINING, "launcher": two_processes()})
+    job = tiny_job(training={**STEPPED_TRAINING, "launcher": two_processes()})
     result = run_fold(job, tmp_path / "fold_0")
     assert result.eval_probabilities.shape == (8, 4)
     assert result.predict_probabilities.shape == (5, 4)
@@ -180,9 +163,9 @@ def test_two_processes_on_the_cpu_train_one_fold(tmp_path):
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
     broken = {
-        **TINY_TRAINING,
+        **STEPPED_TRAINING,
         "launcher": two_processes(),
-        "arguments": {**TINY_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"},
+        "arguments": {**STEPPED_TRAINING["arguments"], "lr_scheduler_type": "no_such_schedule"},
     }
     with pytest.raises(FoldTrainingError, match=r"fold_0: rank \d failed: ValueError: .*no_such_schedule"):
         run_fold(tiny_job(training=broken), tmp_path / "fold_0")
@@ -191,14 +174,16 @@ def test_a_failing_rank_fails_the_fold_with_its_message(tmp_path):
 def short_training(tmp_path, name: str, **training) -> FoldTrainer:
     """A tiny job's trainer after 6 optimizer steps with torch's fused AdamW, logging every step."""
     arguments = {
-        **TINY_TRAINING["arguments"],
+        **STEPPED_TRAINING["arguments"],
         "optim": "adamw_torch_fused",
         "max_steps": 6,
         "eval_strategy": "no",
         "save_strategy": "no",
     }
     arguments.update(training.pop("arguments", {}))
-    trainer = build_trainer(tiny_job(training={**TINY_TRAINING, "arguments": arguments, **training}), tmp_path / name)
+    trainer = build_trainer(
+        tiny_job(training={**STEPPED_TRAINING, "arguments": arguments, **training}), tmp_path / name
+    )
     trainer.train()
     return trainer
 
@@ -245,9 +230,9 @@ def test_bf16_master_weights_train_bf16_weights_from_fp32_masters_with_the_train
 
 def test_bf16_master_weights_refuse_an_optimizer_other_than_adamw(tmp_path):
     training = {
-        **TINY_TRAINING,
+        **STEPPED_TRAINING,
         "bf16_master_weights": True,
-        "arguments": {**TINY_TRAINING["arguments"], "optim": "adafactor"},
+        "arguments": {**STEPPED_TRAINING["arguments"], "optim": "adafactor"},
     }
     with pytest.raises(ValueError, match="bf16_master_weights.*adamw_torch.*not optim adafactor"):
         build_trainer(tiny_job(training=training), tmp_path / "adafactor")
@@ -262,15 +247,15 @@ def test_inductor_settings_hold_while_the_fold_trains(tmp_path):
         def on_step_begin(self, args, state, control, **kwargs):
             seen.append(inductor_config.triton.multi_kernel)
 
-    arguments = {**TINY_TRAINING["arguments"], "max_steps": 2, "eval_strategy": "no", "save_strategy": "no"}
-    job = tiny_job(training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multi_kernel": 1}})
+    arguments = {**STEPPED_TRAINING["arguments"], "max_steps": 2, "eval_strategy": "no", "save_strategy": "no"}
+    job = tiny_job(training={**STEPPED_TRAINING, "arguments": arguments, "inductor_config": {"triton.multi_kernel": 1}})
     trainer = build_trainer(job, tmp_path / "run")
     trainer.add_callback(RecordSetting())
     trainer.train()
     assert seen == [1, 1] and inductor_config.triton.multi_kernel == 0
 
     misspelt = tiny_job(
-        training={**TINY_TRAINING, "arguments": arguments, "inductor_config": {"triton.multikernel": 1}}
+        training={**STEPPED_TRAINING, "arguments": arguments, "inductor_config": {"triton.multikernel": 1}}
     )
     with pytest.raises(AttributeError, match="triton.multikernel does not exist"):
         build_trainer(misspelt, tmp_path / "misspelt").train()
@@ -290,7 +275,7 @@ def test_in_training_evaluation_is_a_fixed_stratified_sample_of_the_held_out_fol
 
 
 def test_training_evaluates_on_the_sample_and_predicts_the_whole_held_out_fold(tmp_path):
-    training = {**TINY_TRAINING, "in_training_evaluation": {"fraction": 0.25, "min_rows": 2}}
+    training = {**STEPPED_TRAINING, "in_training_evaluation": {"fraction": 0.25, "min_rows": 2}}
     trainer = build_trainer(tiny_job(training=training), tmp_path / "checkpoints")
     assert len(trainer.eval_dataset) == 2
     result = run_fold(tiny_job(training=training), tmp_path / "fold_0")
@@ -307,13 +292,13 @@ def test_compiled_training_keeps_one_graph_for_batches_of_every_length(tmp_path,
     torch._dynamo.reset()
     texts = [("罪犯某因盗窃罪判处有期徒刑三年" * 5)[: 6 + 2 * index] for index in range(24)]
     arguments = {
-        **TINY_TRAINING["arguments"],
+        **STEPPED_TRAINING["arguments"],
         "torch_compile": True,
         "num_train_epochs": 1,
         "per_device_train_batch_size": 3,
         "save_strategy": "no",
     }
-    training = {**TINY_TRAINING, "arguments": arguments, "compiled_region": region}
+    training = {**STEPPED_TRAINING, "arguments": arguments, "compiled_region": region}
     job = tiny_job(train_texts=texts[:16], eval_texts=texts[16:], training=training)
     trainer = build_trainer(job, tmp_path / "checkpoints")
     assert trainer.args.torch_compile is not regional  # the layers are compiled by the engine instead
@@ -340,8 +325,8 @@ def test_regional_compilation_compiles_the_region_in_the_compile_mode_and_not_th
         "compile",
         lambda *args, **kwargs: (modes.append(kwargs.get("mode")), compile_function(*args, **kwargs))[1],
     )
-    arguments = {**TINY_TRAINING["arguments"], "torch_compile": True, "torch_compile_mode": "reduce-overhead"}
-    training = {**TINY_TRAINING, "arguments": arguments, "compiled_region": "layers"}
+    arguments = {**STEPPED_TRAINING["arguments"], "torch_compile": True, "torch_compile_mode": "reduce-overhead"}
+    training = {**STEPPED_TRAINING, "arguments": arguments, "compiled_region": "layers"}
     trainer = build_trainer(tiny_job(training=training), tmp_path / "checkpoints")
     assert modes == ["reduce-overhead"] * len(trainer.model.base_model.encoder.layer)
     assert trainer.args.torch_compile is False and trainer.args.torch_compile_mode is None

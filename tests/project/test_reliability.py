@@ -58,6 +58,7 @@ from tests.conftest import (
     FAST_PARAMETERS,
     PROJECT_ROOT,
     RULINGS,
+    STEPPED_TRAINING,
     TINY_MODEL_PARAMETERS,
     copy_project,
     kedro_environment,
@@ -346,24 +347,7 @@ def _tiny_job() -> FoldJob:
             "max_length": 48,
             "fused_attention": True,
         },
-        training={
-            "arguments": {
-                "num_train_epochs": 2,
-                "per_device_train_batch_size": 4,
-                "per_device_eval_batch_size": 8,
-                "learning_rate": 1e-3,
-                "eval_strategy": "steps",
-                "eval_steps": 2,
-                "save_strategy": "steps",
-                "save_steps": 2,
-                "save_total_limit": 1,
-                "logging_steps": 1,
-                "seed": 7,
-                "report_to": "none",
-                "disable_tqdm": True,
-                "train_sampling_strategy": "group_by_length",
-            }
-        },
+        training={**STEPPED_TRAINING, "arguments": {**STEPPED_TRAINING["arguments"], "save_total_limit": 1}},
     )
 
 
